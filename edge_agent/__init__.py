@@ -1,0 +1,3 @@
+"""edge-agent: the site agent for in-store visitor events."""
+
+__version__ = "0.1.0"

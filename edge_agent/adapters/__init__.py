@@ -1,0 +1,1 @@
+"""Thin adapters between the core and the outside world (MQTT, SQLite, processes)."""

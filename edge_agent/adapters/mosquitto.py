@@ -1,0 +1,143 @@
+"""A local Mosquitto broker process with the configuration ingest needs (demo, tests, bench)."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from edge_agent.errors import BrokerError
+
+# Mosquitto's defaults would lose a site's events while the agent is down: it keeps at most
+# 1,000 queued QoS-1 messages per client and sends only 20 unacknowledged ones at a time.
+# These keep the agent's session across agent and broker restarts and let group commit work.
+BROKER_CONFIG = """\
+# Written by edge-agent.
+# Started as root, Mosquitto would switch to the "mosquitto" user and then fail, silently,
+# to write its log and persistence file into a folder it does not own.
+user {user}
+listener {port} {address}
+allow_anonymous true
+persistence true
+persistence_location {data}/
+autosave_interval 30
+max_queued_messages 1000000
+max_queued_bytes 0
+max_inflight_messages 1000
+# A payload larger than this is refused to its publisher instead of reaching the agent.
+max_packet_size 16777216
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+"""
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mosquitto_binary() -> str:
+    """The path of the ``mosquitto`` program.
+
+    Raises:
+        BrokerError: Mosquitto is not installed.
+    """
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+    if found is None:
+        raise BrokerError(
+            "mosquitto is not installed: run `apt-get install mosquitto` (or the README's set-up)"
+        )
+    return found
+
+
+class Mosquitto:
+    """One Mosquitto process on loopback with its own config, data and log in ``folder``."""
+
+    def __init__(self, folder: Path, port: int | None = None, address: str = "127.0.0.1") -> None:
+        self.folder = folder
+        self.address = address
+        self.port = port or free_port(address)
+        self.config = folder / "mosquitto.conf"
+        self.log = folder / "mosquitto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> Path:
+        """Write the broker configuration file and return its path."""
+        data = self.folder / "mosquitto-data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            BROKER_CONFIG.format(
+                user=getpass.getuser(),
+                port=self.port,
+                address=self.address,
+                data=data,
+                log=self.log,
+            )
+        )
+        return self.config
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the broker and wait until it accepts connections.
+
+        Raises:
+            BrokerError: it is not installed, exits, or does not listen in time.
+        """
+        self.write_config()
+        stderr = self.folder / "mosquitto.stderr"
+        with stderr.open("wb") as err:
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=err
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                raise BrokerError(
+                    f"mosquitto exited with {self.process.returncode}: {err.strip()} {self.log_tail()}"
+                )
+            try:
+                with socket.create_connection((self.address, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(
+            f"mosquitto did not listen on {self.address}:{self.port} within {timeout_s} s"
+        )
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the broker: SIGTERM lets it save its persistence file, SIGKILL does not."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the broker's log, for error messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,210 @@
+"""The MQTT side of ingest (paho-mqtt 2.x, MQTT 5), run in a process of its own.
+
+paho's network loop is pure Python and needs a whole interpreter to keep up with the broker,
+so this process only receives, groups messages into batches and sends PUBACKs; the parent
+process validates and commits. A message is acknowledged only after the parent reports that
+its batch is committed ("ack after commit"), which is what makes an acknowledged event durable.
+
+Wire protocol over the pipe (pickled tuples):
+  child -> parent  ("batch", seq, [(topic, payload, received_ms), ...])
+                   ("broker", "connected" | "disconnected", detail)
+  parent -> child  ("ack", seq)        the batch is committed: PUBACK its messages
+                   ("stop",)           disconnect and exit
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge_agent import logs
+from edge_agent.config import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+Item = tuple[str, bytes, int]
+
+
+@dataclass(frozen=True)
+class ReceiverOptions:
+    """What the receiver process needs: broker settings and batching bounds."""
+
+    mqtt: MqttSettings
+    client_id: str
+    topic: str
+    batch_max_events: int
+    batch_max_ms: int
+    queue_max_events: int
+    log_level: str
+    journald: bool
+
+
+class _Receiver:
+    """Receives on paho's thread, batches, and acks what the parent committed."""
+
+    def __init__(self, options: ReceiverOptions, pipe: Connection) -> None:
+        self.options = options
+        self.pipe = pipe
+        self.lock = threading.Condition()
+        self.pending: list[Item] = []
+        self.pending_mids: list[int] = []
+        self.first_pending_at = 0.0
+        self.unacked = 0  # messages received and not yet acknowledged or dropped as stale
+        self.seq = 0
+        # seq -> (connection generation, mids). A PUBACK is only valid on the connection that
+        # received the message: after a reconnect the broker redelivers what was not acked,
+        # and the store's messageId de-duplication absorbs the second copy.
+        self.in_flight: dict[int, tuple[int, list[int]]] = {}
+        self.generation = 0
+        self.session_present = False
+        self.client = self._client()
+
+    def _client(self) -> mqtt.Client:
+        o = self.options
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=o.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if o.mqtt.username:
+            client.username_pw_set(o.mqtt.username, o.mqtt.password or None)
+        client.reconnect_delay_set(
+            max(1, round(o.mqtt.reconnect_min_s)), max(1, round(o.mqtt.reconnect_max_s))
+        )
+        # paho keeps QoS>0 messages it has not yet handed over in its own queue; the agent
+        # bounds its memory itself (queue_max_events) because the broker's window is not enough.
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def connect_properties(self) -> Properties:
+        """CONNECT properties: a persistent session and a receive window for group commit."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.options.mqtt.session_expiry_s
+        props.ReceiveMaximum = self.options.mqtt.receive_maximum
+        return props
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: Any
+    ) -> None:
+        if rc.is_failure:
+            self._tell(("broker", "disconnected", f"broker refused the connection: {rc}"))
+            return
+        with self.lock:
+            self.generation += 1
+        self.session_present = flags.session_present
+        client.subscribe(self.options.topic, options=SubscribeOptions(qos=1))
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any
+    ) -> None:
+        # "connected" is reported once the broker confirmed the subscription: from then on
+        # nothing published to the site is missed, even on a brand-new session.
+        failed = [str(code) for code in codes if code.is_failure]
+        if failed:
+            self._tell(("broker", "disconnected", f"broker refused the subscription: {failed}"))
+        else:
+            self._tell(("broker", "connected", f"session_present={self.session_present}"))
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode, _p: Any
+    ) -> None:
+        with self.lock:
+            # What was received on this connection goes to the store now, but its acks are
+            # owed to a connection that is gone: the broker will redeliver those messages.
+            if self.pending:
+                self._flush_locked()
+            self.generation += 1
+        self._tell(("broker", "disconnected", str(rc)))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        with self.lock:
+            # Blocking paho's thread stops it reading the socket: TCP then holds the broker
+            # back. Needed because Mosquitto 2.0.11 stops enforcing Receive Maximum once acks
+            # flow, and an unbounded queue would grow until the box runs out of memory.
+            while self.unacked >= self.options.queue_max_events:
+                self.lock.wait(1.0)
+            if not self.pending:
+                self.first_pending_at = now
+            self.pending.append((message.topic, message.payload, int(now * 1000)))
+            self.pending_mids.append(message.mid if message.qos > 0 else 0)
+            self.unacked += 1
+            if len(self.pending) >= self.options.batch_max_events:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self.seq += 1
+        self.in_flight[self.seq] = (self.generation, self.pending_mids)
+        batch, self.pending, self.pending_mids = self.pending, [], []
+        self.pipe.send(("batch", self.seq, batch))
+
+    def _tell(self, message: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.pipe.send(message)
+
+    def serve(self) -> None:
+        """Run until the parent says stop or goes away."""
+        o = self.options
+        self.client.connect_async(
+            o.mqtt.host,
+            o.mqtt.port,
+            keepalive=o.mqtt.keepalive_s,
+            clean_start=False,
+            properties=self.connect_properties(),
+        )
+        self.client.loop_start()
+        tick = o.batch_max_ms / 2000
+        try:
+            while True:
+                if self.pipe.poll(tick):
+                    message = self.pipe.recv()
+                    if message[0] == "stop":
+                        break
+                    self._acknowledge(message[1])
+                with self.lock:
+                    if (
+                        self.pending
+                        and time.time() - self.first_pending_at >= o.batch_max_ms / 1000
+                    ):
+                        self._flush_locked()
+        except (EOFError, OSError):
+            # The parent died (e.g. kill -9). Leave at once without acking anything more: the
+            # broker keeps the session and the restarted agent takes it over.
+            os._exit(0)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _acknowledge(self, seq: int) -> None:
+        with self.lock:
+            generation, mids = self.in_flight.pop(seq)
+            current = generation == self.generation
+            self.unacked -= len(mids)
+            self.lock.notify_all()
+        if current:
+            for mid in mids:
+                if mid:
+                    self.client.ack(mid, 1)
+
+
+def receiver_main(options: ReceiverOptions, pipe: Connection) -> None:
+    """Entry point of the receiver process."""
+    # Ctrl-C reaches the whole process group; the parent decides when this process stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.setup(options.log_level, options.journald)
+    _Receiver(options, pipe).serve()

@@ -1,0 +1,310 @@
+"""The SQLite store (WAL, through sqlite-utils): every SQL statement of the agent lives here."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from edge_agent.adapters.migrations import migrations
+from edge_agent.core.deadletters import DeadLetter
+from edge_agent.core.events import Event
+from edge_agent.errors import StorageError
+
+_INSERT_EVENT = """
+INSERT OR IGNORE INTO events (message_id, type, event, ts_ms, received_ms, stored_ms,
+    device_id, anonymous_id, user_id, schema_version, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A redelivered rejection bumps its counter instead of adding a row, and a dead letter that
+# was replayed but fails again is reopened with its new reason.
+_UPSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (fingerprint, reason, detail, topic, received_ms, last_seen_ms,
+    raw, raw_size, raw_sha256)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (fingerprint) DO UPDATE SET
+    occurrences = occurrences + 1,
+    last_seen_ms = excluded.last_seen_ms,
+    reason = excluded.reason,
+    detail = excluded.detail,
+    status = 'open'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An event together with when it was received, as the store records it."""
+
+    event: Event
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one commit changed."""
+
+    stored: int
+    duplicates: int
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """A dead letter as stored."""
+
+    id: int
+    reason: str
+    detail: str
+    topic: str
+    received_ms: int
+    last_seen_ms: int
+    occurrences: int
+    raw: bytes
+    raw_size: int
+    raw_sha256: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The counters ``edge-agent status`` shows."""
+
+    stored: int
+    duplicates: int
+    dead_letters_by_reason: dict[str, int]
+    last_event_ms: int | None
+    last_stored_ms: int | None
+    broker: dict[str, tuple[str, int]]
+
+
+class Store:
+    """The agent's SQLite database. One writer (the agent), any number of readers.
+
+    Raises StorageError from every method when SQLite fails (disk full, file not writable,
+    database locked past the timeout), with the file named.
+    """
+
+    def __init__(self, path: Path, db: Database) -> None:
+        self.path = path
+        self.db = db
+
+    @classmethod
+    def open(cls, path: Path, synchronous: str = "FULL", readonly: bool = False) -> Store:
+        """Open (creating when needed) the database in WAL mode and bring its schema up to date.
+
+        Raises:
+            StorageError: the folder or file cannot be created or opened, or a migration fails.
+        """
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StorageError(
+                        f"no database at {path}: has the agent run with this config?"
+                    )
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            db = Database(conn)
+            if not readonly:
+                db.enable_wal()
+                conn.execute(f"PRAGMA synchronous = {synchronous}")
+                migrations.apply(db)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"database {path} cannot be opened: {exc}") from exc
+        return cls(path, db)
+
+    def close(self) -> None:
+        """Close the connection (WAL content stays durable; readers checkpoint later)."""
+        self.db.conn.close()
+
+    def commit(
+        self,
+        received: Sequence[Received],
+        dead_letters: Sequence[DeadLetter],
+        schema_version: str,
+        stored_ms: int,
+    ) -> CommitResult:
+        """Store events (once per messageId) and dead letters in ONE transaction.
+
+        The caller acknowledges the MQTT messages only after this returns: that is what makes
+        an acknowledged event durable.
+
+        Raises:
+            StorageError: SQLite could not commit; nothing of the batch is stored.
+        """
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany(
+                    _INSERT_EVENT,
+                    [
+                        (
+                            e.message_id,
+                            e.type,
+                            e.name,
+                            e.timestamp_ms,
+                            r.received_ms,
+                            stored_ms,
+                            e.device_id,
+                            e.anonymous_id,
+                            e.user_id,
+                            schema_version,
+                            e.body,
+                        )
+                        for r in received
+                        for e in (r.event,)
+                    ],
+                )
+                stored = conn.total_changes - before
+                duplicates = len(received) - stored
+                conn.executemany(
+                    _UPSERT_DEAD_LETTER,
+                    [
+                        (
+                            d.fingerprint,
+                            d.reason.value,
+                            d.detail,
+                            d.topic,
+                            d.received_ms,
+                            stored_ms,
+                            d.raw,
+                            d.raw_size,
+                            d.raw_sha256,
+                        )
+                        for d in dead_letters
+                    ],
+                )
+                if duplicates:
+                    self._add_counter("duplicates", duplicates)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} could not commit a batch: {exc}") from exc
+        return CommitResult(stored=stored, duplicates=duplicates, dead_letters=len(dead_letters))
+
+    def _add_counter(self, name: str, amount: int) -> None:
+        self.db.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, amount),
+        )
+
+    def set_state(self, key: str, value: str, now_ms: int) -> None:
+        """Record a piece of agent state (e.g. the broker connection) for ``status``.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        try:
+            self.db.conn.execute(
+                "INSERT INTO agent_state (key, value, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                (key, value, now_ms),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} could not record state: {exc}") from exc
+
+    def status(self) -> Status:
+        """Counters for ``edge-agent status``.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            q = self.db.execute
+            stored = q("SELECT count(*) FROM events").fetchone()[0]
+            row = q("SELECT value FROM counters WHERE name = 'duplicates'").fetchone()
+            by_reason = dict(
+                q(
+                    "SELECT reason, sum(occurrences) FROM dead_letters WHERE status = 'open' "
+                    "GROUP BY reason ORDER BY reason"
+                ).fetchall()
+            )
+            last_event, last_stored = q("SELECT max(ts_ms), max(stored_ms) FROM events").fetchone()
+            broker = {k: (v, t) for k, v, t in q("SELECT key, value, updated_ms FROM agent_state")}
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+        return Status(
+            stored=stored,
+            duplicates=row[0] if row else 0,
+            dead_letters_by_reason=by_reason,
+            last_event_ms=last_event,
+            last_stored_ms=last_stored,
+            broker=broker,
+        )
+
+    def dead_letters(
+        self,
+        reason: str | None = None,
+        status: str | None = "open",
+        ids: Iterable[int] | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetterRow]:
+        """Dead letters, newest first, filtered by reason, status and/or ids.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        where: list[str] = []
+        params: list[object] = []
+        if reason is not None:
+            where.append("reason = ?")
+            params.append(reason)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if ids is not None:
+            wanted = list(ids)
+            where.append(f"id IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            params.extend(wanted)
+        sql = (
+            "SELECT id, reason, detail, topic, received_ms, last_seen_ms, occurrences, raw, raw_size, "
+            "raw_sha256, status FROM dead_letters"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY id DESC"
+            + (f" LIMIT {int(limit)}" if limit is not None else "")
+        )
+        try:
+            rows = self.db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+        return [DeadLetterRow(*row) for row in rows]
+
+    def mark_replayed(self, ids: Sequence[int], now_ms: int) -> None:
+        """Close dead letters whose replay stored their events.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        try:
+            self.db.conn.executemany(
+                "UPDATE dead_letters SET status = 'replayed', replayed_ms = ? WHERE id = ?",
+                [(now_ms, i) for i in ids],
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} could not mark replays: {exc}") from exc
+
+    def update_dead_letter(self, letter_id: int, reason: str, detail: str) -> None:
+        """Give an open dead letter the reason it fails with now (after a replay).
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        try:
+            self.db.conn.execute(
+                "UPDATE dead_letters SET reason = ?, detail = ? WHERE id = ?",
+                (reason, detail, letter_id),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"database {self.path} could not update a dead letter: {exc}"
+            ) from exc

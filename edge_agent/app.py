@@ -1,0 +1,345 @@
+"""Wires the adapters to the core: the agent's ingest loop, status and dead-letter commands."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from edge_agent import logs, schemas
+from edge_agent.adapters.mqtt import Item, ReceiverOptions, receiver_main
+from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
+from edge_agent.config import Settings, under_journald
+from edge_agent.core.deadletters import DeadLetter, dead_letter
+from edge_agent.core.events import Inbound, Limits, Reason, Rejection, Schemas, parse_payload
+from edge_agent.core.topics import SiteId
+from edge_agent.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 10.0
+_RETRY_COMMIT_S = 1.0
+# More than this many events waiting in the pipe are committed together: one fsync for all.
+_GROUP_MAX_EVENTS = 5000
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds (events are judged against it)."""
+    return int(time.time() * 1000)
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The core's inbound bounds from the ``[site]`` and ``[ingest]`` settings."""
+    i = settings.ingest
+    return Limits(
+        site=SiteId(settings.site.id),
+        max_payload_bytes=i.max_payload_bytes,
+        max_batch_events=i.max_batch_events,
+        max_depth=i.max_depth,
+        max_future_skew_ms=i.max_future_skew_s * 1000,
+        max_past_age_ms=i.max_past_age_s * 1000,
+    )
+
+
+def classify(
+    items: Iterable[Item], limits: Limits, compiled: Schemas, raw_limit: int
+) -> tuple[list[Received], list[DeadLetter]]:
+    """Validate inbound messages into events to store and dead letters to keep."""
+    received: list[Received] = []
+    rejected: list[DeadLetter] = []
+    for topic, payload, received_ms in items:
+        message = Inbound(topic, payload, received_ms)
+        try:
+            parsed = parse_payload(message, limits, compiled)
+        except Exception as exc:
+            # A bug must not cost the event nor stop ingest: keep it, replay it once fixed.
+            logs.log(
+                logger, logging.ERROR, "validation_crashed", "validator raised", error=repr(exc)
+            )
+            crash = Rejection(Reason.INTERNAL_ERROR, f"validator raised {exc!r}"[:300], payload)
+            rejected.append(dead_letter(message, crash, raw_limit))
+            continue
+        received.extend(Received(event, received_ms) for event in parsed.events)
+        rejected.extend(dead_letter(message, r, raw_limit) for r in parsed.rejections)
+    return received, rejected
+
+
+class Agent:
+    """The ingest loop: receiver process -> validate -> commit -> ack."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store.open(settings.database, settings.store.synchronous)
+        self.schemas = schemas.load()
+        self.limits = limits_of(settings)
+        self.stop_requested = threading.Event()
+        self.totals = {"stored": 0, "duplicates": 0, "dead_letters": 0}
+        self._context = multiprocessing.get_context("spawn")
+
+    def _options(self) -> ReceiverOptions:
+        s = self.settings
+        return ReceiverOptions(
+            mqtt=s.mqtt,
+            client_id=s.mqtt.effective_client_id(s.site.id),
+            topic=s.mqtt.topic.replace("{site}", s.site.id),
+            batch_max_events=s.ingest.commit_max_events,
+            batch_max_ms=s.ingest.commit_max_ms,
+            queue_max_events=s.ingest.queue_max_events,
+            log_level=s.log.level,
+            journald=under_journald(),
+        )
+
+    def _start_receiver(self) -> tuple[BaseProcess, Connection]:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=receiver_main,
+            args=(self._options(), theirs),
+            name="edge-agent-mqtt",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        return process, ours
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to finish the current commit and stop."""
+        self.stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the agent cleanly."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self.request_stop()
+
+    def run(self) -> None:
+        """Ingest until asked to stop. The receiver process is restarted if it dies."""
+        s = self.settings
+        logs.log(
+            logger,
+            logging.INFO,
+            "agent_starting",
+            "agent starting",
+            site=s.site.id,
+            database=str(s.database),
+            broker=f"{s.mqtt.host}:{s.mqtt.port}",
+            schema_version=self.schemas.version,
+        )
+        process, pipe = self._start_receiver()
+        last_progress = time.monotonic()
+        try:
+            while not self.stop_requested.is_set():
+                if not process.is_alive():
+                    logs.log(
+                        logger,
+                        logging.ERROR,
+                        "receiver_died",
+                        "MQTT receiver exited; restarting",
+                        exitcode=process.exitcode,
+                    )
+                    pipe.close()
+                    self.store.set_state("broker", "disconnected", now_ms())
+                    time.sleep(_RETRY_COMMIT_S)
+                    process, pipe = self._start_receiver()
+                    continue
+                try:
+                    self._drain(pipe)
+                except (EOFError, OSError):
+                    continue  # the receiver went away mid-read; the liveness check restarts it
+                if time.monotonic() - last_progress >= _PROGRESS_EVERY_S:
+                    last_progress = time.monotonic()
+                    logs.log(
+                        logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
+                    )
+        finally:
+            self._stop_receiver(process, pipe)
+            self.store.close()
+            logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
+
+    def _drain(self, pipe: Connection) -> None:
+        if not pipe.poll(0.2):
+            return
+        batches: list[tuple[int, list[Item]]] = []
+        count = 0
+        while count < _GROUP_MAX_EVENTS and pipe.poll(0):
+            message = pipe.recv()
+            if message[0] == "batch":
+                batches.append((message[1], message[2]))
+                count += len(message[2])
+            elif message[0] == "broker":
+                self._broker_state(message[1], message[2])
+        if batches:
+            self._commit(batches)
+            for seq, _ in batches:
+                pipe.send(("ack", seq))
+
+    def _broker_state(self, state: str, detail: str) -> None:
+        level = logging.INFO if state == "connected" else logging.WARNING
+        logs.log(logger, level, f"broker_{state}", f"broker {state}", detail=detail)
+        self.store.set_state("broker", state, now_ms())
+
+    def _commit(self, batches: list[tuple[int, list[Item]]]) -> None:
+        received, rejected = classify(
+            (item for _, items in batches for item in items),
+            self.limits,
+            self.schemas,
+            self.settings.store.dead_letter_raw_bytes,
+        )
+        while True:
+            try:
+                result = self.store.commit(received, rejected, self.schemas.version, now_ms())
+                break
+            except StorageError as exc:
+                # Nothing is acknowledged until this succeeds, so waiting loses nothing: the
+                # receiver stops reading once its queue is full and the broker keeps the rest.
+                logs.log(logger, logging.ERROR, "commit_failed", str(exc))
+                if self.stop_requested.wait(_RETRY_COMMIT_S):
+                    raise
+        self.totals["stored"] += result.stored
+        self.totals["duplicates"] += result.duplicates
+        self.totals["dead_letters"] += result.dead_letters
+        for letter in rejected:
+            logs.log(
+                logger,
+                logging.WARNING,
+                "dead_letter",
+                "payload rejected",
+                reason=letter.reason.value,
+                topic=letter.topic,
+                sha256=letter.raw_sha256,
+            )
+
+    def _stop_receiver(self, process: BaseProcess, pipe: Connection) -> None:
+        try:
+            pipe.send(("stop",))
+        except OSError:
+            pass
+        process.join(5)
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+        pipe.close()
+
+
+def run(settings: Settings) -> None:
+    """Run the agent in the foreground until SIGTERM/SIGINT."""
+    agent = Agent(settings)
+    agent.install_signal_handlers()
+    agent.run()
+
+
+def status(settings: Settings) -> Status:
+    """Counters of a site's store (the agent may be running).
+
+    Raises:
+        StorageError: there is no database yet, or it cannot be read.
+    """
+    store = Store.open(settings.database, readonly=True)
+    try:
+        return store.status()
+    finally:
+        store.close()
+
+
+def list_dead_letters(
+    settings: Settings, reason: str | None, include_replayed: bool, limit: int
+) -> list[DeadLetterRow]:
+    """Dead letters, newest first.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    store = Store.open(settings.database, readonly=True)
+    try:
+        return store.dead_letters(
+            reason=reason, status=None if include_replayed else "open", limit=limit
+        )
+    finally:
+        store.close()
+
+
+def get_dead_letter(settings: Settings, letter_id: int) -> DeadLetterRow | None:
+    """One dead letter by id, or None.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    store = Store.open(settings.database, readonly=True)
+    try:
+        rows = store.dead_letters(ids=[letter_id], status=None)
+    finally:
+        store.close()
+    return rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay did."""
+
+    examined: int
+    fixed: int
+    stored: int
+    duplicates: int
+    still_rejected: dict[str, int]
+    not_replayable: int
+
+
+def replay_dead_letters(
+    settings: Settings, ids: Sequence[int] | None, reason: str | None
+) -> ReplayReport:
+    """Validate open dead letters again with the current schemas and limits.
+
+    Events that pass are stored (once, by messageId) and their dead letter is closed; the rest
+    stay open with their new reason. Each letter is judged against the time it was received.
+    Dead letters whose raw bytes were truncated cannot be replayed and are counted as such.
+
+    Raises:
+        StorageError: the database cannot be read or written.
+    """
+    store = Store.open(settings.database, settings.store.synchronous)
+    compiled = schemas.load()
+    limits = limits_of(settings)
+    fixed: list[int] = []
+    stored = duplicates = not_replayable = 0
+    still: dict[str, int] = {}
+    try:
+        rows = store.dead_letters(reason=reason, status="open", ids=ids)
+        for row in rows:
+            if len(row.raw) < row.raw_size:
+                not_replayable += 1
+                continue
+            received, rejected = classify(
+                [(row.topic, row.raw, row.received_ms)],
+                limits,
+                compiled,
+                settings.store.dead_letter_raw_bytes,
+            )
+            same = len(rejected) == 1 and rejected[0].raw_sha256 == row.raw_sha256
+            result = store.commit(received, [] if same else rejected, compiled.version, now_ms())
+            stored += result.stored
+            duplicates += result.duplicates
+            if same:
+                still[rejected[0].reason.value] = still.get(rejected[0].reason.value, 0) + 1
+                store.update_dead_letter(row.id, rejected[0].reason.value, rejected[0].detail)
+            else:
+                fixed.append(row.id)
+        store.mark_replayed(fixed, now_ms())
+    finally:
+        store.close()
+    return ReplayReport(
+        examined=len(rows),
+        fixed=len(fixed),
+        stored=stored,
+        duplicates=duplicates,
+        still_rejected=still,
+        not_replayable=not_replayable,
+    )

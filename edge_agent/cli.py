@@ -1,0 +1,272 @@
+"""The ``edge-agent`` command line: parse arguments, call app.py, print the result.
+
+Every error the project raises on purpose becomes one readable line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.config import Settings, load_settings
+from edge_agent.errors import EdgeAgentError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the agent in the foreground."""
+    from edge_agent import app, logs
+    from edge_agent.config import under_journald
+
+    logs.setup(settings.log.level, under_journald())
+    app.run(settings)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the store's counters."""
+    from edge_agent import app
+
+    status = app.status(settings)
+    if args.json:
+        print(json.dumps(asdict(status), indent=2))
+        return 0
+    broker = status.broker.get("broker")
+    print(f"site:             {settings.site.id}")
+    print(f"database:         {settings.database}")
+    print(f"events stored:    {status.stored}")
+    print(f"duplicates:       {status.duplicates}")
+    print(f"dead letters:     {sum(status.dead_letters_by_reason.values())}")
+    for reason, count in status.dead_letters_by_reason.items():
+        print(f"  {reason:<24}{count}")
+    print(f"last event time:  {_when(status.last_event_ms)}")
+    print(f"last stored at:   {_when(status.last_stored_ms)}")
+    print(
+        f"broker:           {broker[0] + ' since ' + _when(broker[1]) if broker else 'unknown (agent never ran)'}"
+    )
+    return 0
+
+
+def cmd_dead_letters_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List dead letters, newest first."""
+    from edge_agent import app
+
+    rows = app.list_dead_letters(settings, args.reason, args.all, args.limit)
+    if args.json:
+        print(
+            json.dumps([{k: v for k, v in asdict(r).items() if k != "raw"} for r in rows], indent=2)
+        )
+        return 0
+    if not rows:
+        print("no dead letters")
+    for r in rows:
+        repeat = f" x{r.occurrences}" if r.occurrences > 1 else ""
+        print(f"{r.id:>6}  {_when(r.received_ms)}  {r.status:<8} {r.reason:<20} {r.topic}{repeat}")
+        print(f"        {r.detail}")
+    return 0
+
+
+def cmd_dead_letters_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Show one dead letter with its payload."""
+    from edge_agent import app
+
+    row = app.get_dead_letter(settings, args.id)
+    if row is None:
+        print(f"no dead letter with id {args.id}", file=sys.stderr)
+        return 1
+    print(f"id:           {row.id}")
+    print(f"status:       {row.status}")
+    print(f"reason:       {row.reason}")
+    print(f"detail:       {row.detail}")
+    print(f"topic:        {row.topic}")
+    print(
+        f"received:     {_when(row.received_ms)} (last seen {_when(row.last_seen_ms)}, {row.occurrences}x)"
+    )
+    print(
+        f"payload:      {row.raw_size} bytes, sha256 {row.raw_sha256}"
+        + (", truncated" if len(row.raw) < row.raw_size else "")
+    )
+    if args.raw:
+        sys.stdout.buffer.write(row.raw)
+        sys.stdout.flush()
+    else:
+        print(row.raw[:4096].decode("utf-8", "backslashreplace"))
+    return 0
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate dead letters again with the current schemas."""
+    from edge_agent import app
+
+    if not (args.id or args.reason or args.all):
+        print(
+            "say which dead letters to replay: --id N (repeatable), --reason R or --all",
+            file=sys.stderr,
+        )
+        return 2
+    report = app.replay_dead_letters(settings, args.id or None, args.reason)
+    print(
+        f"examined {report.examined}, fixed {report.fixed} (stored {report.stored} events, "
+        f"{report.duplicates} already stored), not replayable {report.not_replayable}"
+    )
+    for reason, count in report.still_rejected.items():
+        print(f"  still rejected: {reason} x{count}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish a simulated site's events to the broker."""
+    from edge_agent.simulate import SimulatorOptions, run_simulator
+
+    report = run_simulator(
+        SimulatorOptions(
+            host=args.host or settings.mqtt.host,
+            port=args.port or settings.mqtt.port,
+            site=args.site or settings.site.id,
+            rate=args.rate,
+            duration=args.duration,
+            seed=args.seed,
+        )
+    )
+    print(report)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a whole demo site on this machine."""
+    from edge_agent.demo import run_demo
+
+    run_demo(data_dir=args.data_dir, rate=args.rate, duration=args.duration, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (kept in one place so help is tested)."""
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Site agent: takes visitor events from the site's MQTT broker into SQLite, "
+        "exactly once, with bad input kept as dead letters.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings file (default: $EDGE_AGENT_CONFIG, else built-in defaults)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the agent in the foreground",
+        description="Run the agent: subscribe, validate, store, acknowledge. Stops on SIGTERM or Ctrl-C.",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser(
+        "status",
+        help="show counters of the site's store",
+        description="Show events stored, duplicates, dead letters by reason, the last event time and the broker connection.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=cmd_status)
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list, show or replay rejected payloads",
+        description="Rejected payloads, kept with the reason, the topic and the raw bytes.",
+    )
+    dead_commands = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    listing = dead_commands.add_parser(
+        "list",
+        help="list dead letters, newest first",
+        description="List dead letters, newest first.",
+    )
+    listing.add_argument("--reason", help="only this reason code (e.g. invalid_properties)")
+    listing.add_argument("--all", action="store_true", help="include dead letters already replayed")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    listing.set_defaults(handler=cmd_dead_letters_list)
+    show = dead_commands.add_parser(
+        "show",
+        help="show one dead letter and its payload",
+        description="Show one dead letter and its payload.",
+    )
+    show.add_argument("id", type=int, help="the dead letter's id (from list)")
+    show.add_argument(
+        "--raw", action="store_true", help="write the payload bytes exactly as received"
+    )
+    show.set_defaults(handler=cmd_dead_letters_show)
+    replay = dead_commands.add_parser(
+        "replay",
+        help="validate dead letters again (e.g. after a schema update)",
+        description="Validate open dead letters again with the current schemas; store what passes.",
+    )
+    replay.add_argument("--id", type=int, action="append", help="this dead letter (repeatable)")
+    replay.add_argument("--reason", help="every open dead letter with this reason")
+    replay.add_argument("--all", action="store_true", help="every open dead letter")
+    replay.set_defaults(handler=cmd_dead_letters_replay)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="publish a simulated site's device events",
+        description="Publish a realistic stream of a shop's devices (door counters, zones, tills with real Ta Feng baskets, kiosks, loyalty check-ins) at QoS 1.",
+    )
+    simulate.add_argument("--host", help="broker host (default: [mqtt] host)")
+    simulate.add_argument("--port", type=int, help="broker port (default: [mqtt] port)")
+    simulate.add_argument("--site", help="site id (default: [site] id)")
+    simulate.add_argument("--rate", type=float, default=20.0, help="events per second (default 20)")
+    simulate.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds to run, 0 for until Ctrl-C (default 60)",
+    )
+    simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    simulate.set_defaults(handler=cmd_simulate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a whole demo site on this machine",
+        description="Start a private Mosquitto on a free port, the agent on a fresh data folder, and simulated devices (including a faulty one). Prints where the data is and how to see status. Ctrl-C stops it all.",
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder for the demo site (default: a new folder under ./demo-sites)",
+    )
+    demo.add_argument(
+        "--rate", type=float, default=50.0, help="simulated events per second (default 50)"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=0.0, help="seconds to run, 0 for until Ctrl-C (default)"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except EdgeAgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,259 @@
+"""Settings: defaults, then a TOML file, then ``EDGE_AGENT_<SECTION>__<KEY>`` variables.
+
+Everything is loaded and checked once, into frozen dataclasses, one per TOML section. A bad
+value raises `ConfigError` naming where it came from, the key, the value and what is allowed.
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from edge_agent.errors import ConfigError
+
+ENV_PREFIX = "EDGE_AGENT_"
+ENV_CONFIG = "EDGE_AGENT_CONFIG"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+def _setting(default: Any, check: Callable[[Any], bool], allowed: str) -> Any:
+    return field(default=default, metadata={"rule": _Rule(check, allowed)})
+
+
+def _port(value: int) -> bool:
+    return 1 <= value <= 65535
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr`` or logs (passwords, tokens)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self else "Secret('')"
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """``[site]``: who this agent is and where it keeps its data."""
+
+    id: str = _setting("demo-site", _id, "1-64 letters, digits, - _ or .")
+    data_dir: Path = _setting(Path("data"), lambda p: str(p) != "", "a folder path")
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """``[mqtt]``: the site broker and the agent's persistent session on it."""
+
+    host: str = _setting("127.0.0.1", bool, "a host name or address")
+    port: int = _setting(1883, _port, "1-65535")
+    client_id: str = _setting(
+        "", lambda v: len(v) <= 128, "at most 128 characters (empty: edge-agent-<site>)"
+    )
+    username: str = _setting("", lambda v: True, "any text")
+    password: Secret = _setting(Secret(""), lambda v: True, "any text")
+    # Sites' own id goes in place of {site}. The default takes every site so a device set up
+    # with the wrong site id shows up in the dead letters instead of vanishing at the broker;
+    # provisioning's ACL limits what the broker actually delivers.
+    topic: str = _setting(
+        "sites/+/devices/+/events", lambda v: v.startswith("sites/"), "an MQTT filter under sites/"
+    )
+    keepalive_s: int = _setting(30, lambda v: 5 <= v <= 3600, "5-3600")
+    session_expiry_s: int = _setting(
+        7 * 24 * 3600, lambda v: 60 <= v <= 0xFFFFFFFF, "60-4294967295"
+    )
+    # Without a larger Receive Maximum, the broker keeps only 20 unacknowledged messages in
+    # flight and ack-after-commit turns into one commit per 20 events.
+    receive_maximum: int = _setting(1000, lambda v: 1 <= v <= 65535, "1-65535")
+    reconnect_min_s: float = _setting(0.5, _positive, "a positive number of seconds")
+    reconnect_max_s: float = _setting(30.0, _positive, "a positive number of seconds")
+
+    def effective_client_id(self, site: str) -> str:
+        """The MQTT client id: the persistent session is keyed by it, so it must be stable."""
+        return self.client_id or f"edge-agent-{site}"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """``[ingest]``: what a payload may be, and how events are grouped into commits."""
+
+    max_payload_bytes: int = _setting(
+        64 * 1024, lambda v: 256 <= v <= 16 * 1024 * 1024, "256-16777216"
+    )
+    max_batch_events: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
+    max_depth: int = _setting(16, lambda v: 4 <= v <= 256, "4-256")
+    max_future_skew_s: int = _setting(300, lambda v: v >= 0, "0 or more seconds")
+    max_past_age_s: int = _setting(7 * 24 * 3600, lambda v: v > 0, "a positive number of seconds")
+    commit_max_events: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
+    commit_max_ms: int = _setting(20, lambda v: 1 <= v <= 5000, "1-5000 milliseconds")
+    queue_max_events: int = _setting(5000, lambda v: 100 <= v <= 1_000_000, "100-1000000")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: the SQLite file (empty path: ``<data_dir>/edge-agent.db``)."""
+
+    path: Path = _setting(Path(""), lambda p: True, "a file path, or empty")
+    # FULL survives a power cut as well as a crash; NORMAL in WAL survives a crash only.
+    synchronous: str = _setting("FULL", lambda v: v in ("FULL", "NORMAL"), "FULL or NORMAL")
+    dead_letter_raw_bytes: int = _setting(
+        64 * 1024, lambda v: 256 <= v <= 16 * 1024 * 1024, "256-16777216"
+    )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``[log]``: JSON lines on stdout."""
+
+    level: str = _setting(
+        "INFO",
+        lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR"),
+        "DEBUG, INFO, WARNING or ERROR",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one agent, checked."""
+
+    site: SiteSettings = field(default_factory=SiteSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = "defaults"
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file this agent writes."""
+        return (
+            self.store.path
+            if str(self.store.path) not in ("", ".")
+            else self.site.data_dir / "edge-agent.db"
+        )
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "site": SiteSettings,
+    "mqtt": MqttSettings,
+    "ingest": IngestSettings,
+    "store": StoreSettings,
+    "log": LogSettings,
+}
+
+
+def _convert(raw: object, kind: Any, where: str, key: str, allowed: str) -> object:
+    def bad() -> ConfigError:
+        return ConfigError(
+            f"[{key.split('.')[0]}] {key.split('.')[1]} in {where} must be {allowed}, got {raw!r}"
+        )
+
+    from_text = isinstance(raw, str)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if from_text and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return raw.lower() in ("true", "1", "yes")
+            raise bad()
+        if kind is int:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise bad()
+            return int(raw)
+        if kind is float:
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise bad()
+            return float(raw)
+        if not isinstance(raw, str):
+            raise bad()
+        if kind is Path:
+            return Path(raw)
+        if kind is Secret:
+            return Secret(raw)
+        return raw
+    except ValueError as exc:
+        raise bad() from exc
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, an optional TOML file and the environment.
+
+    Args:
+        path: the TOML file; when None, ``EDGE_AGENT_CONFIG`` names it if set.
+        environ: the environment to read (the process environment when None).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, a section or key is unknown, or a value
+            is of the wrong type or out of range.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get(ENV_CONFIG):
+        path = Path(env[ENV_CONFIG])
+    values: dict[str, dict[str, tuple[object, str]]] = {name: {} for name in _SECTIONS}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        for section, table in document.items():
+            if section not in _SECTIONS or not isinstance(table, dict):
+                raise ConfigError(
+                    f"[{section}] in {path} is not a section; known: {', '.join(_SECTIONS)}"
+                )
+            for key, value in table.items():
+                values[section][key] = (value, str(path))
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == ENV_CONFIG:
+            continue
+        section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("__")
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"{name}: [{section}] is not a section; known: {', '.join(_SECTIONS)}"
+            )
+        values[section][key] = (value, f"${name}")
+    sections = {name: _build(cls, values[name]) for name, cls in _SECTIONS.items()}
+    return Settings(**sections, source=str(path) if path else "defaults")
+
+
+def _build(cls: type[Any], given: dict[str, tuple[object, str]]) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    section = next(name for name, c in _SECTIONS.items() if c is cls)
+    chosen: dict[str, object] = {}
+    for key, (raw, where) in given.items():
+        if key not in known:
+            raise ConfigError(
+                f"[{section}] {key} in {where} is not a setting; known: {', '.join(known)}"
+            )
+        rule: _Rule = known[key].metadata["rule"]
+        value = _convert(raw, hints[key], where, f"{section}.{key}", rule.allowed)
+        if not rule.check(value):
+            raise ConfigError(f"[{section}] {key} in {where} must be {rule.allowed}, got {raw!r}")
+        chosen[key] = value
+    return cls(**chosen)
+
+
+def under_journald(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether stdout goes to journald (systemd sets JOURNAL_STREAM), to prefix priorities."""
+    return bool((os.environ if environ is None else environ).get("JOURNAL_STREAM"))

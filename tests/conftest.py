@@ -1,0 +1,127 @@
+"""Fixtures that start real parts: a Mosquitto on a free port and the agent as a process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.adapters.mosquitto import Mosquitto
+from tests.helpers import SITE, wait_for
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EDGE_AGENT_* variable of the machine leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("EDGE_AGENT_") or name == "JOURNAL_STREAM":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosquitto]:
+    """A real Mosquitto with the project's config, on a free loopback port."""
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    mosquitto = Mosquitto(folder)
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+    if getattr(request.node, "failed", False):
+        print(f"--- mosquitto log ---\n{mosquitto.log_tail(80)}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Remember whether a test failed, so fixtures can print their process's log."""
+    report = yield
+    if getattr(report, "when", None) == "call" and getattr(report, "failed", False):
+        item.failed = True  # type: ignore[attr-defined]
+    return report
+
+
+class AgentProcess:
+    """The agent run as ``python -m edge_agent run``, the way an installer runs it."""
+
+    def __init__(self, folder: Path, broker_port: int, extra: str = "") -> None:
+        self.folder = folder
+        self.config = folder / "agent.toml"
+        self.db = folder / "data" / "edge-agent.db"
+        self.log = folder / "agent.log"
+        self.config.write_text(
+            f'[site]\nid = "{SITE}"\ndata_dir = "{folder / "data"}"\n'
+            f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.5\nreconnect_max_s = 1\n{extra}"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_connected: bool = True) -> None:
+        """Start the agent; by default wait until its subscription is confirmed."""
+        connected_before = self.log_text().count('"event": "broker_connected"')
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent", "--config", str(self.config), "run"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait_connected:
+            self.wait_log("broker_connected", connected_before + 1)
+
+    def wait_log(self, event: str, times: int = 1, timeout_s: float = 30.0) -> None:
+        """Wait until the log holds ``times`` lines with ``event``."""
+        wait_for(lambda: self.log_text().count(f'"event": "{event}"') >= times, timeout_s, f"agent log {event}")
+
+    def log_text(self) -> str:
+        """Everything the agent logged so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill9(self) -> None:
+        """SIGKILL the agent's main process, as a power cut or OOM kill would."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def kill_group(self) -> None:
+        """Make sure nothing of this agent is left running."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(5)
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., AgentProcess]]:
+    """Make agents on a fresh data folder each; all are stopped after the test."""
+    made: list[AgentProcess] = []
+
+    def make(broker_port: int, extra: str = "") -> AgentProcess:
+        folder = tmp_path / f"agent{len(made)}"
+        folder.mkdir()
+        agent = AgentProcess(folder, broker_port, extra)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.stop()
+        agent.kill_group()
+        if getattr(request.node, "failed", False):
+            print(f"--- agent log {agent.folder} ---\n{agent.log_text()[-6000:]}")

@@ -1,0 +1,157 @@
+"""Shared test helpers: events, a checked QoS-1 publisher, polling with a deadline."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+SITE = "test-site"
+
+
+def iso_now(offset_s: float = 0.0) -> str:
+    """The current time as ISO 8601 UTC, shifted by ``offset_s``."""
+    return datetime.fromtimestamp(time.time() + offset_s, UTC).isoformat(timespec="milliseconds")
+
+
+def topic(device: str = "till-1", site: str = SITE) -> str:
+    """An event topic."""
+    return f"sites/{site}/devices/{device}/events"
+
+
+def track(name: str, properties: dict[str, Any], device: str = "till-1", **extra: Any) -> dict[str, Any]:
+    """A valid track event for ``device``."""
+    event: dict[str, Any] = {
+        "type": "track",
+        "event": name,
+        "messageId": str(uuid.uuid4()),
+        "timestamp": iso_now(),
+        "anonymousId": "visit-" + uuid.uuid4().hex[:12],
+        "properties": properties,
+        "context": {"device": {"id": device}},
+    }
+    event.update(extra)
+    return event
+
+
+def one_of_each(device: str = "till-1") -> list[dict[str, Any]]:
+    """One valid event of every kind the schemas accept."""
+    product = {"product_id": "4710199010372", "sku": "4710199010372", "category": "110411", "price": 15.0, "quantity": 2}
+    user = {"userId": "loyalty-000042"}
+    return [
+        track("Door Counted", {"direction": "in", "count": 1}, device),
+        track("Zone Entered", {"zone": "dairy"}, device),
+        track("Zone Exited", {"zone": "dairy"}, device),
+        track("Product Viewed", {"product_id": "4710199010372"}, device),
+        track("Product Added", {**product, "cart_id": "c1"}, device),
+        track("Product Removed", {**product, "cart_id": "c1"}, device),
+        track("Order Completed", {"order_id": "o1", "total": 30.0, "currency": "TWD", "products": [product]}, device),
+        track("Feedback Submitted", {"nps": 9, "ces": 2}, device),
+        track("Ticket Scanned", {"ticket_id": "T-1", "gate": "north"}, device),
+        track("Badge Scanned", {"badge_id": "B-1", "booth": "b12"}, device),
+        track("Consent Updated", {"purposes": {"analytics": True, "personalization": True, "crm_sync": False}, "source": "loyalty-app"}, device, **user),
+        track("Erasure Requested", {"source": "kiosk"}, device, **user),
+        {
+            "type": "identify",
+            "messageId": str(uuid.uuid4()),
+            "timestamp": iso_now(),
+            "anonymousId": "visit-abc",
+            "userId": "loyalty-000042",
+            "traits": {"first_name": "Mei"},
+            "context": {"device": {"id": device}},
+        },
+    ]
+
+
+def encode(event: object) -> bytes:
+    """JSON bytes of an event or array."""
+    return json.dumps(event).encode()
+
+
+class Publisher:
+    """A paho QoS-1 publisher that checks every result and counts broker acknowledgements.
+
+    The in-flight window is bounded: past 65,535 unacknowledged publishes, messages are lost
+    without any error, so ``publish`` waits for room.
+    """
+
+    def __init__(self, port: int, client_id: str | None = None, window: int = 500) -> None:
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.max_inflight_messages_set(window)
+        self.room = threading.Semaphore(window)
+        self.acked: set[int] = set()
+        self.lock = threading.Lock()
+        self.client.on_publish = self._on_publish
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        with self.lock:
+            self.acked.add(mid)
+        self.room.release()
+
+    def publish(self, topic_name: str, payload: bytes, timeout_s: float = 30.0) -> int:
+        """Publish at QoS 1; returns the message id paho assigned."""
+        if not self.room.acquire(timeout=timeout_s):
+            raise TimeoutError("no PUBACK room: the broker is not acknowledging")
+        info = self.client.publish(topic_name, payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
+        return info.mid
+
+    def publish_all(self, items: Iterable[tuple[str, bytes]], timeout_s: float = 60.0) -> None:
+        """Publish every item and wait until the broker acknowledged all of them."""
+        mids = [self.publish(t, p) for t, p in items]
+        wait_for(lambda: all(m in self.acked for m in mids), timeout_s, "PUBACK for every publish")
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``check`` until it holds; fail with ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def query(db: Path, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+    """Rows from the agent's database, read from a separate connection (as `status` does)."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        return conn.execute(sql, tuple(params)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def stored_ids(db: Path) -> list[str]:
+    """messageIds in the events table (duplicates would show twice)."""
+    return [row[0] for row in query(db, "SELECT message_id FROM events")]
+
+
+def dead_letter_reasons(db: Path) -> dict[str, int]:
+    """Open dead letters by reason (counting redelivered occurrences once)."""
+    return dict(query(db, "SELECT reason, count(*) FROM dead_letters WHERE status = 'open' GROUP BY reason"))
