@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -219,10 +220,8 @@ class Agent:
             )
 
     def _stop_receiver(self, process: BaseProcess, pipe: Connection) -> None:
-        try:
+        with contextlib.suppress(OSError):  # it may already be gone
             pipe.send(("stop",))
-        except OSError:
-            pass
         process.join(5)
         if process.is_alive():
             process.terminate()

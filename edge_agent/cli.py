@@ -55,7 +55,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"last event time:  {_when(status.last_event_ms)}")
     print(f"last stored at:   {_when(status.last_stored_ms)}")
     print(
-        f"broker:           {broker[0] + ' since ' + _when(broker[1]) if broker else 'unknown (agent never ran)'}"
+        "broker:           "
+        + (f"{broker[0]} since {_when(broker[1])}" if broker else "unknown (the agent never ran)")
     )
     return 0
 
@@ -93,7 +94,8 @@ def cmd_dead_letters_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"detail:       {row.detail}")
     print(f"topic:        {row.topic}")
     print(
-        f"received:     {_when(row.received_ms)} (last seen {_when(row.last_seen_ms)}, {row.occurrences}x)"
+        f"received:     {_when(row.received_ms)} "
+        f"(last seen {_when(row.last_seen_ms)}, {row.occurrences}x)"
     )
     print(
         f"payload:      {row.raw_size} bytes, sha256 {row.raw_sha256}"
@@ -171,14 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the agent in the foreground",
-        description="Run the agent: subscribe, validate, store, acknowledge. Stops on SIGTERM or Ctrl-C.",
+        description=(
+            "Run the agent: subscribe, validate, store, acknowledge. Stops on SIGTERM or Ctrl-C."
+        ),
     )
     run.set_defaults(handler=cmd_run)
 
     status = commands.add_parser(
         "status",
         help="show counters of the site's store",
-        description="Show events stored, duplicates, dead letters by reason, the last event time and the broker connection.",
+        description=(
+            "Show events stored, duplicates, dead letters by reason, the last event time and the "
+            "broker connection."
+        ),
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(handler=cmd_status)
@@ -186,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead = commands.add_parser(
         "dead-letters",
         help="list, show or replay rejected payloads",
-        description="Rejected payloads, kept with the reason, the topic and the raw bytes.",
+        description=("Rejected payloads, kept with the reason, the topic and the raw bytes."),
     )
     dead_commands = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
     listing = dead_commands.add_parser(
@@ -212,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = dead_commands.add_parser(
         "replay",
         help="validate dead letters again (e.g. after a schema update)",
-        description="Validate open dead letters again with the current schemas; store what passes.",
+        description=(
+            "Validate open dead letters again with the current schemas; store what passes."
+        ),
     )
     replay.add_argument("--id", type=int, action="append", help="this dead letter (repeatable)")
     replay.add_argument("--reason", help="every open dead letter with this reason")
@@ -222,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate",
         help="publish a simulated site's device events",
-        description="Publish a realistic stream of a shop's devices (door counters, zones, tills with real Ta Feng baskets, kiosks, loyalty check-ins) at QoS 1.",
+        description=(
+            "Publish a realistic stream of a shop's devices (door counters, zones, tills with "
+            "real Ta Feng baskets, kiosks, loyalty check-ins) at QoS 1."
+        ),
     )
     simulate.add_argument("--host", help="broker host (default: [mqtt] host)")
     simulate.add_argument("--port", type=int, help="broker port (default: [mqtt] port)")
@@ -240,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run a whole demo site on this machine",
-        description="Start a private Mosquitto on a free port, the agent on a fresh data folder, and simulated devices (including a faulty one). Prints where the data is and how to see status. Ctrl-C stops it all.",
+        description=(
+            "Start a private Mosquitto on a free port, the agent on a fresh data folder, and "
+            "simulated devices (including a faulty one). Prints where the data is and how to see "
+            "status. Ctrl-C stops it all."
+        ),
     )
     demo.add_argument(
         "--data-dir",

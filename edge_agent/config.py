@@ -167,12 +167,11 @@ def _convert(raw: object, kind: Any, where: str, key: str, allowed: str) -> obje
             f"[{key.split('.')[0]}] {key.split('.')[1]} in {where} must be {allowed}, got {raw!r}"
         )
 
-    from_text = isinstance(raw, str)
     try:
         if kind is bool:
             if isinstance(raw, bool):
                 return raw
-            if from_text and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+            if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
                 return raw.lower() in ("true", "1", "yes")
             raise bad()
         if kind is int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,7 +75,11 @@ class AgentProcess:
 
     def wait_log(self, event: str, times: int = 1, timeout_s: float = 30.0) -> None:
         """Wait until the log holds ``times`` lines with ``event``."""
-        wait_for(lambda: self.log_text().count(f'"event": "{event}"') >= times, timeout_s, f"agent log {event}")
+        wait_for(
+            lambda: self.log_text().count(f'"event": "{event}"') >= times,
+            timeout_s,
+            f"agent log {event}",
+        )
 
     def log_text(self) -> str:
         """Everything the agent logged so far."""
@@ -100,15 +105,15 @@ class AgentProcess:
     def kill_group(self) -> None:
         """Make sure nothing of this agent is left running."""
         if self.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # already gone
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(5)
 
 
 @pytest.fixture
-def agent_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., AgentProcess]]:
+def agent_factory(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., AgentProcess]]:
     """Make agents on a fresh data folder each; all are stopped after the test."""
     made: list[AgentProcess] = []
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 SITE = "test-site"
 
@@ -27,7 +28,9 @@ def topic(device: str = "till-1", site: str = SITE) -> str:
     return f"sites/{site}/devices/{device}/events"
 
 
-def track(name: str, properties: dict[str, Any], device: str = "till-1", **extra: Any) -> dict[str, Any]:
+def track(
+    name: str, properties: dict[str, Any], device: str = "till-1", **extra: Any
+) -> dict[str, Any]:
     """A valid track event for ``device``."""
     event: dict[str, Any] = {
         "type": "track",
@@ -44,7 +47,13 @@ def track(name: str, properties: dict[str, Any], device: str = "till-1", **extra
 
 def one_of_each(device: str = "till-1") -> list[dict[str, Any]]:
     """One valid event of every kind the schemas accept."""
-    product = {"product_id": "4710199010372", "sku": "4710199010372", "category": "110411", "price": 15.0, "quantity": 2}
+    product = {
+        "product_id": "4710199010372",
+        "sku": "4710199010372",
+        "category": "110411",
+        "price": 15.0,
+        "quantity": 2,
+    }
     user = {"userId": "loyalty-000042"}
     return [
         track("Door Counted", {"direction": "in", "count": 1}, device),
@@ -53,11 +62,23 @@ def one_of_each(device: str = "till-1") -> list[dict[str, Any]]:
         track("Product Viewed", {"product_id": "4710199010372"}, device),
         track("Product Added", {**product, "cart_id": "c1"}, device),
         track("Product Removed", {**product, "cart_id": "c1"}, device),
-        track("Order Completed", {"order_id": "o1", "total": 30.0, "currency": "TWD", "products": [product]}, device),
+        track(
+            "Order Completed",
+            {"order_id": "o1", "total": 30.0, "currency": "TWD", "products": [product]},
+            device,
+        ),
         track("Feedback Submitted", {"nps": 9, "ces": 2}, device),
         track("Ticket Scanned", {"ticket_id": "T-1", "gate": "north"}, device),
         track("Badge Scanned", {"badge_id": "B-1", "booth": "b12"}, device),
-        track("Consent Updated", {"purposes": {"analytics": True, "personalization": True, "crm_sync": False}, "source": "loyalty-app"}, device, **user),
+        track(
+            "Consent Updated",
+            {
+                "purposes": {"analytics": True, "personalization": True, "crm_sync": False},
+                "source": "loyalty-app",
+            },
+            device,
+            **user,
+        ),
         track("Erasure Requested", {"source": "kiosk"}, device, **user),
         {
             "type": "identify",
@@ -85,7 +106,7 @@ class Publisher:
 
     def __init__(self, port: int, client_id: str | None = None, window: int = 500) -> None:
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-pub-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
@@ -154,4 +175,6 @@ def stored_ids(db: Path) -> list[str]:
 
 def dead_letter_reasons(db: Path) -> dict[str, int]:
     """Open dead letters by reason (counting redelivered occurrences once)."""
-    return dict(query(db, "SELECT reason, count(*) FROM dead_letters WHERE status = 'open' GROUP BY reason"))
+    return dict(
+        query(db, "SELECT reason, count(*) FROM dead_letters WHERE status = 'open' GROUP BY reason")
+    )

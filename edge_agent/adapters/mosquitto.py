@@ -103,13 +103,9 @@ class Mosquitto:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (
-                    self.process.stderr.read().decode(errors="replace")
-                    if self.process.stderr
-                    else ""
-                )
+                said = stderr.read_text(errors="replace").strip()
                 raise BrokerError(
-                    f"mosquitto exited with {self.process.returncode}: {err.strip()} {self.log_tail()}"
+                    f"mosquitto exited with {self.process.returncode}: {said} {self.log_tail()}"
                 )
             try:
                 with socket.create_connection((self.address, self.port), timeout=0.5):

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -74,7 +75,7 @@ class _Receiver:
     def _client(self) -> mqtt.Client:
         o = self.options
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=o.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -94,7 +95,7 @@ class _Receiver:
 
     def connect_properties(self) -> Properties:
         """CONNECT properties: a persistent session and a receive window for group commit."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.options.mqtt.session_expiry_s
         props.ReceiveMaximum = self.options.mqtt.receive_maximum
         return props
@@ -142,7 +143,7 @@ class _Receiver:
                 self.lock.wait(1.0)
             if not self.pending:
                 self.first_pending_at = now
-            self.pending.append((message.topic, message.payload, int(now * 1000)))
+            self.pending.append((message.topic, bytes(message.payload), int(now * 1000)))
             self.pending_mids.append(message.mid if message.qos > 0 else 0)
             self.unacked += 1
             if len(self.pending) >= self.options.batch_max_events:

@@ -207,7 +207,8 @@ class Store:
         try:
             self.db.conn.execute(
                 "INSERT INTO agent_state (key, value, updated_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                "ON CONFLICT (key) DO UPDATE SET "
+                "value = excluded.value, updated_ms = excluded.updated_ms",
                 (key, value, now_ms),
             )
         except sqlite3.Error as exc:
@@ -266,13 +267,16 @@ class Store:
             wanted = list(ids)
             where.append(f"id IN ({', '.join('?' * len(wanted))})" if wanted else "0")
             params.extend(wanted)
+        # Only fixed clauses and placeholders are joined here; every value is a parameter.
         sql = (
-            "SELECT id, reason, detail, topic, received_ms, last_seen_ms, occurrences, raw, raw_size, "
-            "raw_sha256, status FROM dead_letters"
+            "SELECT id, reason, detail, topic, received_ms, last_seen_ms, occurrences, raw, "
+            "raw_size, raw_sha256, status FROM dead_letters"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + " ORDER BY id DESC"
-            + (f" LIMIT {int(limit)}" if limit is not None else "")
+            + (" LIMIT ?" if limit is not None else "")
         )
+        if limit is not None:
+            params.append(limit)
         try:
             rows = self.db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:

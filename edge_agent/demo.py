@@ -1,0 +1,172 @@
+"""The demo: one whole site on this machine (broker, agent, simulated and faulty devices)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.adapters.store import Store
+from edge_agent.errors import EdgeAgentError, StorageError
+from edge_agent.simulate import SimulatorOptions, run_simulator
+
+DEMO_SITE = "demo-site"
+_FAULT_EVERY_S = 4.0
+_STATUS_EVERY_S = 10.0
+
+
+def faulty_payloads(rng: random.Random, site: str) -> Iterator[tuple[str, bytes]]:
+    """What a badly set-up device sends: each one must end up as a dead letter with a reason."""
+    device = "kiosk-9"
+    topic = f"sites/{site}/devices/{device}/events"
+
+    def event(**fields: object) -> bytes:
+        base: dict[str, object] = {
+            "type": "track",
+            "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "anonymousId": "kiosk-visit",
+            "event": "Feedback Submitted",
+            "properties": {"nps": 9},
+            "context": {"device": {"id": device}},
+        }
+        base.update(fields)
+        return json.dumps(base).encode()
+
+    while True:
+        yield from (
+            (topic, event(timestamp="2031-01-01T00:00:00Z")),  # clock far ahead
+            (topic, event(event="Smiley Pressed")),  # event not in the schema
+            (topic, event(properties={"nps": "ten"})),  # wrong property type
+            (topic, b"nps=9;ces=2"),  # not JSON at all
+            (f"sites/other-shop/devices/{device}/events", event()),  # site id typo
+        )
+
+
+def _publish_faults(port: int, site: str, stop: threading.Event) -> None:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="demo-faulty-kiosk", protocol=mqtt.MQTTv5
+    )
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for topic, payload in faulty_payloads(random.Random(), site):
+            if stop.wait(_FAULT_EVERY_S):
+                return
+            client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _status_line(db: Path) -> str:
+    try:
+        store = Store.open(db, readonly=True)
+    except StorageError:
+        return "waiting for the agent's database"
+    try:
+        s = store.status()
+    finally:
+        store.close()
+    dead = ", ".join(f"{k} {v}" for k, v in s.dead_letters_by_reason.items()) or "none"
+    return f"stored {s.stored} events, {s.duplicates} duplicates, dead letters: {dead}"
+
+
+def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | None) -> None:
+    """Run the demo site until Ctrl-C (or ``duration`` seconds), printing where to look.
+
+    Raises:
+        BrokerError: Mosquitto is missing or cannot start.
+        EdgeAgentError: the agent exits early (its log is named).
+    """
+    folder = (data_dir or Path("demo-sites") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    broker = Mosquitto(folder / "broker")
+    broker.start()
+    config = folder / "agent.toml"
+    config.write_text(
+        f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n\n'
+        f"[mqtt]\nport = {broker.port}\n"
+    )
+    log = folder / "agent.log"
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with log.open("ab") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "--config", str(config), "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    threads = [
+        threading.Thread(
+            target=run_simulator,
+            args=(
+                SimulatorOptions(
+                    host="127.0.0.1",
+                    port=broker.port,
+                    site=DEMO_SITE,
+                    rate=rate,
+                    duration=duration,
+                    seed=seed if seed is not None else random.randrange(2**32),
+                ),
+                stop,
+            ),
+            daemon=True,
+        ),
+        threading.Thread(target=_publish_faults, args=(broker.port, DEMO_SITE, stop), daemon=True),
+    ]
+    db = folder / "data" / "edge-agent.db"
+    me = "edge-agent"
+    print(
+        f"""edge-agent demo site "{DEMO_SITE}" is running.
+  data folder:   {folder}
+  database:      {db}  (SQLite, WAL)
+  agent log:     {log}
+  broker:        mosquitto on 127.0.0.1:{broker.port} (log {broker.log})
+  devices:       door counter, zone sensors, 2 tills (real Ta Feng baskets), kiosk,
+                 loyalty scanner at {rate:g} events/s, and a faulty kiosk every {_FAULT_EVERY_S:g} s
+
+See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
+  {me} --config {config} status
+  {me} --config {config} dead-letters list
+Ctrl-C stops the demo.""",
+        flush=True,
+    )
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + duration if duration > 0 else float("inf")
+    try:
+        while not stop.wait(
+            _STATUS_EVERY_S
+            if duration <= 0
+            else min(_STATUS_EVERY_S, max(0.1, deadline - time.monotonic()))
+        ):
+            if agent.poll() is not None:
+                raise EdgeAgentError(f"the agent exited with {agent.returncode}; see {log}")
+            print(f"[{time.strftime('%H:%M:%S')}] {_status_line(db)}", flush=True)
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        broker.stop()
+        signal.signal(signal.SIGINT, previous)
+        print(f"demo stopped. {_status_line(db)}\nThe data stays in {folder}", flush=True)

@@ -1,0 +1,96 @@
+"""The command line against real files and a real demo site."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent import app, schemas
+from edge_agent.adapters.store import Store
+from edge_agent.config import load_settings
+from tests.helpers import SITE, encode, topic, track
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n')
+    settings = load_settings(config, environ={})
+    received, rejected = app.classify(
+        [
+            (
+                topic("door-1"),
+                encode(track("Door Counted", {"direction": "in", "count": 2}, "door-1")),
+                app.now_ms(),
+            ),
+            (topic("door-1"), b"{oops", app.now_ms()),
+        ],
+        app.limits_of(settings),
+        schemas.load(),
+        65536,
+    )
+    store = Store.open(settings.database)
+    store.commit(received, rejected, "v1", app.now_ms())
+    store.close()
+    return config
+
+
+def test_status(site: Path) -> None:
+    done = cli("--config", str(site), "status")
+    assert done.returncode == 0, done.stderr
+    assert "events stored:    1" in done.stdout
+    assert "not_json" in done.stdout
+    as_json = json.loads(cli("--config", str(site), "status", "--json").stdout)
+    assert as_json["stored"] == 1
+    assert as_json["dead_letters_by_reason"] == {"not_json": 1}
+
+
+def test_dead_letters_list_show_replay(site: Path) -> None:
+    listing = cli("--config", str(site), "dead-letters", "list")
+    assert "not_json" in listing.stdout
+    shown = cli("--config", str(site), "dead-letters", "show", "1")
+    assert "{oops" in shown.stdout
+    assert "sha256" in shown.stdout
+    assert cli("--config", str(site), "dead-letters", "show", "99").returncode == 1
+    assert cli("--config", str(site), "dead-letters", "replay").returncode == 2
+    replayed = cli("--config", str(site), "dead-letters", "replay", "--all")
+    assert "examined 1, fixed 0" in replayed.stdout
+    assert "still rejected: not_json x1" in replayed.stdout
+
+
+def test_status_without_a_database_says_what_to_do(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[site]\ndata_dir = "{tmp_path / "nothing"}"\n')
+    done = cli("--config", str(config), "status")
+    assert done.returncode == 2
+    assert "no database at" in done.stderr
+    assert "has the agent run" in done.stderr
+
+
+def test_demo_runs_a_site_with_good_and_bad_devices(tmp_path: Path) -> None:
+    done = cli(
+        "demo", "--data-dir", str(tmp_path / "demo"), "--duration", "12", "--rate", "40", timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert "edge-agent --config" in done.stdout
+    assert "status" in done.stdout
+    settings = load_settings(tmp_path / "demo" / "agent.toml", environ={})
+    status = app.status(settings)
+    assert status.stored > 100
+    assert sum(status.dead_letters_by_reason.values()) >= 2

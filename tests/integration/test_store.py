@@ -1,0 +1,148 @@
+"""The SQLite store on real files: schema, WAL, exactly-once commits, dead letters, replay."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent import app, schemas
+from edge_agent.adapters.store import Received, Store
+from edge_agent.config import load_settings
+from edge_agent.core.deadletters import dead_letter
+from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection, Schemas
+from edge_agent.core.topics import DeviceId
+from edge_agent.errors import StorageError
+from tests.helpers import SITE, encode, topic, track
+
+
+def event(message_id: str) -> Received:
+    return Received(
+        Event(
+            MessageId(message_id), "track", "Door Counted", 1, DeviceId("door-1"), None, None, "{}"
+        ),
+        2,
+    )
+
+
+def test_schema_is_migrated_once_and_wal_is_on(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "a.db")
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert {"events", "dead_letters", "counters", "agent_state"} <= set(store.db.table_names())
+    store.close()
+    again = Store.open(tmp_path / "a.db", synchronous="NORMAL")
+    applied = again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert applied == 1
+    assert again.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    again.close()
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no database at"):
+        Store.open(tmp_path / "missing.db", readonly=True)
+    folder = tmp_path / "a-folder.db"
+    folder.mkdir()
+    with pytest.raises(StorageError, match=str(folder)):
+        Store.open(folder)
+
+
+def test_commit_counts_duplicates_and_dead_letter_repeats(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "a.db")
+    raw = b"not json"
+    message = Inbound(topic(), raw, 10)
+    letter = dead_letter(message, Rejection(Reason.NOT_JSON, "bad", raw), 1024)
+    first = store.commit([event("a"), event("b"), event("a")], [letter], "v1", 100)
+    assert (first.stored, first.duplicates, first.dead_letters) == (2, 1, 1)
+    second = store.commit([event("b"), event("c")], [letter], "v1", 200)
+    assert (second.stored, second.duplicates) == (1, 1)
+    status = store.status()
+    assert status.stored == 3
+    assert status.duplicates == 2
+    assert status.dead_letters_by_reason == {"not_json": 2}
+    assert status.last_stored_ms == 200
+    (row,) = store.dead_letters()
+    assert (row.occurrences, row.received_ms, row.last_seen_ms, row.raw) == (2, 10, 200, raw)
+    store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([f"m{i}" for i in range(30)]), max_size=40), max_size=8))
+def test_each_message_id_is_stored_once_whatever_the_batches(batches: list[list[str]]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store.open(Path(folder) / "a.db")
+        for n, batch in enumerate(batches):
+            store.commit([event(m) for m in batch], [], "v1", n)
+        ids = [r[0] for r in store.db.execute("SELECT message_id FROM events")]
+        everything = [m for batch in batches for m in batch]
+        assert sorted(ids) == sorted(set(everything))
+        assert store.status().duplicates == len(everything) - len(set(everything))
+        store.close()
+
+
+def test_replay_after_a_schema_update_stores_the_fixed_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_ = load_settings(
+        environ={"EDGE_AGENT_SITE__ID": SITE, "EDGE_AGENT_SITE__DATA_DIR": str(tmp_path)}
+    )
+    store = Store.open(settings_.database)
+    coupon = track("Coupon Redeemed", {"coupon": "WELCOME"})
+    door = track("Door Counted", {"direction": "sideways", "count": 1}, "door-1")
+    _, rejected = app.classify(
+        [(topic(), encode(coupon), app.now_ms()), (topic("door-1"), encode(door), app.now_ms())],
+        app.limits_of(settings_),
+        schemas.load(),
+        65536,
+    )
+    store.commit([], rejected, "v1", app.now_ms())
+    store.close()
+    assert app.replay_dead_letters(settings_, None, None).fixed == 0
+
+    shipped = schemas.load()
+
+    def with_coupons(version: str = "v1") -> Schemas:
+        # A later schema version that knows the event the old one did not.
+        return Schemas(
+            version="v2",
+            envelope=shipped.envelope,
+            events={**shipped.events, "Coupon Redeemed": lambda d: d},
+        )
+
+    monkeypatch.setattr(schemas, "load", with_coupons)
+    report = app.replay_dead_letters(settings_, None, None)
+    assert (report.examined, report.fixed, report.stored) == (2, 1, 1)
+    assert report.still_rejected == {"invalid_properties": 1}
+    store = Store.open(settings_.database)
+    assert [r[0] for r in store.db.execute("SELECT message_id FROM events")] == [
+        coupon["messageId"]
+    ]
+    assert {r.reason: r.status for r in store.dead_letters(status=None)} == {
+        "unknown_event": "replayed",
+        "invalid_properties": "open",
+    }
+    store.close()
+    again = app.replay_dead_letters(settings_, None, None)
+    assert (again.examined, again.fixed) == (1, 0)
+
+
+def test_truncated_dead_letters_are_not_replayed(tmp_path: Path) -> None:
+    settings_ = load_settings(environ={"EDGE_AGENT_SITE__DATA_DIR": str(tmp_path)})
+    store = Store.open(settings_.database)
+    raw = b"x" * 5000
+    store.commit(
+        [],
+        [
+            dead_letter(
+                Inbound(topic(), raw, 1), Rejection(Reason.PAYLOAD_TOO_LARGE, "big", raw), 100
+            )
+        ],
+        "v1",
+        1,
+    )
+    store.close()
+    report = app.replay_dead_letters(settings_, None, "payload_too_large")
+    assert (report.examined, report.not_replayable, report.fixed) == (1, 1, 0)

@@ -1,0 +1,107 @@
+"""Settings from defaults, TOML and the environment, and the errors an installer sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import Secret, load_settings
+from edge_agent.errors import ConfigError
+
+
+def test_defaults() -> None:
+    settings = load_settings(environ={})
+    assert settings.mqtt.port == 1883
+    assert settings.mqtt.receive_maximum == 1000
+    assert settings.database == Path("data/edge-agent.db")
+    assert settings.mqtt.effective_client_id("shop-1") == "edge-agent-shop-1"
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[site]\nid = "shop-1"\n[mqtt]\nport = 1884\nhost = "broker"\n[store]\npath = "/x/y.db"\n'
+    )
+    settings = load_settings(
+        path, environ={"EDGE_AGENT_MQTT__PORT": "1885", "EDGE_AGENT_INGEST__COMMIT_MAX_MS": "5"}
+    )
+    assert settings.site.id == "shop-1"
+    assert settings.mqtt.host == "broker"
+    assert settings.mqtt.port == 1885
+    assert settings.ingest.commit_max_ms == 5
+    assert settings.database == Path("/x/y.db")
+    assert settings.source == str(path)
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[site]\nid = "from-env"\n')
+    assert load_settings(environ={"EDGE_AGENT_CONFIG": str(path)}).site.id == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        pytest.param(
+            {"EDGE_AGENT_MQTT__PORT": "abc"},
+            "[mqtt] port in $EDGE_AGENT_MQTT__PORT must be 1-65535, got 'abc'",
+            id="port-text",
+        ),
+        pytest.param(
+            {"EDGE_AGENT_MQTT__PORT": "70000"}, "must be 1-65535, got '70000'", id="port-range"
+        ),
+        pytest.param({"EDGE_AGENT_SITE__ID": "a/b"}, "[site] id", id="site-slash"),
+        pytest.param({"EDGE_AGENT_STORE__SYNCHRONOUS": "OFF"}, "FULL or NORMAL", id="synchronous"),
+        pytest.param(
+            {"EDGE_AGENT_MQTT__NOPE": "1"},
+            "[mqtt] nope in $EDGE_AGENT_MQTT__NOPE is not a setting",
+            id="unknown-key",
+        ),
+        pytest.param(
+            {"EDGE_AGENT_BROKER__PORT": "1"}, "[broker] is not a section", id="unknown-section"
+        ),
+        pytest.param(
+            {"EDGE_AGENT_INGEST__MAX_DEPTH": "1.5"}, "[ingest] max_depth", id="float-for-int"
+        ),
+    ],
+)
+def test_bad_environment_values_name_key_value_and_rule(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=environ)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "[mqtt]\nport = true\n", "port in {path} must be 1-65535, got True", id="bool-for-int"
+        ),
+        pytest.param("[mqtt]\nport = 0\n", "port in {path} must be 1-65535, got 0", id="zero"),
+        pytest.param("[mqtt\n", "is not valid TOML", id="broken-toml"),
+        pytest.param("site = 1\n", "[site] in {path} is not a section", id="not-a-table"),
+        pytest.param("[log]\nlevel = 'LOUD'\n", "DEBUG, INFO, WARNING or ERROR", id="level"),
+    ],
+)
+def test_bad_file_values_name_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert message.format(path=path) in str(caught.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_secrets_do_not_show() -> None:
+    password = "hunter2"  # noqa: S105 (a test value)
+    settings = load_settings(environ={"EDGE_AGENT_MQTT__PASSWORD": password})
+    assert settings.mqtt.password == password
+    assert password not in repr(settings)
+    assert repr(Secret("")) == "Secret('')"
