@@ -26,7 +26,7 @@ from edge_agent.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
-_PROGRESS_EVERY_S = 10.0
+HEARTBEAT_EVERY_S = 10.0
 _RETRY_COMMIT_S = 1.0
 # More than this many events waiting in the pipe are committed together: one fsync for all.
 _GROUP_MAX_EVENTS = 5000
@@ -135,6 +135,7 @@ class Agent:
             broker=f"{s.mqtt.host}:{s.mqtt.port}",
             schema_version=self.schemas.version,
         )
+        self.store.set_state("heartbeat", "alive", now_ms())
         process, pipe = self._start_receiver()
         last_progress = time.monotonic()
         try:
@@ -156,13 +157,17 @@ class Agent:
                     self._drain(pipe)
                 except (EOFError, OSError):
                     continue  # the receiver went away mid-read; the liveness check restarts it
-                if time.monotonic() - last_progress >= _PROGRESS_EVERY_S:
+                if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
                     last_progress = time.monotonic()
+                    # `status` tells a running agent from one that died without saying so.
+                    self.store.set_state("heartbeat", "alive", now_ms())
                     logs.log(
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
         finally:
             self._stop_receiver(process, pipe)
+            self.store.set_state("heartbeat", "stopped", now_ms())
+            self.store.set_state("broker", "disconnected", now_ms())
             self.store.close()
             logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
 

@@ -26,6 +26,18 @@ def _when(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
 
 
+def _agent_line(heartbeat: tuple[str, int] | None, every_s: float) -> str:
+    if heartbeat is None:
+        return "never ran"
+    state, at = heartbeat
+    if state == "stopped":
+        return f"stopped at {_when(at)}"
+    silent_s = time.time() - at / 1000
+    if silent_s > 3 * every_s:
+        return f"not seen since {_when(at)}: is it running? (it may have been killed)"
+    return f"running (heartbeat {silent_s:.0f} s ago)"
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the agent in the foreground."""
     from edge_agent import app, logs
@@ -45,6 +57,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(asdict(status), indent=2))
         return 0
     broker = status.broker.get("broker")
+    heartbeat = status.broker.get("heartbeat")
     print(f"site:             {settings.site.id}")
     print(f"database:         {settings.database}")
     print(f"events stored:    {status.stored}")
@@ -52,6 +65,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"dead letters:     {sum(status.dead_letters_by_reason.values())}")
     for reason, count in status.dead_letters_by_reason.items():
         print(f"  {reason:<24}{count}")
+    print(f"agent:            {_agent_line(heartbeat, app.HEARTBEAT_EVERY_S)}")
     print(f"last event time:  {_when(status.last_event_ms)}")
     print(f"last stored at:   {_when(status.last_stored_ms)}")
     print(
