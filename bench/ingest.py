@@ -65,7 +65,8 @@ AGENT_CLIENT_ID = f"edge-agent-{SITE}"
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RECEIVE_MAXIMUM = 1000
 # paho numbers QoS 1 publishes with a 16-bit id: past 65,535 unacknowledged ones it loses
-# messages without an error, so each publisher keeps a bounded window in flight.
+# messages without an error, so each publisher keeps a bounded window in flight (at most
+# the broker's max_inflight_messages, which it announces as its Receive Maximum).
 WINDOW = 1000
 
 CONNECT_TIMEOUT_S = 15.0
@@ -347,7 +348,10 @@ def _publish_all(
 ) -> PublisherReport:
     window = _Window()
     client = new_client(f"bench-publisher-{os.getpid()}")
-    client.max_inflight_messages_set(WINDOW)
+    # The window above bounds what is in flight. paho's own limit is left off (0): with one
+    # set, paho 2.2 walks every in-flight message on each PUBACK (_update_inflight), and a
+    # limit of 1000 halves what a publisher can send (measured: 6.4k/s vs 12.4k/s, 3 procs).
+    client.max_inflight_messages_set(0)
     client.on_publish = window.on_publish
     connect(client, port, clean_start=True)
     try:
@@ -1004,7 +1008,7 @@ class Bench:
         ):
             ratio = agent.rate / ref.rate if ref.rate else 0.0
             say(
-                f"{mode:<16}{rate_text(ref.rate):>14}{rate_text(agent.rate):>14}{ratio:>11.2f}"
+                f"{mode:<16}{rate_text(ref.rate):>14}{rate_text(agent.rate):>14}{ratio:>11.3f}"
                 f"   >= {TARGET_RATIO:.1f}  {verdict(ratio >= TARGET_RATIO)}"
             )
         say("publish rate (acknowledged, all publishers):")

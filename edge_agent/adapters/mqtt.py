@@ -91,6 +91,7 @@ class _Receiver:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         return client
 
     def connect_properties(self) -> Properties:
@@ -121,6 +122,12 @@ class _Receiver:
             self._tell(("broker", "disconnected", f"broker refused the subscription: {failed}"))
         else:
             self._tell(("broker", "connected", f"session_present={self.session_present}"))
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        o = self.options.mqtt
+        self._tell(
+            ("broker", "disconnected", f"cannot reach {o.host}:{o.port}; retrying with backoff")
+        )
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode, _p: Any

@@ -328,3 +328,25 @@ def test_timestamps_without_timezone_are_rejected_with_advice(
         )
     ]
     publisher.close()
+
+
+def test_an_agent_started_before_its_broker_connects_when_the_broker_comes(
+    tmp_path: Path, agent_factory: MakeAgent
+) -> None:
+    late = Mosquitto(tmp_path / "late-broker")
+    (tmp_path / "late-broker").mkdir()
+    agent = agent_factory(late.port)
+    agent.start(wait_connected=False)
+    agent.wait_log("broker_disconnected")
+    assert "cannot reach" in agent.log_text()
+    late.start()
+    try:
+        agent.wait_log("broker_connected")
+        publisher = Publisher(late.port)
+        events = _door(20)
+        publisher.publish_all([(topic("door-1"), encode(e)) for e in events])
+        wait_for(lambda: len(stored_ids(agent.db)) == 20, 30, "events after the late start")
+        publisher.close()
+    finally:
+        agent.stop()
+        late.stop()
