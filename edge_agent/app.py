@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
 from edge_agent import logs, schemas
-from edge_agent.adapters.mqtt import Item, ReceiverOptions, receiver_main
+from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
 from edge_agent.core.deadletters import DeadLetter, dead_letter
@@ -83,7 +84,6 @@ class Agent:
         self.limits = limits_of(settings)
         self.stop_requested = threading.Event()
         self.totals = {"stored": 0, "duplicates": 0, "dead_letters": 0}
-        self._context = multiprocessing.get_context("spawn")
 
     def _options(self) -> ReceiverOptions:
         s = self.settings
@@ -98,17 +98,18 @@ class Agent:
             journald=under_journald(),
         )
 
-    def _start_receiver(self) -> tuple[BaseProcess, Connection]:
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=receiver_main,
-            args=(self._options(), theirs),
-            name="edge-agent-mqtt",
-            daemon=True,
+    def _start_receiver(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        # A plain child process over a socket pair: multiprocessing's spawn would also start
+        # its resource-tracker process, 13 MB of memory for nothing this agent uses.
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.adapters.mqtt", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
         )
-        process.start()
         theirs.close()
-        return process, ours
+        pipe = Connection(ours.detach())
+        pipe.send(self._options())
+        return process, pipe
 
     def request_stop(self, *_: Any) -> None:
         """Ask the loop to finish the current commit and stop."""
@@ -140,13 +141,13 @@ class Agent:
         last_progress = time.monotonic()
         try:
             while not self.stop_requested.is_set():
-                if not process.is_alive():
+                if process.poll() is not None:
                     logs.log(
                         logger,
                         logging.ERROR,
                         "receiver_died",
                         "MQTT receiver exited; restarting",
-                        exitcode=process.exitcode,
+                        exitcode=process.returncode,
                     )
                     pipe.close()
                     self.store.set_state("broker", "disconnected", now_ms())
@@ -224,13 +225,14 @@ class Agent:
                 sha256=letter.raw_sha256,
             )
 
-    def _stop_receiver(self, process: BaseProcess, pipe: Connection) -> None:
+    def _stop_receiver(self, process: subprocess.Popen[bytes], pipe: Connection) -> None:
         with contextlib.suppress(OSError):  # it may already be gone
             pipe.send(("stop",))
-        process.join(5)
-        if process.is_alive():
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
             process.terminate()
-            process.join(5)
+            process.wait(5)
         pipe.close()
 
 

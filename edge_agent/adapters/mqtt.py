@@ -5,7 +5,8 @@ so this process only receives, groups messages into batches and sends PUBACKs; t
 process validates and commits. A message is acknowledged only after the parent reports that
 its batch is committed ("ack after commit"), which is what makes an acknowledged event durable.
 
-Wire protocol over the pipe (pickled tuples):
+It runs as ``python -m edge_agent.adapters.mqtt FD``; FD is its end of a socket pair.
+Wire protocol over it (pickled): first the parent sends the `ReceiverOptions`, then tuples:
   child -> parent  ("batch", seq, [(topic, payload, received_ms), ...])
                    ("broker", "connected" | "disconnected", detail)
   parent -> child  ("ack", seq)        the batch is committed: PUBACK its messages
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -210,9 +212,22 @@ class _Receiver:
                     self.client.ack(mid, 1)
 
 
-def receiver_main(options: ReceiverOptions, pipe: Connection) -> None:
-    """Entry point of the receiver process."""
+def receiver_main(fd: int) -> None:
+    """Entry point of the receiver process: its pipe's file descriptor, then its options."""
     # Ctrl-C reaches the whole process group; the parent decides when this process stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pipe = Connection(fd)
+    try:
+        options: ReceiverOptions = pipe.recv()
+    except EOFError:
+        return
     logs.setup(options.log_level, options.journald)
     _Receiver(options, pipe).serve()
+
+
+if __name__ == "__main__":
+    # Run the module under its own name, not this __main__ copy, so the options the parent
+    # pickled are instances of the same classes this code uses.
+    from edge_agent.adapters import mqtt as receiver
+
+    receiver.receiver_main(int(sys.argv[1]))
