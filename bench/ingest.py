@@ -153,9 +153,7 @@ def process_label(pid: int, root: int) -> str:
             command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "gone"
-    if "resource_tracker" in command:
-        return "multiprocessing resource tracker"
-    if "spawn_main" in command:
+    if "edge_agent.adapters.mqtt" in command:
         return "agent child (paho receiver)"
     return command[:60]
 
