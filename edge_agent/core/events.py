@@ -28,6 +28,9 @@ Validator = Callable[[object], object]
 
 _MAX_DETAIL = 300
 _NON_FINITE = re.compile(rb"(?:NaN|Infinity)")
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_INT64 = range(-(2**63), 2**63)
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
@@ -141,6 +144,15 @@ def _why_not_json(payload: bytes, exc: orjson.JSONDecodeError) -> Problem:
     return Reason.NOT_JSON, f"payload is not JSON: {exc}"
 
 
+def _out_of_range_integer(payload: bytes) -> str | None:
+    """The first integer literal (outside strings) that does not fit in 64 bits, if any."""
+    for match in _NUMBER.finditer(_STRINGS.sub(b'""', payload)):
+        token = match.group()
+        if token.lstrip(b"-").isdigit() and int(token) not in _INT64:
+            return token.decode()
+    return None
+
+
 def _reject(reason: Reason, detail: str, raw: bytes) -> Parsed:
     return Parsed((), (Rejection(reason, detail[:_MAX_DETAIL], raw),))
 
@@ -183,6 +195,11 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         return _reject(*_why_not_json(payload, exc), payload)
+    # orjson turns an integer beyond 64 bits into a float, silently changing the value.
+    if _LONG_DIGITS.search(payload) and (huge := _out_of_range_integer(payload)):
+        return _reject(
+            Reason.INVALID_NUMBER, f"integer {huge[:24]!r}... does not fit in 64 bits", payload
+        )
 
     if isinstance(document, list):
         if not document:

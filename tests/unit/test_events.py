@@ -125,9 +125,15 @@ def test_schema_versions_and_names_are_published() -> None:
         ),
         pytest.param(
             encode(door(properties={"direction": "in", "count": 10**30})),
-            Reason.INVALID_PROPERTIES,
+            Reason.INVALID_NUMBER,
             id="huge-count",
         ),
+        pytest.param(
+            encode(door(properties={"direction": "in", "count": 20000})),
+            Reason.INVALID_PROPERTIES,
+            id="count-over-maximum",
+        ),
+        pytest.param(b'{"a": -9223372036854775809}', Reason.INVALID_NUMBER, id="below-int64"),
         pytest.param(
             encode(door(properties={"direction": "in", "count": 1.5})),
             Reason.INVALID_PROPERTIES,
@@ -296,6 +302,13 @@ def test_the_whole_payload_is_kept_for_a_single_rejected_event() -> None:
 )
 def test_nesting_depth_ignores_brackets_in_strings(text: bytes, depth: int) -> None:
     assert nesting_depth(text) == depth
+
+
+def test_long_digit_runs_that_fit_or_sit_in_strings_are_fine() -> None:
+    event = door(
+        properties={"direction": "in", "count": 1, "door": "1" * 40}, traits={"n": 2**63 - 1}
+    )
+    assert reasons(parse(encode(event))) == []
 
 
 def test_deep_but_valid_json_inside_strings_is_fine() -> None:
