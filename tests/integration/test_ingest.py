@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -350,3 +352,23 @@ def test_an_agent_started_before_its_broker_connects_when_the_broker_comes(
     finally:
         agent.stop()
         late.stop()
+
+
+def test_a_killed_receiver_is_restarted_and_nothing_is_lost(
+    broker: Mosquitto, agent_factory: MakeAgent
+) -> None:
+    agent = agent_factory(broker.port)
+    agent.start()
+    assert agent.process is not None
+    publisher = Publisher(broker.port)
+    first = _door(300)
+    publisher.publish_all([(topic("door-1"), encode(e)) for e in first])
+    children = Path(f"/proc/{agent.process.pid}/task/{agent.process.pid}/children").read_text()
+    os.kill(int(children.split()[0]), signal.SIGKILL)
+    agent.wait_log("receiver_died")
+    second = _door(300)
+    publisher.publish_all([(topic("door-1"), encode(e)) for e in second])
+    wanted = {str(e["messageId"]) for e in first + second}
+    wait_for(lambda: set(stored_ids(agent.db)) == wanted, 60, "every event after the restart")
+    assert len(stored_ids(agent.db)) == len(wanted)
+    publisher.close()
