@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -154,7 +155,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             site=args.site or settings.site.id,
             rate=args.rate,
             duration=args.duration,
-            seed=args.seed,
+            seed=args.seed if args.seed is not None else random.randrange(2**32),
         )
     )
     print(report)
@@ -260,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds to run, 0 for until Ctrl-C (default 60)",
     )
-    simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    simulate.add_argument(
+        "--seed",
+        type=int,
+        help="random seed; the same seed repeats the same messageIds (default: a new one)",
+    )
     simulate.set_defaults(handler=cmd_simulate)
 
     demo = commands.add_parser(
@@ -283,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", type=float, default=0.0, help="seconds to run, 0 for until Ctrl-C (default)"
     )
-    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.add_argument("--seed", type=int, help="random seed (default: a new one)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

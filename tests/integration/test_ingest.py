@@ -161,7 +161,7 @@ def test_broker_outage_loses_nothing_the_broker_accepted(
     publisher.close()
 
 
-def test_events_published_while_the_agent_is_down_are_stored_when_it_returns(
+def test_events_queued_while_the_agent_is_down_survive_a_broker_restart(
     broker: Mosquitto, agent_factory: MakeAgent
 ) -> None:
     agent = agent_factory(broker.port)
@@ -170,6 +170,10 @@ def test_events_published_while_the_agent_is_down_are_stored_when_it_returns(
     publisher = Publisher(broker.port)
     events = _door(3000)  # three times Mosquitto's default per-client queue
     publisher.publish_all([(topic("door-1"), encode(e)) for e in events])
+    publisher.close()
+    broker.stop()  # the queue for the absent agent must survive a broker restart too
+    broker.start()
+    publisher = Publisher(broker.port)
     agent.start()
     wait_for(lambda: len(stored_ids(agent.db)) >= len(events), 60, "the backlog stored")
     assert sorted(stored_ids(agent.db)) == sorted(str(e["messageId"]) for e in events)
