@@ -17,11 +17,13 @@ from types import FrameType
 from typing import Any
 
 from edge_agent import logs, schemas
+from edge_agent.adapters import keyfile
 from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
 from edge_agent.core.deadletters import DeadLetter, dead_letter
 from edge_agent.core.events import Inbound, Limits, Reason, Rejection, Schemas, parse_payload
+from edge_agent.core.identity import SiteKey, pseudonymise
 from edge_agent.core.topics import SiteId
 from edge_agent.errors import StorageError
 
@@ -52,9 +54,9 @@ def limits_of(settings: Settings) -> Limits:
 
 
 def classify(
-    items: Iterable[Item], limits: Limits, compiled: Schemas, raw_limit: int
+    items: Iterable[Item], limits: Limits, compiled: Schemas, raw_limit: int, key: SiteKey
 ) -> tuple[list[Received], list[DeadLetter]]:
-    """Validate inbound messages into events to store and dead letters to keep."""
+    """Validate inbound messages into pseudonymised events to store and dead letters to keep."""
     received: list[Received] = []
     rejected: list[DeadLetter] = []
     for topic, payload, received_ms in items:
@@ -69,7 +71,9 @@ def classify(
             crash = Rejection(Reason.INTERNAL_ERROR, f"validator raised {exc!r}"[:300], payload)
             rejected.append(dead_letter(message, crash, raw_limit))
             continue
-        received.extend(Received(event, received_ms) for event in parsed.events)
+        for event in parsed.events:
+            stored, identity = pseudonymise(event, key)
+            received.append(Received(stored, received_ms, identity))
         rejected.extend(dead_letter(message, r, raw_limit) for r in parsed.rejections)
     return received, rejected
 
@@ -80,6 +84,7 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store.open(settings.database, settings.store.synchronous)
+        self.key = keyfile.load_or_create(settings.site_key)
         self.schemas = schemas.load()
         self.limits = limits_of(settings)
         self.stop_requested = threading.Event()
@@ -200,6 +205,7 @@ class Agent:
             self.limits,
             self.schemas,
             self.settings.store.dead_letter_raw_bytes,
+            self.key,
         )
         while True:
             try:
@@ -312,6 +318,7 @@ def replay_dead_letters(
         StorageError: the database cannot be read or written.
     """
     store = Store.open(settings.database, settings.store.synchronous)
+    key = keyfile.load_or_create(settings.site_key)
     compiled = schemas.load()
     limits = limits_of(settings)
     fixed: list[int] = []
@@ -328,6 +335,7 @@ def replay_dead_letters(
                 limits,
                 compiled,
                 settings.store.dead_letter_raw_bytes,
+                key,
             )
             same = len(rejected) == 1 and rejected[0].raw_sha256 == row.raw_sha256
             result = store.commit(received, [] if same else rejected, compiled.version, now_ms())

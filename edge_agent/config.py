@@ -143,6 +143,11 @@ class Settings:
     source: str = "defaults"
 
     @property
+    def site_key(self) -> Path:
+        """The site's secret pseudonymisation key (created on first start, mode 0600)."""
+        return self.site.data_dir / "site.key"
+
+    @property
     def database(self) -> Path:
         """The SQLite file this agent writes."""
         return (

@@ -62,3 +62,82 @@ def _events_and_dead_letters(db: Database) -> None:
 
 def _split(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
+
+
+@migrations(name="0002_personal_data")
+def _personal_data(db: Database) -> None:
+    for statement in _split(
+        """
+        ALTER TABLE events RENAME COLUMN user_id TO pseudonym;
+        -- Rows written before pseudonymisation hold raw userIds: they cannot stay.
+        DELETE FROM events WHERE pseudonym IS NOT NULL;
+        CREATE TABLE consent_ledger (
+            id INTEGER PRIMARY KEY,
+            pseudonym TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            granted INTEGER NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            recorded_ms INTEGER NOT NULL
+        );
+        CREATE INDEX consent_ledger_person ON consent_ledger (pseudonym);
+        CREATE TABLE consent (
+            pseudonym TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            granted INTEGER NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (pseudonym, purpose)
+        );
+        CREATE TABLE identity_vault (
+            pseudonym TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            traits TEXT NOT NULL,
+            updated_ms INTEGER NOT NULL
+        );
+        CREATE TABLE visit_links (
+            anonymous_id TEXT PRIMARY KEY,
+            pseudonym TEXT NOT NULL,
+            linked_ms INTEGER NOT NULL
+        );
+        CREATE INDEX visit_links_person ON visit_links (pseudonym);
+        CREATE TABLE profiles (
+            pseudonym TEXT PRIMARY KEY,
+            first_name TEXT,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        );
+        CREATE TABLE profile_purchases (
+            pseudonym TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            products TEXT NOT NULL,
+            PRIMARY KEY (pseudonym, message_id)
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL
+                CHECK (kind IN ('erasure', 'consent_withdrawn', 'identified', 'insight')),
+            subject TEXT,
+            message_id TEXT,
+            payload TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX outbox_subject ON outbox (subject) WHERE subject IS NOT NULL;
+        CREATE UNIQUE INDEX outbox_item ON outbox (kind, message_id) WHERE message_id IS NOT NULL;
+        CREATE TABLE erasure_receipts (
+            id INTEGER PRIMARY KEY,
+            subject_hash TEXT NOT NULL,
+            request TEXT NOT NULL,
+            source TEXT NOT NULL,
+            requested_ms INTEGER NOT NULL,
+            completed_ms INTEGER NOT NULL,
+            removed TEXT NOT NULL,
+            digest TEXT NOT NULL
+        );
+        CREATE INDEX erasure_receipts_request ON erasure_receipts (request)
+        """
+    ):
+        db.execute(statement)

@@ -1,4 +1,8 @@
-"""The SQLite store (WAL, through sqlite-utils): every SQL statement of the agent lives here."""
+"""The SQLite store (WAL, through sqlite-utils): events, dead letters, agent state.
+
+The personal-data tables are written by `edge_agent.adapters.personal` inside this store's
+transactions.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from edge_agent.adapters.migrations import migrations
+from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
 from edge_agent.core.deadletters import DeadLetter
 from edge_agent.core.events import Event
+from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.errors import StorageError
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (message_id, type, event, ts_ms, received_ms, stored_ms,
-    device_id, anonymous_id, user_id, schema_version, body)
+    device_id, anonymous_id, pseudonym, schema_version, body)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # A redelivered rejection bumps its counter instead of adding a row, and a dead letter that
@@ -36,10 +42,11 @@ ON CONFLICT (fingerprint) DO UPDATE SET
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """An event together with when it was received, as the store records it."""
+    """A pseudonymised event, when it was received, and who it named (None: anonymous)."""
 
     event: Event
     received_ms: int
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,8 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 10000")
+            # Deleted rows (erasure, retention) are overwritten, not left in free pages.
+            conn.execute("PRAGMA secure_delete = ON")
             db = Database(conn)
             if not readonly:
                 db.enable_wal()
@@ -129,19 +138,23 @@ class Store:
         schema_version: str,
         stored_ms: int,
     ) -> CommitResult:
-        """Store events (once per messageId) and dead letters in ONE transaction.
+        """Store events (once per messageId), their consent effects, and dead letters in ONE
+        transaction; then carry out the erasures the batch requested.
 
         The caller acknowledges the MQTT messages only after this returns: that is what makes
-        an acknowledged event durable.
+        an acknowledged event (and the consent change it carries) durable. ``Erasure Requested``
+        events are not stored: they erase, and leave a receipt.
 
         Raises:
             StorageError: SQLite could not commit; nothing of the batch is stored.
         """
         conn = self.db.conn
+        erasures = [r for r in received if r.event.name == ERASURE_EVENT and r.identity]
+        kept = [r for r in received if r.event.name != ERASURE_EVENT]
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                before = conn.total_changes
+                newest = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
                 conn.executemany(
                     _INSERT_EVENT,
                     [
@@ -154,16 +167,30 @@ class Store:
                             stored_ms,
                             e.device_id,
                             e.anonymous_id,
-                            e.user_id,
+                            r.identity.pseudonym if r.identity else None,
                             schema_version,
                             e.body,
                         )
-                        for r in received
+                        for r in kept
                         for e in (r.event,)
                     ],
                 )
-                stored = conn.total_changes - before
-                duplicates = len(received) - stored
+                # Rows of this batch have ids past the newest before it: those, and only those,
+                # get their consent effects (a redelivered event already had its own).
+                fresh = dict(
+                    conn.execute("SELECT message_id, id FROM events WHERE id > ?", (newest,))
+                )
+                duplicates = len(kept) - len(fresh)
+                batch = []
+                for r in kept:
+                    seq = fresh.pop(r.event.message_id, None)
+                    if seq is not None:
+                        batch.append(Stored(r.event, seq, r.identity))
+                personal = PersonalData(conn)
+                personal.apply(batch, stored_ms)
+                for r in erasures:
+                    assert r.identity is not None
+                    self._erase_once(personal, r, stored_ms)
                 conn.executemany(
                     _UPSERT_DEAD_LETTER,
                     [
@@ -187,9 +214,67 @@ class Store:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if erasures:
+                self._scrub()
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} could not commit a batch: {exc}") from exc
-        return CommitResult(stored=stored, duplicates=duplicates, dead_letters=len(dead_letters))
+        return CommitResult(
+            stored=len(batch), duplicates=duplicates, dead_letters=len(dead_letters)
+        )
+
+    def _erase_once(self, personal: PersonalData, request: Received, now_ms: int) -> None:
+        identity = request.identity
+        assert identity is not None
+        done = self.db.conn.execute(
+            "SELECT 1 FROM erasure_receipts WHERE request = ?", (request.event.message_id,)
+        ).fetchone()
+        if done is None:  # a redelivered request was carried out already
+            personal.erase(
+                identity.pseudonym,
+                identity.user_id,
+                request.event.message_id,
+                f"event from {request.event.device_id}",
+                request.event.timestamp_ms,
+                now_ms,
+            )
+
+    def _scrub(self) -> None:
+        # With secure_delete on, freed pages were zeroed; checkpointing moves that into the
+        # main file and truncating the WAL leaves no old copy of an erased row on disk.
+        self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def erase(self, person: Identity, request: str, now_ms: int) -> Receipt:
+        """Erase a person at an operator's request (``edge-agent forget``).
+
+        Raises:
+            StorageError: SQLite could not carry it out; nothing was erased.
+        """
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                receipt = PersonalData(conn).erase(
+                    person.pseudonym, person.user_id, request, "operator", now_ms, now_ms
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._scrub()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} could not erase: {exc}") from exc
+        return receipt
+
+    def person(self, person: Pseudonym) -> dict[str, list[dict[str, object]]]:
+        """Everything held about a person, table by table (subject access).
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            return PersonalData(self.db.conn).person_rows(person)
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
 
     def _add_counter(self, name: str, amount: int) -> None:
         self.db.conn.execute(

@@ -12,6 +12,7 @@ import pytest
 from edge_agent import app, schemas
 from edge_agent.adapters.store import Store
 from edge_agent.config import load_settings
+from edge_agent.core.identity import SiteKey
 from tests.helpers import SITE, encode, topic, track
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,7 @@ def site(tmp_path: Path) -> Path:
         app.limits_of(settings),
         schemas.load(),
         65536,
+        SiteKey(bytes(32)),
     )
     store = Store.open(settings.database)
     store.commit(received, rejected, "v1", app.now_ms())

@@ -14,6 +14,7 @@ from edge_agent.adapters.store import Received, Store
 from edge_agent.config import load_settings
 from edge_agent.core.deadletters import dead_letter
 from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection, Schemas
+from edge_agent.core.identity import SiteKey
 from edge_agent.core.topics import DeviceId
 from edge_agent.errors import StorageError
 from tests.helpers import SITE, encode, topic, track
@@ -36,7 +37,7 @@ def test_schema_is_migrated_once_and_wal_is_on(tmp_path: Path) -> None:
     store.close()
     again = Store.open(tmp_path / "a.db", synchronous="NORMAL")
     applied = again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
-    assert applied == 1
+    assert applied == 2
     assert again.db.execute("PRAGMA synchronous").fetchone()[0] == 1
     again.close()
 
@@ -97,6 +98,7 @@ def test_replay_after_a_schema_update_stores_the_fixed_events(
         app.limits_of(settings_),
         schemas.load(),
         65536,
+        SiteKey(bytes(32)),
     )
     store.commit([], rejected, "v1", app.now_ms())
     store.close()

@@ -1,0 +1,350 @@
+"""The personal-data tables (consent, identity vault, visit links, profiles, outbox, erasure).
+
+Every rule here is a consent rule from DESIGN.md, applied inside the same transaction as the
+events that trigger it, so an acknowledged consent change has taken effect on disk:
+- the raw userId (and traits) sits in ``identity_vault`` only while ``crm_sync`` is granted;
+- a visit is linked to a person only while the person grants some purpose;
+- a profile exists only while ``personalization`` is granted;
+- the outbox holds identified items only while ``crm_sync`` is granted;
+- a withdrawal removes at once what the purpose allowed, and queues a notice for central.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from edge_agent.core.consent import (
+    PURPOSES,
+    Change,
+    Consent,
+    Decision,
+    Purpose,
+    Stamp,
+    any_granted,
+    apply_update,
+    granted,
+)
+from edge_agent.core.events import Event
+from edge_agent.core.identity import Identity, Pseudonym, subject_hash
+
+CONSENT_EVENT = "Consent Updated"
+ERASURE_EVENT = "Erasure Requested"
+ORDER_EVENT = "Order Completed"
+
+# Tables that hold rows of one person, and how to find them: erasure and subject access walk
+# this list, so a table added here is erased and exported without further code.
+_PERSON_ROWS: tuple[tuple[str, str], ...] = (
+    (
+        "events",
+        "pseudonym = :p OR anonymous_id IN "
+        "(SELECT anonymous_id FROM visit_links WHERE pseudonym = :p)",
+    ),
+    ("profile_purchases", "pseudonym = :p"),
+    ("profiles", "pseudonym = :p"),
+    ("identity_vault", "pseudonym = :p"),
+    ("consent", "pseudonym = :p"),
+    ("consent_ledger", "pseudonym = :p"),
+    ("outbox", "subject = :p"),
+    ("visit_links", "pseudonym = :p"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An event just inserted (``seq`` is its row id: the receive order) and who it named."""
+
+    event: Event
+    seq: int
+    identity: Identity | None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof of an erasure, holding no personal data."""
+
+    id: int
+    subject_hash: str
+    request: str
+    source: str
+    requested_ms: int
+    completed_ms: int
+    removed: dict[str, int]
+    digest: str
+
+    def as_dict(self) -> dict[str, object]:
+        """The receipt as JSON-ready values."""
+        return {
+            "receipt": self.id,
+            "subject_hash": self.subject_hash,
+            "request": self.request,
+            "source": self.source,
+            "requested_ms": self.requested_ms,
+            "completed_ms": self.completed_ms,
+            "removed": self.removed,
+            "digest": self.digest,
+        }
+
+
+class PersonalData:
+    """Applies the consent rules to a batch, on the store's connection and transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def consent(self, person: Pseudonym) -> dict[Purpose, Decision]:
+        """The person's current consent."""
+        rows = self.conn.execute(
+            "SELECT purpose, granted, ts_ms, seq FROM consent WHERE pseudonym = ?", (person,)
+        )
+        return {purpose: Decision(bool(g), Stamp(ts, seq)) for purpose, g, ts, seq in rows}
+
+    def links(self, anonymous_ids: Iterable[str]) -> dict[str, Pseudonym]:
+        """Which of these visits are linked to a person."""
+        wanted = list(set(anonymous_ids))
+        found: dict[str, Pseudonym] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self.conn.execute(
+                "SELECT anonymous_id, pseudonym FROM visit_links WHERE anonymous_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update({a: Pseudonym(p) for a, p in rows})
+        return found
+
+    # --- applying a batch --------------------------------------------------------------------
+
+    def apply(self, batch: Sequence[Stored], now_ms: int) -> None:
+        """Apply the consent rules to newly stored events, in the order they were received."""
+        linked = self.links(s.event.anonymous_id for s in batch if s.event.anonymous_id)
+        for item in batch:
+            event, identity = item.event, item.identity
+            if identity is not None:
+                person = identity.pseudonym
+                if event.name == CONSENT_EVENT:
+                    self._consent_update(item, identity, now_ms)
+                consent = self.consent(person)
+                self._remember(identity, consent, now_ms)
+                visit = event.anonymous_id
+                if visit and any_granted(consent) and linked.get(visit) != person:
+                    self._link(visit, person, consent, now_ms)
+                    linked[visit] = person
+                self._use(event, person, consent, now_ms)
+            elif event.anonymous_id and (owner := linked.get(event.anonymous_id)):
+                self._use(event, owner, self.consent(owner), now_ms)
+
+    def _consent_update(self, item: Stored, identity: Identity, now_ms: int) -> None:
+        properties = orjson.loads(item.event.body)["properties"]
+        answers: dict[str, bool] = properties["purposes"]
+        person = identity.pseudonym
+        stamp = Stamp(item.event.timestamp_ms, item.seq)
+        self.conn.executemany(
+            "INSERT INTO consent_ledger (pseudonym, purpose, granted, ts_ms, seq, source, "
+            "message_id, recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    person,
+                    purpose,
+                    answers[purpose],
+                    stamp.ts_ms,
+                    stamp.seq,
+                    properties["source"],
+                    item.event.message_id,
+                    now_ms,
+                )
+                for purpose in PURPOSES
+                if purpose in answers
+            ],
+        )
+        change = apply_update(self.consent(person), answers, stamp)
+        self.conn.executemany(
+            "INSERT INTO consent (pseudonym, purpose, granted, ts_ms, seq) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (pseudonym, purpose) DO UPDATE SET granted = excluded.granted, "
+            "ts_ms = excluded.ts_ms, seq = excluded.seq",
+            [(person, p, d.granted, d.stamp.ts_ms, d.stamp.seq) for p, d in change.after.items()],
+        )
+        self._withdraw(person, change, identity, now_ms)
+        self._grant(person, change, now_ms)
+
+    def _withdraw(self, person: Pseudonym, change: Change, identity: Identity, now_ms: int) -> None:
+        for purpose in sorted(change.withdrawn_now):
+            if purpose == "crm_sync":
+                self.conn.execute("DELETE FROM identity_vault WHERE pseudonym = ?", (person,))
+                self.conn.execute(
+                    "DELETE FROM outbox WHERE kind = 'identified' AND subject = ?", (person,)
+                )
+            elif purpose == "personalization":
+                self.conn.execute("DELETE FROM profile_purchases WHERE pseudonym = ?", (person,))
+                self.conn.execute("DELETE FROM profiles WHERE pseudonym = ?", (person,))
+            notice = {
+                "type": "consent_withdrawn",
+                "subject": person,
+                "purpose": purpose,
+                "timestamp_ms": change.after[purpose].stamp.ts_ms,
+            }
+            self.conn.execute(
+                "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
+                "VALUES ('consent_withdrawn', ?, NULL, ?, ?)",
+                (person, orjson.dumps(notice).decode(), now_ms),
+            )
+        if change.withdrawn_now and not any_granted(change.after):
+            # Anonymous again: no visit of theirs stays linked to them.
+            self.conn.execute("DELETE FROM visit_links WHERE pseudonym = ?", (person,))
+
+    def _grant(self, person: Pseudonym, change: Change, now_ms: int) -> None:
+        if not change.granted_now:
+            return
+        # What the person's already linked visits and identified events now may be used for.
+        for event in self._events_of(person):
+            self._use(event, person, change.after, now_ms)
+
+    def _remember(self, identity: Identity, consent: Consent, now_ms: int) -> None:
+        person = identity.pseudonym
+        if granted(consent, "crm_sync"):
+            self.conn.execute(
+                "INSERT INTO identity_vault (pseudonym, user_id, traits, updated_ms) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
+                "user_id = excluded.user_id, updated_ms = excluded.updated_ms, traits = CASE "
+                "WHEN excluded.traits = '{}' THEN identity_vault.traits ELSE excluded.traits END",
+                (person, identity.user_id, orjson.dumps(identity.traits).decode(), now_ms),
+            )
+        if granted(consent, "personalization"):
+            first = identity.traits.get("first_name")
+            self.conn.execute(
+                "INSERT INTO profiles (pseudonym, first_name, created_ms, updated_ms) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
+                "first_name = coalesce(excluded.first_name, profiles.first_name), "
+                "updated_ms = excluded.updated_ms",
+                (person, first if isinstance(first, str) else None, now_ms, now_ms),
+            )
+
+    def _link(self, visit: str, person: Pseudonym, consent: Consent, now_ms: int) -> None:
+        self.conn.execute(
+            "INSERT INTO visit_links (anonymous_id, pseudonym, linked_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (anonymous_id) DO UPDATE SET pseudonym = excluded.pseudonym, "
+            "linked_ms = excluded.linked_ms",
+            (visit, person, now_ms),
+        )
+        # The visit's earlier events (before the check-in) now belong to the person too.
+        for event in self._events_where("anonymous_id = ?", (visit,)):
+            self._use(event, person, consent, now_ms)
+
+    def _use(self, event: Event, person: Pseudonym, consent: Consent, now_ms: int) -> None:
+        if event.name == ORDER_EVENT and granted(consent, "personalization"):
+            products = orjson.loads(event.body)["properties"]["products"]
+            self.conn.execute(
+                "INSERT OR IGNORE INTO profile_purchases (pseudonym, message_id, ts_ms, products) "
+                "VALUES (?, ?, ?, ?)",
+                (person, event.message_id, event.timestamp_ms, orjson.dumps(products).decode()),
+            )
+        if granted(consent, "crm_sync") and event.name not in (CONSENT_EVENT, ERASURE_EVENT):
+            self.conn.execute(
+                "INSERT OR IGNORE INTO outbox (kind, subject, message_id, payload, created_ms) "
+                "VALUES ('identified', ?, ?, ?, ?)",
+                (person, event.message_id, orjson.dumps(_segment(event, person)).decode(), now_ms),
+            )
+
+    def _events_of(self, person: Pseudonym) -> list[Event]:
+        return self._events_where(
+            "pseudonym = ? OR anonymous_id IN (SELECT anonymous_id FROM visit_links "
+            "WHERE pseudonym = ?)",
+            (person, person),
+        )
+
+    def _events_where(self, where: str, params: tuple[object, ...]) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT message_id, type, event, ts_ms, device_id, anonymous_id, body FROM events "
+            f"WHERE {where} ORDER BY id",
+            params,
+        )
+        return [Event(m, t, n, ts, d, a, None, b) for m, t, n, ts, d, a, b in rows]
+
+    # --- erasure and access ------------------------------------------------------------------
+
+    def person_rows(self, person: Pseudonym) -> dict[str, list[dict[str, object]]]:
+        """Every row held about a person, table by table (subject access, and erasure's digest)."""
+        held: dict[str, list[dict[str, object]]] = {}
+        for table, where in _PERSON_ROWS:
+            cursor = self.conn.execute(f"SELECT * FROM {table} WHERE {where}", {"p": person})
+            names = [c[0] for c in cursor.description]
+            held[table] = [dict(zip(names, row, strict=True)) for row in cursor]
+        return held
+
+    def erase(
+        self,
+        person: Pseudonym,
+        raw_user_id: str,
+        request: str,
+        source: str,
+        requested_ms: int,
+        now_ms: int,
+    ) -> Receipt:
+        """Delete every row of the person, queue an erasure notice, and write a receipt.
+
+        Dead letters holding the raw id or the pseudonym are deleted too.
+        """
+        held = self.person_rows(person)
+        digest = hashlib.sha256(
+            orjson.dumps(held, option=orjson.OPT_SORT_KEYS, default=str)
+        ).hexdigest()
+        removed = {table: len(rows) for table, rows in held.items()}
+        # Events first: their WHERE needs the visit links that are deleted after them.
+        for table, where in _PERSON_ROWS:
+            self.conn.execute(f"DELETE FROM {table} WHERE {where}", {"p": person})
+        letters = self.conn.execute(
+            "DELETE FROM dead_letters WHERE instr(raw, ?) > 0 OR instr(raw, ?) > 0",
+            (raw_user_id.encode("utf-8"), person.encode()),
+        )
+        removed["dead_letters"] = letters.rowcount
+        subject = subject_hash(person)
+        notice = {"type": "erasure", "subject_hash": subject, "timestamp_ms": requested_ms}
+        self.conn.execute(
+            "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
+            "VALUES ('erasure', NULL, NULL, ?, ?)",
+            (orjson.dumps(notice).decode(), now_ms),
+        )
+        cursor = self.conn.execute(
+            "INSERT INTO erasure_receipts (subject_hash, request, source, requested_ms, "
+            "completed_ms, removed, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                subject,
+                request,
+                source,
+                requested_ms,
+                now_ms,
+                orjson.dumps(removed).decode(),
+                digest,
+            ),
+        )
+        return Receipt(
+            int(cursor.lastrowid or 0),
+            subject,
+            request,
+            source,
+            requested_ms,
+            now_ms,
+            removed,
+            digest,
+        )
+
+
+def _segment(event: Event, person: Pseudonym) -> dict[str, object]:
+    """The Segment-compatible item central receives: no anonymousId, no device, no traits."""
+    document = orjson.loads(event.body)
+    item: dict[str, object] = {
+        "type": event.type,
+        "messageId": event.message_id,
+        "timestamp": document["timestamp"],
+        "userId": person,
+    }
+    if event.type == "track":
+        item["event"] = event.name
+        item["properties"] = document.get("properties", {})
+    return item

@@ -1,0 +1,70 @@
+"""Pseudonyms: a userId is replaced by HMAC-SHA256(site key, userId) before anything is stored.
+
+The raw userId and the traits a CRM needs leave this module only inside `Identity`, which the
+store may keep solely in the identity vault, and only while the person's ``crm_sync`` holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field, replace
+from typing import NewType
+
+import orjson
+
+from edge_agent.core.events import Event
+
+Pseudonym = NewType("Pseudonym", str)
+UserId = NewType("UserId", str)
+
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKey:
+    """The site's secret pseudonymisation key; never shown."""
+
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != KEY_BYTES:
+            raise ValueError(f"a site key is {KEY_BYTES} bytes, got {len(self.secret)}")
+
+    def __repr__(self) -> str:
+        return "SiteKey(**********)"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who an identified event came from: the raw id and traits, for the vault only."""
+
+    pseudonym: Pseudonym
+    user_id: UserId = field(repr=False)
+    traits: dict[str, object] = field(repr=False)
+
+
+def pseudonym(key: SiteKey, user_id: str) -> Pseudonym:
+    """The stable pseudonym of a userId at this site."""
+    return Pseudonym(hmac.new(key.secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest())
+
+
+def subject_hash(person: Pseudonym) -> str:
+    """What erasure receipts and notices name a person by: not the pseudonym itself."""
+    return hashlib.sha256(f"edge-agent-subject:{person}".encode()).hexdigest()
+
+
+def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
+    """Replace the event's userId by its pseudonym and take its traits out of the stored body.
+
+    Returns the event as it may be stored, and the identity it carried (None if anonymous).
+    """
+    if event.user_id is None:
+        return event, None
+    document = orjson.loads(event.body)
+    person = pseudonym(key, event.user_id)
+    document["userId"] = person
+    traits = document.pop("traits", None)
+    identity = Identity(person, UserId(event.user_id), traits if isinstance(traits, dict) else {})
+    body = orjson.dumps(document).decode("utf-8")
+    return replace(event, user_id=person, body=body), identity
