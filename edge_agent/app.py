@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -17,13 +18,14 @@ from types import FrameType
 from typing import Any
 
 from edge_agent import logs, schemas
-from edge_agent.adapters import keyfile
+from edge_agent.adapters import jobs, keyfile
 from edge_agent.adapters.mqtt import Item, ReceiverOptions
+from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
 from edge_agent.core.deadletters import DeadLetter, dead_letter
 from edge_agent.core.events import Inbound, Limits, Reason, Rejection, Schemas, parse_payload
-from edge_agent.core.identity import SiteKey, pseudonymise
+from edge_agent.core.identity import Identity, SiteKey, UserId, pseudonym, pseudonymise
 from edge_agent.core.topics import SiteId
 from edge_agent.errors import StorageError
 
@@ -142,6 +144,7 @@ class Agent:
             schema_version=self.schemas.version,
         )
         self.store.set_state("heartbeat", "alive", now_ms())
+        scheduler = jobs.start(s, now_ms)
         process, pipe = self._start_receiver()
         last_progress = time.monotonic()
         try:
@@ -171,6 +174,7 @@ class Agent:
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
         finally:
+            scheduler.shutdown(wait=True)
             self._stop_receiver(process, pipe)
             self.store.set_state("heartbeat", "stopped", now_ms())
             self.store.set_state("broker", "disconnected", now_ms())
@@ -357,3 +361,50 @@ def replay_dead_letters(
         still_rejected=still,
         not_replayable=not_replayable,
     )
+
+
+def _existing_store(settings: Settings) -> tuple[Store, SiteKey]:
+    if not settings.database.exists():
+        raise StorageError(
+            f"no database at {settings.database}: has the agent run with this config?"
+        )
+    return Store.open(settings.database, settings.store.synchronous), keyfile.load_or_create(
+        settings.site_key
+    )
+
+
+def forget(settings: Settings, user_id: str) -> Receipt:
+    """Erase everything held about a person (the right to erasure) and return the receipt.
+
+    A person the site never saw gets a receipt too, with nothing removed.
+
+    Raises:
+        StorageError: there is no database, or it cannot be written.
+    """
+    store, key = _existing_store(settings)
+    try:
+        person = Identity(pseudonym(key, user_id), UserId(user_id), {})
+        return store.erase(person, f"operator-{uuid.uuid4()}", now_ms())
+    finally:
+        store.close()
+
+
+def export_person(settings: Settings, user_id: str) -> dict[str, object]:
+    """Everything held about a person, for a subject access request (the right of access).
+
+    Raises:
+        StorageError: there is no database, or it cannot be read.
+    """
+    store, key = _existing_store(settings)
+    try:
+        person = pseudonym(key, user_id)
+        held = store.person(person)
+    finally:
+        store.close()
+    return {
+        "site": settings.site.id,
+        "user_id": user_id,
+        "pseudonym": person,
+        "exported_ms": now_ms(),
+        "held": held,
+    }

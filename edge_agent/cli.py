@@ -162,6 +162,28 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase a person and print the receipt."""
+    from edge_agent import app
+
+    receipt = app.forget(settings, args.user_id)
+    print(json.dumps(receipt.as_dict(), indent=2))
+    return 0
+
+
+def cmd_export_person(args: argparse.Namespace, settings: Settings) -> int:
+    """Write everything held about a person as JSON."""
+    from edge_agent import app
+
+    document = json.dumps(app.export_person(settings, args.user_id), indent=2, default=str)
+    if args.output:
+        args.output.write_text(document + "\n")
+        print(f"written to {args.output}")
+    else:
+        print(document)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run a whole demo site on this machine."""
     from edge_agent.demo import run_demo
@@ -267,6 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="random seed; the same seed repeats the same messageIds (default: a new one)",
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    forget = commands.add_parser(
+        "forget",
+        help="erase everything held about a person, print the receipt",
+        description=(
+            "Erase every row held about a person (events, visit links, profile, vault, queued "
+            "items, consent), queue an erasure notice for central, and print the receipt, which "
+            "holds no personal data."
+        ),
+    )
+    forget.add_argument("user_id", help="the person's userId, as the devices send it")
+    forget.set_defaults(handler=cmd_forget)
+
+    export = commands.add_parser(
+        "export-person",
+        help="write everything held about a person as JSON (subject access)",
+        description="Write everything held about a person as JSON (the right of access).",
+    )
+    export.add_argument("user_id", help="the person's userId, as the devices send it")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    export.set_defaults(handler=cmd_export_person)
 
     demo = commands.add_parser(
         "demo",

@@ -121,6 +121,15 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: how long raw events and dead letters are kept, and how often to check."""
+
+    events_days: int = _setting(30, lambda v: 1 <= v <= 3650, "1-3650 days")
+    dead_letters_days: int = _setting(14, lambda v: 1 <= v <= 3650, "1-3650 days")
+    every_s: int = _setting(3600, lambda v: 10 <= v <= 86400, "10-86400 seconds")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """``[log]``: JSON lines on stdout."""
 
@@ -139,6 +148,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
 
@@ -162,6 +172,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "mqtt": MqttSettings,
     "ingest": IngestSettings,
     "store": StoreSettings,
+    "retention": RetentionSettings,
     "log": LogSettings,
 }
 

@@ -18,6 +18,7 @@ from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, S
 from edge_agent.core.deadletters import DeadLetter
 from edge_agent.core.events import Event
 from edge_agent.core.identity import Identity, Pseudonym
+from edge_agent.core.retention import Cutoffs
 from edge_agent.errors import StorageError
 
 _INSERT_EVENT = """
@@ -47,6 +48,20 @@ class Received:
     event: Event
     received_ms: int
     identity: Identity | None = None
+
+
+def _segments(received: Sequence[Received]) -> list[tuple[list[Received], Received | None]]:
+    """Split a batch at each erasure request: (events before it, the request)."""
+    segments: list[tuple[list[Received], Received | None]] = []
+    current: list[Received] = []
+    for r in received:
+        if r.event.name == ERASURE_EVENT and r.identity is not None:
+            segments.append((current, r))
+            current = []
+        else:
+            current.append(r)
+    segments.append((current, None))
+    return segments
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,48 +164,20 @@ class Store:
             StorageError: SQLite could not commit; nothing of the batch is stored.
         """
         conn = self.db.conn
-        erasures = [r for r in received if r.event.name == ERASURE_EVENT and r.identity]
-        kept = [r for r in received if r.event.name != ERASURE_EVENT]
+        stored = duplicates = erased = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                newest = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-                conn.executemany(
-                    _INSERT_EVENT,
-                    [
-                        (
-                            e.message_id,
-                            e.type,
-                            e.name,
-                            e.timestamp_ms,
-                            r.received_ms,
-                            stored_ms,
-                            e.device_id,
-                            e.anonymous_id,
-                            r.identity.pseudonym if r.identity else None,
-                            schema_version,
-                            e.body,
-                        )
-                        for r in kept
-                        for e in (r.event,)
-                    ],
-                )
-                # Rows of this batch have ids past the newest before it: those, and only those,
-                # get their consent effects (a redelivered event already had its own).
-                fresh = dict(
-                    conn.execute("SELECT message_id, id FROM events WHERE id > ?", (newest,))
-                )
-                duplicates = len(kept) - len(fresh)
-                batch = []
-                for r in kept:
-                    seq = fresh.pop(r.event.message_id, None)
-                    if seq is not None:
-                        batch.append(Stored(r.event, seq, r.identity))
                 personal = PersonalData(conn)
-                personal.apply(batch, stored_ms)
-                for r in erasures:
-                    assert r.identity is not None
-                    self._erase_once(personal, r, stored_ms)
+                # An erasure applies to what came before it, not to the person's later events:
+                # the batch is stored and applied in segments that end at each erasure request.
+                for segment, erasure in _segments(received):
+                    fresh = self._insert(segment, schema_version, stored_ms)
+                    stored += len(fresh)
+                    duplicates += len(segment) - len(fresh)
+                    personal.apply(fresh, stored_ms)
+                    if erasure is not None:
+                        erased += self._erase_once(personal, erasure, stored_ms)
                 conn.executemany(
                     _UPSERT_DEAD_LETTER,
                     [
@@ -214,29 +201,65 @@ class Store:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            if erasures:
+            if erased:
                 self._scrub()
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} could not commit a batch: {exc}") from exc
-        return CommitResult(
-            stored=len(batch), duplicates=duplicates, dead_letters=len(dead_letters)
-        )
+        return CommitResult(stored=stored, duplicates=duplicates, dead_letters=len(dead_letters))
 
-    def _erase_once(self, personal: PersonalData, request: Received, now_ms: int) -> None:
+    def _insert(
+        self, received: Sequence[Received], schema_version: str, stored_ms: int
+    ) -> list[Stored]:
+        """Insert events, once per messageId; returns those that were new, with their row ids."""
+        conn = self.db.conn
+        newest = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        conn.executemany(
+            _INSERT_EVENT,
+            [
+                (
+                    e.message_id,
+                    e.type,
+                    e.name,
+                    e.timestamp_ms,
+                    r.received_ms,
+                    stored_ms,
+                    e.device_id,
+                    e.anonymous_id,
+                    r.identity.pseudonym if r.identity else None,
+                    schema_version,
+                    e.body,
+                )
+                for r in received
+                for e in (r.event,)
+            ],
+        )
+        # New rows have ids past the newest before the insert: those, and only those, get
+        # their consent effects (a redelivered event had its effects when it first came).
+        fresh = dict(conn.execute("SELECT message_id, id FROM events WHERE id > ?", (newest,)))
+        new: list[Stored] = []
+        for r in received:
+            seq = fresh.pop(r.event.message_id, None)
+            if seq is not None:
+                new.append(Stored(r.event, seq, r.identity))
+        return new
+
+    def _erase_once(self, personal: PersonalData, request: Received, now_ms: int) -> int:
         identity = request.identity
-        assert identity is not None
+        assert identity is not None  # the schema requires a userId on erasure requests
         done = self.db.conn.execute(
             "SELECT 1 FROM erasure_receipts WHERE request = ?", (request.event.message_id,)
         ).fetchone()
-        if done is None:  # a redelivered request was carried out already
-            personal.erase(
-                identity.pseudonym,
-                identity.user_id,
-                request.event.message_id,
-                f"event from {request.event.device_id}",
-                request.event.timestamp_ms,
-                now_ms,
-            )
+        if done is not None:  # a redelivered request was carried out already
+            return 0
+        personal.erase(
+            identity.pseudonym,
+            identity.user_id,
+            request.event.message_id,
+            f"event from {request.event.device_id}",
+            request.event.timestamp_ms,
+            now_ms,
+        )
+        return 1
 
     def _scrub(self) -> None:
         # With secure_delete on, freed pages were zeroed; checkpointing moves that into the
@@ -397,3 +420,33 @@ class Store:
             raise StorageError(
                 f"database {self.path} could not update a dead letter: {exc}"
             ) from exc
+
+    def expire(self, cutoffs: Cutoffs, chunk: int = 5000) -> dict[str, int]:
+        """Delete raw events and dead letters past their time to live, in small transactions
+        so that ingest is never held up for long.
+
+        Raises:
+            StorageError: SQLite could not delete.
+        """
+        removed = {"events": 0, "dead_letters": 0}
+        plans = (
+            ("events", "SELECT id FROM events WHERE ts_ms < ? LIMIT ?", cutoffs.events_before_ms),
+            (
+                "dead_letters",
+                "SELECT id FROM dead_letters WHERE last_seen_ms < ? LIMIT ?",
+                cutoffs.dead_letters_before_ms,
+            ),
+        )
+        try:
+            for table, select, before in plans:
+                while True:
+                    with self.db.atomic():
+                        gone = self.db.conn.execute(
+                            f"DELETE FROM {table} WHERE id IN ({select})", (before, chunk)
+                        ).rowcount
+                    removed[table] += gone
+                    if gone < chunk:
+                        break
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} could not expire old rows: {exc}") from exc
+        return removed
