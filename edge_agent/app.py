@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
@@ -24,8 +24,23 @@ from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
 from edge_agent.core.deadletters import DeadLetter, dead_letter
-from edge_agent.core.events import Inbound, Limits, Reason, Rejection, Schemas, parse_payload
-from edge_agent.core.identity import Identity, SiteKey, UserId, pseudonym, pseudonymise
+from edge_agent.core.events import (
+    Inbound,
+    Limits,
+    Parsed,
+    Reason,
+    Rejection,
+    Schemas,
+    parse_payload,
+)
+from edge_agent.core.identity import (
+    Identity,
+    SiteKey,
+    UserId,
+    pseudonym,
+    pseudonymise,
+    redact,
+)
 from edge_agent.core.topics import SiteId
 from edge_agent.errors import StorageError
 
@@ -71,12 +86,14 @@ def classify(
                 logger, logging.ERROR, "validation_crashed", "validator raised", error=repr(exc)
             )
             crash = Rejection(Reason.INTERNAL_ERROR, f"validator raised {exc!r}"[:300], payload)
-            rejected.append(dead_letter(message, crash, raw_limit))
-            continue
+            parsed = Parsed((), (crash,))
         for event in parsed.events:
             stored, identity = pseudonymise(event, key)
             received.append(Received(stored, received_ms, identity))
-        rejected.extend(dead_letter(message, r, raw_limit) for r in parsed.rejections)
+        for rejection in parsed.rejections:
+            # A dead letter keeps no raw userId nor traits either; see identity.redact.
+            kept = replace(rejection, raw=redact(rejection.raw, key))
+            rejected.append(dead_letter(message, kept, raw_limit))
     return received, rejected
 
 

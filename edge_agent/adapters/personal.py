@@ -207,7 +207,7 @@ class PersonalData:
 
     def _remember(self, identity: Identity, consent: Consent, now_ms: int) -> None:
         person = identity.pseudonym
-        if granted(consent, "crm_sync"):
+        if granted(consent, "crm_sync") and identity.user_id is not None:
             self.conn.execute(
                 "INSERT INTO identity_vault (pseudonym, user_id, traits, updated_ms) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
@@ -280,7 +280,7 @@ class PersonalData:
     def erase(
         self,
         person: Pseudonym,
-        raw_user_id: str,
+        raw_user_id: str | None,
         request: str,
         source: str,
         requested_ms: int,
@@ -300,7 +300,7 @@ class PersonalData:
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", {"p": person})
         letters = self.conn.execute(
             "DELETE FROM dead_letters WHERE instr(raw, ?) > 0 OR instr(raw, ?) > 0",
-            (raw_user_id.encode("utf-8"), person.encode()),
+            ((raw_user_id or person).encode("utf-8"), person.encode()),
         )
         removed["dead_letters"] = letters.rowcount
         subject = subject_hash(person)

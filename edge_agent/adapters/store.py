@@ -168,16 +168,7 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                personal = PersonalData(conn)
-                # An erasure applies to what came before it, not to the person's later events:
-                # the batch is stored and applied in segments that end at each erasure request.
-                for segment, erasure in _segments(received):
-                    fresh = self._insert(segment, schema_version, stored_ms)
-                    stored += len(fresh)
-                    duplicates += len(segment) - len(fresh)
-                    personal.apply(fresh, stored_ms)
-                    if erasure is not None:
-                        erased += self._erase_once(personal, erasure, stored_ms)
+                # Dead letters first, so an erasure in this batch reaches them too.
                 conn.executemany(
                     _UPSERT_DEAD_LETTER,
                     [
@@ -195,6 +186,16 @@ class Store:
                         for d in dead_letters
                     ],
                 )
+                personal = PersonalData(conn)
+                # An erasure applies to what came before it, not to the person's later events:
+                # the batch is stored and applied in segments that end at each erasure request.
+                for segment, erasure in _segments(received):
+                    fresh = self._insert(segment, schema_version, stored_ms)
+                    stored += len(fresh)
+                    duplicates += len(segment) - len(fresh)
+                    personal.apply(fresh, stored_ms)
+                    if erasure is not None:
+                        erased += self._erase_once(personal, erasure, stored_ms)
                 if duplicates:
                     self._add_counter("duplicates", duplicates)
                 conn.execute("COMMIT")

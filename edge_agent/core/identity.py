@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field, replace
 from typing import NewType
 
@@ -19,6 +20,9 @@ Pseudonym = NewType("Pseudonym", str)
 UserId = NewType("UserId", str)
 
 KEY_BYTES = 32
+#: How a redacted dead letter names a person: replay then knows it holds no raw userId.
+REDACTED = "pseudonym:"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +44,8 @@ class Identity:
     """Who an identified event came from: the raw id and traits, for the vault only."""
 
     pseudonym: Pseudonym
-    user_id: UserId = field(repr=False)
+    #: None when only the pseudonym is known (an event replayed from a redacted dead letter).
+    user_id: UserId | None = field(repr=False)
     traits: dict[str, object] = field(repr=False)
 
 
@@ -54,6 +59,12 @@ def subject_hash(person: Pseudonym) -> str:
     return hashlib.sha256(f"edge-agent-subject:{person}".encode()).hexdigest()
 
 
+def _known_pseudonym(user_id: str) -> Pseudonym | None:
+    if user_id.startswith(REDACTED) and _HEX64.fullmatch(user_id.removeprefix(REDACTED)):
+        return Pseudonym(user_id.removeprefix(REDACTED))
+    return None
+
+
 def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
     """Replace the event's userId by its pseudonym and take its traits out of the stored body.
 
@@ -62,9 +73,35 @@ def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
     if event.user_id is None:
         return event, None
     document = orjson.loads(event.body)
-    person = pseudonym(key, event.user_id)
+    known = _known_pseudonym(event.user_id)
+    person = known or pseudonym(key, event.user_id)
     document["userId"] = person
     traits = document.pop("traits", None)
-    identity = Identity(person, UserId(event.user_id), traits if isinstance(traits, dict) else {})
+    raw = None if known else UserId(event.user_id)
+    identity = Identity(person, raw, traits if isinstance(traits, dict) else {})
     body = orjson.dumps(document).decode("utf-8")
     return replace(event, user_id=person, body=body), identity
+
+
+def redact(raw: bytes, key: SiteKey) -> bytes:
+    """A rejected payload as a dead letter may keep it: userIds replaced by their pseudonyms
+    (marked, so a replay does not hash them again) and traits dropped.
+
+    Bytes that are not a JSON object or array of objects are returned as they are: they name
+    no one the agent can find, and they expire with the dead letters' retention.
+    """
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    items = document if isinstance(document, list) else [document]
+    changed = False
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("userId"), str):
+            user_id: str = item["userId"]
+            if _known_pseudonym(user_id) is None:
+                item["userId"] = REDACTED + pseudonym(key, user_id)
+                changed = True
+            if item.pop("traits", None) is not None:
+                changed = True
+    return orjson.dumps(document) if changed else raw

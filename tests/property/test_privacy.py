@@ -42,7 +42,7 @@ class Step:
 
 steps = st.builds(
     Step,
-    kind=st.sampled_from(["identify", "consent", "consent", "order", "zone", "erase"]),
+    kind=st.sampled_from(["identify", "consent", "consent", "order", "zone", "erase", "bad"]),
     person=st.integers(0, len(PEOPLE) - 1),
     visit=st.integers(0, len(VISITS) - 1),
     # Timestamps jitter around the receive time, so consent changes arrive out of order.
@@ -80,6 +80,22 @@ def _event(n: int, step: Step) -> dict[str, Any]:
             "event": "Consent Updated",
             "properties": {"purposes": dict(step.purposes), "source": "kiosk"},
         }
+    if step.kind == "bad":  # rejected, so a dead letter: it must not keep the raw id either
+        return {
+            **base,
+            **user,
+            "type": "identify",
+            "traits": {"email": "x@example.org"},
+            "context": [],
+        }
+    if step.kind == "bad":  # rejected, so a dead letter: it must not keep the raw id either
+        return {
+            **base,
+            **user,
+            "type": "identify",
+            "traits": {"email": "x@example.org"},
+            "context": [],
+        }
     if step.kind == "erase":
         return {**base, **user, "type": "track", "event": "Erasure Requested", "properties": {}}
     if step.kind == "order":
@@ -107,7 +123,7 @@ class Model:
 
     def see(self, seq: int, step: Step) -> None:
         person = PEOPLE[step.person]
-        if step.kind in ("identify", "consent", "erase"):
+        if step.kind in ("identify", "consent", "erase", "bad"):
             self.last_kind[person] = step.kind
         if step.kind == "erase":
             self.decisions.pop(person, None)
@@ -127,7 +143,7 @@ class Model:
 
 def _batches(items: list[Any], cuts: list[int]) -> Iterator[list[Any]]:
     start = 0
-    for cut in sorted(set(c % (len(items) + 1) for c in cuts)) + [len(items)]:
+    for cut in [*sorted({c % (len(items) + 1) for c in cuts}), len(items)]:
         if cut > start:
             yield items[start:cut]
             start = cut
@@ -160,7 +176,6 @@ def test_consent_rules_hold_over_random_streams(stream: list[Step], cuts: list[i
             model.see(n, step)
         for batch in _batches(payloads, cuts):
             received, rejected = app.classify(batch, LIMITS, SCHEMAS, 65536, KEY)
-            assert rejected == []
             store.commit(received, rejected, "v1", NOW_MS)
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db = store.db.conn
