@@ -1,0 +1,132 @@
+"""Site key file, retention and the privacy commands, on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent import app, schemas
+from edge_agent.adapters import keyfile
+from edge_agent.adapters.jobs import expire_once
+from edge_agent.adapters.store import Store
+from edge_agent.config import load_settings
+from edge_agent.core.identity import pseudonym
+from edge_agent.core.retention import DAY_MS
+from edge_agent.errors import ConfigError
+from tests.helpers import SITE, encode, topic, track
+
+
+def test_site_key_is_created_once_private_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "site.key"
+    first = keyfile.load_or_create(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert keyfile.load_or_create(path) == first
+    assert first.secret.hex() not in repr(first)
+
+
+def test_a_bad_site_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "site.key"
+    path.write_bytes(b"short")
+    os.chmod(path, 0o600)
+    with pytest.raises(ConfigError, match="restore it from backup"):
+        keyfile.load_or_create(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        keyfile.load_or_create(path)
+
+
+def _site(tmp_path: Path) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n')
+    return config
+
+
+def _ingest(config: Path, events: list[dict[str, object]], now_ms: int) -> None:
+    settings = load_settings(config, environ={})
+    key = keyfile.load_or_create(settings.site_key)
+    received, rejected = app.classify(
+        [(topic("loyalty-1"), encode(e), now_ms) for e in events],
+        app.limits_of(settings),
+        schemas.load(),
+        65536,
+        key,
+    )
+    store = Store.open(settings.database)
+    store.commit(received, rejected, "v1", now_ms)
+    store.close()
+
+
+def test_retention_deletes_old_raw_events_and_dead_letters(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    now = app.now_ms()
+    old = track("Door Counted", {"direction": "in", "count": 1}, "loyalty-1")
+    _ingest(
+        config, [old, track("Door Counted", {"direction": "out", "count": 1}, "loyalty-1")], now
+    )
+    settings = load_settings(config, environ={})
+    removed = expire_once(settings, now + 31 * DAY_MS)
+    assert removed == {"events": 2, "dead_letters": 0}
+    assert expire_once(settings, now + 31 * DAY_MS) == {"events": 0, "dead_letters": 0}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_export_person_and_forget(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    user = "member-5d1c0e77"
+    consent = track(
+        "Consent Updated",
+        {
+            "purposes": {"analytics": True, "personalization": True, "crm_sync": True},
+            "source": "app",
+        },
+        "loyalty-1",
+        userId=user,
+    )
+    _ingest(config, [consent], app.now_ms())
+    exported = cli("--config", str(config), "export-person", user)
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert document["held"]["identity_vault"][0]["user_id"] == user
+    assert len(document["held"]["consent"]) == 3
+    forgotten = cli("--config", str(config), "forget", user)
+    assert forgotten.returncode == 0, forgotten.stderr
+    receipt = json.loads(forgotten.stdout)
+    assert receipt["removed"]["consent"] == 3
+    assert receipt["removed"]["identity_vault"] == 1
+    settings = load_settings(config, environ={})
+    person = pseudonym(keyfile.load_or_create(settings.site_key), user)
+    assert user not in forgotten.stdout
+    assert person not in forgotten.stdout
+    again = json.loads(cli("--config", str(config), "export-person", user).stdout)
+    assert all(rows == [] for rows in again["held"].values())
+
+
+def test_forgetting_an_unknown_person_gives_a_receipt_of_nothing(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    _ingest(config, [], app.now_ms())
+    done = cli("--config", str(config), "forget", "never-seen")
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout)
+    assert set(receipt["removed"].values()) == {0}
+    assert len(receipt["digest"]) == 64
+
+
+def test_privacy_commands_need_a_database(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    done = cli("--config", str(config), "forget", "someone")
+    assert done.returncode == 2
+    assert "no database at" in done.stderr

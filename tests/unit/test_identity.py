@@ -1,0 +1,96 @@
+"""Pseudonyms, and what an identified event keeps once stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_agent.core.events import Event, MessageId
+from edge_agent.core.identity import (
+    REDACTED,
+    SiteKey,
+    pseudonym,
+    pseudonymise,
+    redact,
+    subject_hash,
+)
+from edge_agent.core.topics import DeviceId
+
+KEY = SiteKey(bytes(range(32)))
+
+
+def identify(user_id: str | None) -> Event:
+    body = {"type": "identify", "messageId": "m", "userId": user_id, "traits": {"email": "a@b.c"}}
+    return Event(
+        MessageId("m"), "identify", None, 1, DeviceId("d"), "visit", user_id, json.dumps(body)
+    )
+
+
+def test_pseudonyms_are_stable_per_key_and_hide_the_id() -> None:
+    person = pseudonym(KEY, "member-1")
+    assert person == pseudonym(KEY, "member-1")
+    assert person != pseudonym(KEY, "member-2")
+    assert person != pseudonym(SiteKey(bytes(32)), "member-1")
+    assert len(person) == 64
+    assert "member" not in person
+    assert subject_hash(person) != person
+
+
+def test_the_key_never_shows() -> None:
+    assert repr(KEY) == "SiteKey(**********)"
+    with pytest.raises(ValueError, match="32 bytes"):
+        SiteKey(b"short")
+
+
+def test_stored_body_has_the_pseudonym_and_no_traits() -> None:
+    stored, identity = pseudonymise(identify("member-1"), KEY)
+    assert identity is not None
+    assert identity.user_id == "member-1"
+    assert identity.traits == {"email": "a@b.c"}
+    body = json.loads(stored.body)
+    assert body["userId"] == pseudonym(KEY, "member-1")
+    assert "traits" not in body
+    assert "member-1" not in stored.body
+    assert "member-1" not in repr(identity)
+
+
+def test_anonymous_events_pass_unchanged() -> None:
+    event = identify(None)
+    assert pseudonymise(event, KEY) == (event, None)
+
+
+def test_redacted_dead_letters_replay_to_the_same_pseudonym_without_the_raw_id() -> None:
+    raw = json.dumps(
+        {"type": "identify", "userId": "member-1", "traits": {"email": "a@b.c"}, "x": 1}
+    ).encode()
+    kept = redact(raw, KEY)
+    assert b"member-1" not in kept
+    assert b"a@b.c" not in kept
+    assert json.loads(kept)["userId"] == REDACTED + pseudonym(KEY, "member-1")
+    assert redact(kept, KEY) == kept
+    replayed = identify(json.loads(kept)["userId"])
+    stored, identity = pseudonymise(replayed, KEY)
+    assert json.loads(stored.body)["userId"] == pseudonym(KEY, "member-1")
+    assert identity is not None
+    assert identity.pseudonym == pseudonym(KEY, "member-1")
+    assert identity.user_id is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[1, 2]", id="numbers"),
+        pytest.param(b'{"userId": 5}', id="userid-not-text"),
+        pytest.param(b'{"anonymousId": "v"}', id="anonymous"),
+    ],
+)
+def test_what_names_no_one_is_kept_as_it_came(raw: bytes) -> None:
+    assert redact(raw, KEY) == raw
+
+
+def test_arrays_are_redacted_element_by_element() -> None:
+    raw = json.dumps([{"userId": "member-1"}, {"anonymousId": "v"}]).encode()
+    kept = json.loads(redact(raw, KEY))
+    assert kept == [{"userId": REDACTED + pseudonym(KEY, "member-1")}, {"anonymousId": "v"}]
