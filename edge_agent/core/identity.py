@@ -97,11 +97,14 @@ def redact(raw: bytes, key: SiteKey) -> bytes:
     items = document if isinstance(document, list) else [document]
     changed = False
     for item in items:
-        if isinstance(item, dict) and isinstance(item.get("userId"), str):
-            user_id: str = item["userId"]
-            if _known_pseudonym(user_id) is None:
-                item["userId"] = REDACTED + pseudonym(key, user_id)
-                changed = True
-            if item.pop("traits", None) is not None:
-                changed = True
+        if not isinstance(item, dict):
+            continue
+        user_id = item.get("userId")
+        if user_id is not None and not (isinstance(user_id, str) and _known_pseudonym(user_id)):
+            # A number or other JSON where a text id belongs still names someone.
+            text = user_id if isinstance(user_id, str) else orjson.dumps(user_id).decode()
+            item["userId"] = REDACTED + pseudonym(key, text)
+            changed = True
+        if item.pop("traits", None) is not None:
+            changed = True
     return orjson.dumps(document) if changed else raw

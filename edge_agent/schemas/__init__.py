@@ -53,8 +53,12 @@ def _compile(definition: dict[str, Any], uri: str, registry: jsonschema_rs.Regis
         except jsonschema_rs.ValidationError as exc:
             # The library's own text spans several lines and repeats the schema path; the
             # dead letter wants one line: where in the event, and what is wrong there.
-            where = ".".join(str(step) for step in exc.instance_path) or "event"
-            raise ValueError(f"{where}: {exc.message}") from None
+            path = [str(step) for step in exc.instance_path]
+            where = ".".join(path) or "event"
+            # The library quotes the offending value; a person's id or traits must not be
+            # copied into a dead letter's detail that way.
+            said = "is not valid here" if path[:1] in (["userId"], ["traits"]) else exc.message
+            raise ValueError(f"{where}: {said}") from None
         return document
 
     return check

@@ -314,3 +314,12 @@ def test_long_digit_runs_that_fit_or_sit_in_strings_are_fine() -> None:
 def test_deep_but_valid_json_inside_strings_is_fine() -> None:
     event = door(properties={"direction": "in", "count": 1, "door": "[" * 50})
     assert reasons(parse(encode(event))) == []
+
+
+def test_details_never_quote_a_user_id_or_traits() -> None:
+    for field, value in (("userId", 987654321012), ("traits", "mei@example.org")):
+        event = {**door(), "type": "identify", field: value}
+        event.pop("event")
+        (rejection,) = parse(encode(event)).rejections
+        assert str(value) not in rejection.detail
+        assert rejection.detail.startswith(field)

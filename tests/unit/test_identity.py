@@ -82,7 +82,6 @@ def test_redacted_dead_letters_replay_to_the_same_pseudonym_without_the_raw_id()
     [
         pytest.param(b"not json", id="not-json"),
         pytest.param(b"[1, 2]", id="numbers"),
-        pytest.param(b'{"userId": 5}', id="userid-not-text"),
         pytest.param(b'{"anonymousId": "v"}', id="anonymous"),
     ],
 )
@@ -94,3 +93,19 @@ def test_arrays_are_redacted_element_by_element() -> None:
     raw = json.dumps([{"userId": "member-1"}, {"anonymousId": "v"}]).encode()
     kept = json.loads(redact(raw, KEY))
     assert kept == [{"userId": REDACTED + pseudonym(KEY, "member-1")}, {"anonymousId": "v"}]
+
+
+@pytest.mark.parametrize(
+    ("document", "secret"),
+    [
+        pytest.param(
+            {"type": "identify", "traits": {"email": "a@b.c"}}, b"a@b.c", id="traits-without-user"
+        ),
+        pytest.param({"type": "track", "userId": 987654321012}, b"987654321012", id="numeric-user"),
+        pytest.param({"type": "track", "userId": ["member-1"]}, b"member-1", id="list-user"),
+    ],
+)
+def test_personal_data_of_the_wrong_type_is_redacted_too(
+    document: dict[str, object], secret: bytes
+) -> None:
+    assert secret not in redact(json.dumps(document).encode(), KEY)
