@@ -163,7 +163,7 @@ def _all_rows(db: sqlite3.Connection, skip: str = "") -> Iterator[tuple[str, str
             )
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(steps, min_size=1, max_size=40), st.lists(st.integers(0, 40), max_size=5))
 def test_consent_rules_hold_over_random_streams(stream: list[Step], cuts: list[int]) -> None:
     model = Model()
