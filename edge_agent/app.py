@@ -276,11 +276,8 @@ def status(settings: Settings) -> Status:
     Raises:
         StorageError: there is no database yet, or it cannot be read.
     """
-    store = Store.open(settings.database, readonly=True)
-    try:
+    with Store.open(settings.database, readonly=True) as store:
         return store.status()
-    finally:
-        store.close()
 
 
 def list_dead_letters(
@@ -291,13 +288,10 @@ def list_dead_letters(
     Raises:
         StorageError: the database cannot be read.
     """
-    store = Store.open(settings.database, readonly=True)
-    try:
+    with Store.open(settings.database, readonly=True) as store:
         return store.dead_letters(
             reason=reason, status=None if include_replayed else "open", limit=limit
         )
-    finally:
-        store.close()
 
 
 def get_dead_letter(settings: Settings, letter_id: int) -> DeadLetterRow | None:
@@ -306,11 +300,8 @@ def get_dead_letter(settings: Settings, letter_id: int) -> DeadLetterRow | None:
     Raises:
         StorageError: the database cannot be read.
     """
-    store = Store.open(settings.database, readonly=True)
-    try:
+    with Store.open(settings.database, readonly=True) as store:
         rows = store.dead_letters(ids=[letter_id], status=None)
-    finally:
-        store.close()
     return rows[0] if rows else None
 
 
@@ -338,14 +329,13 @@ def replay_dead_letters(
     Raises:
         StorageError: the database cannot be read or written.
     """
-    store = Store.open(settings.database, settings.store.synchronous)
-    key = keyfile.load_or_create(settings.site_key)
+    store, key = _existing_store(settings)
     compiled = schemas.load()
     limits = limits_of(settings)
     fixed: list[int] = []
     stored = duplicates = not_replayable = 0
     still: dict[str, int] = {}
-    try:
+    with store:
         rows = store.dead_letters(reason=reason, status="open", ids=ids)
         for row in rows:
             if len(row.raw) < row.raw_size:
@@ -368,8 +358,6 @@ def replay_dead_letters(
             else:
                 fixed.append(row.id)
         store.mark_replayed(fixed, now_ms())
-    finally:
-        store.close()
     return ReplayReport(
         examined=len(rows),
         fixed=len(fixed),
@@ -399,11 +387,9 @@ def forget(settings: Settings, user_id: str) -> Receipt:
         StorageError: there is no database, or it cannot be written.
     """
     store, key = _existing_store(settings)
-    try:
+    with store:
         person = Identity(pseudonym(key, user_id), UserId(user_id), {})
         return store.erase(person, f"operator-{uuid.uuid4()}", now_ms())
-    finally:
-        store.close()
 
 
 def export_person(settings: Settings, user_id: str) -> dict[str, object]:
@@ -413,11 +399,9 @@ def export_person(settings: Settings, user_id: str) -> dict[str, object]:
         StorageError: there is no database, or it cannot be read.
     """
     store, key = _existing_store(settings)
-    try:
+    with store:
         person = pseudonym(key, user_id)
         held = store.person(person)
-    finally:
-        store.close()
     return {
         "site": settings.site.id,
         "user_id": user_id,

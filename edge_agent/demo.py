@@ -73,13 +73,10 @@ def _publish_faults(port: int, site: str, stop: threading.Event) -> None:
 
 def _status_line(db: Path) -> str:
     try:
-        store = Store.open(db, readonly=True)
+        with Store.open(db, readonly=True) as store:
+            s = store.status()
     except StorageError:
         return "waiting for the agent's database"
-    try:
-        s = store.status()
-    finally:
-        store.close()
     dead = ", ".join(f"{k} {v}" for k, v in s.dead_letters_by_reason.items()) or "none"
     return f"stored {s.stored} events, {s.duplicates} duplicates, dead letters: {dead}"
 

@@ -24,11 +24,8 @@ def expire_once(settings: Settings, now_ms: int) -> dict[str, int]:
         StorageError: the database cannot be opened or written.
     """
     r = settings.retention
-    store = Store.open(settings.database, settings.store.synchronous)
-    try:
+    with Store.open(settings.database, settings.store.synchronous) as store:
         return store.expire(cutoffs(now_ms, r.events_days, r.dead_letters_days))
-    finally:
-        store.close()
 
 
 def _retention_job(settings: Settings, clock: Callable[[], int]) -> None:

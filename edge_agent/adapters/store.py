@@ -146,6 +146,12 @@ class Store:
         """Close the connection (WAL content stays durable; readers checkpoint later)."""
         self.db.conn.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def commit(
         self,
         received: Sequence[Received],
