@@ -1,0 +1,278 @@
+"""Hourly insight cells from stored events, mergeable across hours and across agents.
+
+Definitions (one cell = one site, one period of whole hours, UTC):
+- **footfall in/out**: the sum of ``count`` of ``Door Counted`` events by ``direction``.
+- **visits**: distinct ``anonymousId`` values seen in the period (a visit is one anonymousId:
+  devices keep it for one visit). **visitors**: distinct people: the pseudonym for a visit
+  linked to a person who granted ``analytics``, otherwise the visit itself. **identified
+  visits**: visits linked to a person. All three are HLL sketches, so they merge across hours
+  and agents without counting a visit twice.
+- **dwell per zone**: seconds from a ``Zone Entered`` to the next ``Zone Exited`` of the same
+  visit and zone, counted in the hour of the exit (so a visit spanning an hour boundary counts
+  once, when it ends; the caller passes the enters of the preceding hours). An exit without an
+  enter is counted in ``unmatched_exits`` and has no dwell; an enter without an exit yet has
+  none either. KLL sketch per zone (count, median, p90).
+- **paths**: consecutive zones a visit entered, ``"A>B"``, frequent-items sketch.
+- **orders, revenue, items**: count, sum of ``total``, sum of product quantities of ``Order
+  Completed``; **basket value and size**: KLL sketches of ``total`` and of item quantities per
+  order. **conversion** = orders / visits.
+- **top products, categories**: frequent-items sketches weighted by quantity.
+- **NPS** = 100 * (promoters 9-10 - detractors 0-6) / answers; **CES** = mean of answers.
+- **identified share** = identified visits / visits.
+A late event is folded in by recomputing its hour from the stored events (cells are not
+updated in place): the job recomputes an hour when events with ``stored_ms`` after its last
+computation arrive for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import datasketches as ds
+
+HOUR_MS = 3600 * 1000
+HLL_LG_K = 12
+KLL_K = 200
+FREQUENT_LG_MAX = 8
+TOP = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One stored event as aggregation sees it: no raw id, only what the metrics need."""
+
+    ts_ms: int
+    name: str | None
+    visit: str | None
+    visitor: str | None
+    identified: bool
+    properties: Mapping[str, object]
+
+
+def _hll() -> ds.hll_sketch:
+    return ds.hll_sketch(HLL_LG_K)
+
+
+def _kll() -> ds.kll_doubles_sketch:
+    return ds.kll_doubles_sketch(KLL_K)
+
+
+def _frequent() -> ds.frequent_strings_sketch:
+    return ds.frequent_strings_sketch(FREQUENT_LG_MAX)
+
+
+@dataclass
+class Cell:
+    """The sums, counts and sketches of one period; `merge` combines two periods or agents."""
+
+    start_ms: int
+    hours: int = 1
+    footfall_in: int = 0
+    footfall_out: int = 0
+    orders: int = 0
+    revenue: float = 0.0
+    items: int = 0
+    unmatched_exits: int = 0
+    nps_answers: int = 0
+    promoters: int = 0
+    detractors: int = 0
+    ces_answers: int = 0
+    ces_sum: int = 0
+    visits: ds.hll_sketch = field(default_factory=_hll)
+    visitors: ds.hll_sketch = field(default_factory=_hll)
+    identified_visits: ds.hll_sketch = field(default_factory=_hll)
+    basket_value: ds.kll_doubles_sketch = field(default_factory=_kll)
+    basket_size: ds.kll_doubles_sketch = field(default_factory=_kll)
+    dwell: dict[str, ds.kll_doubles_sketch] = field(default_factory=dict)
+    paths: ds.frequent_strings_sketch = field(default_factory=_frequent)
+    products: ds.frequent_strings_sketch = field(default_factory=_frequent)
+    categories: ds.frequent_strings_sketch = field(default_factory=_frequent)
+
+    # --- figures -----------------------------------------------------------------------------
+
+    def figures(self) -> dict[str, object]:
+        """The cell as plain numbers (estimates for sketches), for printing and release."""
+        visits = self.visits.get_estimate()
+        return {
+            "start_ms": self.start_ms,
+            "hours": self.hours,
+            "footfall_in": self.footfall_in,
+            "footfall_out": self.footfall_out,
+            "visits": round(visits),
+            "visitors": round(self.visitors.get_estimate()),
+            "identified_share": _ratio(self.identified_visits.get_estimate(), visits),
+            "orders": self.orders,
+            "revenue": round(self.revenue, 2),
+            "conversion": _ratio(self.orders, visits),
+            "basket_value_mean": _ratio(self.revenue, self.orders),
+            "basket_value_median": _quantile(self.basket_value, 0.5),
+            "basket_size_mean": _ratio(self.items, self.orders),
+            "basket_size_median": _quantile(self.basket_size, 0.5),
+            "dwell_s": {
+                zone: {
+                    "count": sketch.n,
+                    "median": _quantile(sketch, 0.5),
+                    "p90": _quantile(sketch, 0.9),
+                }
+                for zone, sketch in sorted(self.dwell.items())
+            },
+            "unmatched_exits": self.unmatched_exits,
+            "top_paths": _top(self.paths),
+            "top_products": _top(self.products),
+            "top_categories": _top(self.categories),
+            "nps": _ratio(100 * (self.promoters - self.detractors), self.nps_answers),
+            "nps_answers": self.nps_answers,
+            "ces": _ratio(self.ces_sum, self.ces_answers),
+            "ces_answers": self.ces_answers,
+        }
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def _quantile(sketch: ds.kll_doubles_sketch, rank: float) -> float | None:
+    return None if sketch.is_empty() else round(sketch.get_quantile(rank, True), 3)
+
+
+def _top(sketch: ds.frequent_strings_sketch) -> list[tuple[str, int]]:
+    rows = sketch.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)
+    # Ties in order of name, so the same data always prints the same list.
+    ranked = sorted(
+        ((item, int(estimate)) for item, estimate, *_ in rows), key=lambda r: (-r[1], r[0])
+    )
+    return ranked[:TOP]
+
+
+def hour_of(ts_ms: int) -> int:
+    """The start of the UTC hour holding ``ts_ms``."""
+    return ts_ms - ts_ms % HOUR_MS
+
+
+def compute_hour(
+    start_ms: int, facts: Iterable[Fact], earlier_enters: Iterable[Fact] = (), hours: int = 1
+) -> Cell:
+    """The cell of the period starting at ``start_ms`` from its events (any order).
+
+    Args:
+        start_ms: the period's start (UTC, whole hour).
+        facts: the events whose timestamp falls in the period.
+        earlier_enters: ``Zone Entered`` events of the preceding hours, so that a visit that
+            spans the hour boundary gets its dwell.
+        hours: how many hours the period spans (1 for an hour cell).
+    """
+    cell = Cell(start_ms, hours)
+    ordered = sorted(facts, key=lambda f: f.ts_ms)
+    open_zones: dict[tuple[str, str], int] = {}
+    last_zone: dict[str, str] = {}
+    for fact in sorted(earlier_enters, key=lambda f: f.ts_ms):
+        zone = str(fact.properties.get("zone"))
+        if fact.visit:
+            open_zones[(fact.visit, zone)] = fact.ts_ms
+            last_zone[fact.visit] = zone
+    for fact in ordered:
+        _fold(cell, fact, open_zones, last_zone)
+    return cell
+
+
+def _fold(
+    cell: Cell, fact: Fact, open_zones: dict[tuple[str, str], int], last_zone: dict[str, str]
+) -> None:
+    p = fact.properties
+    if fact.visit:
+        cell.visits.update(fact.visit)
+        cell.visitors.update(fact.visitor or fact.visit)
+        if fact.identified:
+            cell.identified_visits.update(fact.visit)
+    if fact.name == "Door Counted":
+        count = int(p.get("count", 0))  # type: ignore[call-overload]
+        if p.get("direction") == "in":
+            cell.footfall_in += count
+        else:
+            cell.footfall_out += count
+    elif fact.name == "Zone Entered" and fact.visit:
+        zone = str(p.get("zone"))
+        open_zones[(fact.visit, zone)] = fact.ts_ms
+        previous = last_zone.get(fact.visit)
+        if previous is not None and previous != zone:
+            cell.paths.update(f"{previous}>{zone}")
+        last_zone[fact.visit] = zone
+    elif fact.name == "Zone Exited" and fact.visit:
+        zone = str(p.get("zone"))
+        entered = open_zones.pop((fact.visit, zone), None)
+        if entered is None:
+            cell.unmatched_exits += 1
+        else:
+            cell.dwell.setdefault(zone, _kll()).update((fact.ts_ms - entered) / 1000)
+    elif fact.name == "Order Completed":
+        total = float(p.get("total", 0.0))  # type: ignore[arg-type]
+        products = p.get("products")
+        lines = products if isinstance(products, list) else []
+        quantity = 0
+        for line in lines:
+            q = int(line.get("quantity", 1))
+            quantity += q
+            cell.products.update(str(line.get("product_id")), q)
+            if line.get("category"):
+                cell.categories.update(str(line["category"]), q)
+        cell.orders += 1
+        cell.revenue += total
+        cell.items += quantity
+        cell.basket_value.update(total)
+        cell.basket_size.update(float(quantity))
+    elif fact.name == "Feedback Submitted":
+        nps = p.get("nps")
+        if isinstance(nps, int):
+            cell.nps_answers += 1
+            cell.promoters += nps >= 9
+            cell.detractors += nps <= 6
+        ces = p.get("ces")
+        if isinstance(ces, int):
+            cell.ces_answers += 1
+            cell.ces_sum += ces
+
+
+def merge(cells: Iterable[Cell]) -> Cell:
+    """One cell from several: the same hour from several agents, or hours into a day.
+
+    The result starts at the earliest start and spans to the end of the latest cell. Counts and
+    sums add exactly; distinct counts and quantiles merge as sketches, within their error bounds.
+    """
+    cells = list(cells)
+    if not cells:
+        raise ValueError("merge needs at least one cell")
+    start = min(c.start_ms for c in cells)
+    end = max(c.start_ms + c.hours * HOUR_MS for c in cells)
+    out = Cell(start, hours=(end - start) // HOUR_MS)
+    unions = {name: ds.hll_union(HLL_LG_K) for name in ("visits", "visitors", "identified_visits")}
+    for c in cells:
+        for name in _SUMS:
+            setattr(out, name, getattr(out, name) + getattr(c, name))
+        for name, union in unions.items():
+            union.update(getattr(c, name))
+        out.basket_value.merge(c.basket_value)
+        out.basket_size.merge(c.basket_size)
+        for zone, sketch in c.dwell.items():
+            out.dwell.setdefault(zone, _kll()).merge(sketch)
+        out.paths.merge(c.paths)
+        out.products.merge(c.products)
+        out.categories.merge(c.categories)
+    for name, union in unions.items():
+        setattr(out, name, union.get_result())
+    return out
+
+
+_SUMS = (
+    "footfall_in",
+    "footfall_out",
+    "orders",
+    "revenue",
+    "items",
+    "unmatched_exits",
+    "nps_answers",
+    "promoters",
+    "detractors",
+    "ces_answers",
+    "ces_sum",
+)
