@@ -9,7 +9,7 @@ Definitions (one cell = one site, one period of whole hours, UTC):
   and agents without counting a visit twice.
 - **dwell per zone**: seconds from a ``Zone Entered`` to the next ``Zone Exited`` of the same
   visit and zone, counted in the hour of the exit (so a visit spanning an hour boundary counts
-  once, when it ends; the caller passes the enters of the preceding hours). An exit without an
+  once, when it ends; the caller passes the zone events of the preceding hours). An exit without an
   enter is counted in ``unmatched_exits`` and has no dwell; an enter without an exit yet has
   none either. KLL sketch per zone (count, median, p90).
 - **paths**: consecutive zones a visit entered, ``"A>B"``, frequent-items sketch.
@@ -26,6 +26,7 @@ computation arrive for it.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -85,14 +86,23 @@ class Cell:
     basket_value: ds.kll_doubles_sketch = field(default_factory=_kll)
     basket_size: ds.kll_doubles_sketch = field(default_factory=_kll)
     dwell: dict[str, ds.kll_doubles_sketch] = field(default_factory=dict)
+    zone_visits: dict[str, ds.hll_sketch] = field(default_factory=dict)
     paths: ds.frequent_strings_sketch = field(default_factory=_frequent)
     products: ds.frequent_strings_sketch = field(default_factory=_frequent)
     categories: ds.frequent_strings_sketch = field(default_factory=_frequent)
 
     # --- figures -----------------------------------------------------------------------------
 
-    def figures(self) -> dict[str, object]:
-        """The cell as plain numbers (estimates for sketches), for printing and release."""
+    def zone_visitors(self, zone: str) -> float:
+        """Distinct visitors that entered ``zone`` in this period."""
+        hll = self.zone_visits.get(zone)
+        return 0.0 if hll is None else float(hll.get_estimate())
+
+    def figures(self, k: int = 1) -> dict[str, object]:
+        """The cell as plain numbers (estimates for sketches), for printing and release.
+
+        A zone seen by fewer than ``k`` distinct visitors has its dwell marked suppressed.
+        """
         visits = self.visits.get_estimate()
         return {
             "start_ms": self.start_ms,
@@ -110,11 +120,15 @@ class Cell:
             "basket_size_mean": _ratio(self.items, self.orders),
             "basket_size_median": _quantile(self.basket_size, 0.5),
             "dwell_s": {
-                zone: {
-                    "count": sketch.n,
-                    "median": _quantile(sketch, 0.5),
-                    "p90": _quantile(sketch, 0.9),
-                }
+                zone: (
+                    {
+                        "count": sketch.n,
+                        "median": _quantile(sketch, 0.5),
+                        "p90": _quantile(sketch, 0.9),
+                    }
+                    if self.zone_visitors(zone) >= k
+                    else {"suppressed": True}
+                )
                 for zone, sketch in sorted(self.dwell.items())
             },
             "unmatched_exits": self.unmatched_exits,
@@ -151,26 +165,31 @@ def hour_of(ts_ms: int) -> int:
 
 
 def compute_hour(
-    start_ms: int, facts: Iterable[Fact], earlier_enters: Iterable[Fact] = (), hours: int = 1
+    start_ms: int, facts: Iterable[Fact], earlier_zones: Iterable[Fact] = (), hours: int = 1
 ) -> Cell:
     """The cell of the period starting at ``start_ms`` from its events (any order).
 
     Args:
         start_ms: the period's start (UTC, whole hour).
         facts: the events whose timestamp falls in the period.
-        earlier_enters: ``Zone Entered`` events of the preceding hours, so that a visit that
-            spans the hour boundary gets its dwell.
+        earlier_zones: ``Zone Entered``/``Zone Exited`` events of the preceding hours, so that
+            a visit that spans the hour boundary gets its dwell and path.
         hours: how many hours the period spans (1 for an hour cell).
     """
     cell = Cell(start_ms, hours)
     ordered = sorted(facts, key=lambda f: f.ts_ms)
     open_zones: dict[tuple[str, str], int] = {}
     last_zone: dict[str, str] = {}
-    for fact in sorted(earlier_enters, key=lambda f: f.ts_ms):
+    for fact in sorted(earlier_zones, key=lambda f: f.ts_ms):
         zone = str(fact.properties.get("zone"))
-        if fact.visit:
+        if not fact.visit:
+            continue
+        # Replayed only to know which zones are still open and where each visit was last.
+        if fact.name == "Zone Entered":
             open_zones[(fact.visit, zone)] = fact.ts_ms
             last_zone[fact.visit] = zone
+        elif fact.name == "Zone Exited":
+            open_zones.pop((fact.visit, zone), None)
     for fact in ordered:
         _fold(cell, fact, open_zones, last_zone)
     return cell
@@ -193,6 +212,7 @@ def _fold(
             cell.footfall_out += count
     elif fact.name == "Zone Entered" and fact.visit:
         zone = str(p.get("zone"))
+        cell.zone_visits.setdefault(zone, _hll()).update(fact.visitor or fact.visit)
         open_zones[(fact.visit, zone)] = fact.ts_ms
         previous = last_zone.get(fact.visit)
         if previous is not None and previous != zone:
@@ -246,6 +266,7 @@ def merge(cells: Iterable[Cell]) -> Cell:
     end = max(c.start_ms + c.hours * HOUR_MS for c in cells)
     out = Cell(start, hours=(end - start) // HOUR_MS)
     unions = {name: ds.hll_union(HLL_LG_K) for name in ("visits", "visitors", "identified_visits")}
+    zone_unions: dict[str, ds.hll_union] = {}
     for c in cells:
         for name in _SUMS:
             setattr(out, name, getattr(out, name) + getattr(c, name))
@@ -255,11 +276,14 @@ def merge(cells: Iterable[Cell]) -> Cell:
         out.basket_size.merge(c.basket_size)
         for zone, sketch in c.dwell.items():
             out.dwell.setdefault(zone, _kll()).merge(sketch)
+        for zone, hll in c.zone_visits.items():
+            zone_unions.setdefault(zone, ds.hll_union(HLL_LG_K)).update(hll)
         out.paths.merge(c.paths)
         out.products.merge(c.products)
         out.categories.merge(c.categories)
     for name, union in unions.items():
         setattr(out, name, union.get_result())
+    out.zone_visits = {zone: union.get_result() for zone, union in zone_unions.items()}
     return out
 
 
@@ -276,3 +300,110 @@ _SUMS = (
     "ces_answers",
     "ces_sum",
 )
+
+
+# --- release: k-suppression ---------------------------------------------------------------
+
+
+def release(hours: Iterable[Cell], k: int) -> dict[str, object]:
+    """What may leave the site (or a screen) for a period: its hours, and their total.
+
+    An hour seen by fewer than ``k`` distinct visitors is released only as suppressed (its
+    start and a reason; never silently absent). The period's total is merged from the released
+    hours only, so subtracting the released hours from the total reveals nothing of a
+    suppressed one; how many hours were left out is stated next to it. Within any released
+    figure, a zone seen by fewer than ``k`` visitors has its dwell suppressed.
+    """
+    released: list[dict[str, object]] = []
+    kept: list[Cell] = []
+    for cell in sorted(hours, key=lambda c: c.start_ms):
+        if cell.visitors.get_estimate() < k:
+            released.append(
+                {
+                    "start_ms": cell.start_ms,
+                    "hours": cell.hours,
+                    "suppressed": True,
+                    "reason": f"fewer than {k} distinct visitors",
+                }
+            )
+        else:
+            kept.append(cell)
+            released.append(cell.figures(k))
+    total = merge(kept).figures(k) if kept else None
+    return {
+        "k": k,
+        "hours": released,
+        "total": total,
+        "suppressed_hours": len(released) - len(kept),
+    }
+
+
+# --- storage form -------------------------------------------------------------------------
+
+_SKETCHES = (
+    "visits",
+    "visitors",
+    "identified_visits",
+    "basket_value",
+    "basket_size",
+    "paths",
+    "products",
+    "categories",
+)
+_KINDS = {
+    "visits": ds.hll_sketch,
+    "visitors": ds.hll_sketch,
+    "identified_visits": ds.hll_sketch,
+    "basket_value": ds.kll_doubles_sketch,
+    "basket_size": ds.kll_doubles_sketch,
+    "paths": ds.frequent_strings_sketch,
+    "products": ds.frequent_strings_sketch,
+    "categories": ds.frequent_strings_sketch,
+}
+
+
+def _bytes(sketch: object) -> bytes:
+    if isinstance(sketch, ds.hll_sketch):
+        return bytes(sketch.serialize_compact())
+    return bytes(sketch.serialize())  # type: ignore[attr-defined]
+
+
+def to_document(cell: Cell) -> dict[str, object]:
+    """A cell as JSON-ready values (sketches as base64): how cells are stored and synced."""
+    return {
+        "start_ms": cell.start_ms,
+        "hours": cell.hours,
+        **{name: getattr(cell, name) for name in _SUMS},
+        **{name: base64.b64encode(_bytes(getattr(cell, name))).decode() for name in _SKETCHES},
+        "dwell": {z: base64.b64encode(_bytes(s)).decode() for z, s in cell.dwell.items()},
+        "zone_visits": {
+            z: base64.b64encode(_bytes(s)).decode() for z, s in cell.zone_visits.items()
+        },
+    }
+
+
+def from_document(document: Mapping[str, object]) -> Cell:
+    """The cell a `to_document` value describes.
+
+    Raises:
+        ValueError: the document is not a stored cell.
+    """
+    try:
+        cell = Cell(int(document["start_ms"]), int(document["hours"]))  # type: ignore[call-overload]
+        for name in _SUMS:
+            setattr(cell, name, document[name])
+        for name, kind in _KINDS.items():
+            setattr(cell, name, kind.deserialize(base64.b64decode(str(document[name]))))
+        dwell = document["dwell"]
+        zones = document["zone_visits"]
+        if not isinstance(dwell, dict) or not isinstance(zones, dict):
+            raise TypeError("dwell and zone_visits must be objects")
+        cell.dwell = {
+            z: ds.kll_doubles_sketch.deserialize(base64.b64decode(v)) for z, v in dwell.items()
+        }
+        cell.zone_visits = {
+            z: ds.hll_sketch.deserialize(base64.b64decode(v)) for z, v in zones.items()
+        }
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"not a stored insight cell: {exc}") from exc
+    return cell

@@ -9,7 +9,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.core.aggregate import HOUR_MS, Cell, Fact, compute_hour, merge
+from edge_agent.core.aggregate import (
+    HOUR_MS,
+    Cell,
+    Fact,
+    compute_hour,
+    from_document,
+    merge,
+    release,
+    to_document,
+)
 
 START = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS
 VISITS = [f"v{i}" for i in range(12)]
@@ -176,10 +185,53 @@ def test_hours_roll_up_into_the_period(period: list[Fact]) -> None:
     for h in range(3):
         start = START + h * HOUR_MS
         inside = [f for f in period if start <= f.ts_ms < start + HOUR_MS]
-        before = [f for f in period if f.ts_ms < start and f.name == "Zone Entered"]
+        before = [
+            f for f in period if f.ts_ms < start and f.name in ("Zone Entered", "Zone Exited")
+        ]
         cells.append(compute_hour(start, inside, before))
     rolled = merge(cells)
     assert rolled.hours == 3
     assert_matches(rolled, brute(period))
     direct = compute_hour(START, period, hours=3)
     assert rolled.figures() == direct.figures()
+
+
+@settings(max_examples=100, deadline=None)
+@given(facts())
+def test_cells_survive_their_storage_form(hour: list[Fact]) -> None:
+    cell = compute_hour(START, hour)
+    assert from_document(to_document(cell)).figures() == cell.figures()
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts(hours=3), st.integers(1, 8))
+def test_no_released_figure_comes_from_fewer_than_k_visitors(period: list[Fact], k: int) -> None:
+    cells = [
+        compute_hour(START + h * HOUR_MS, [f for f in period if h == (f.ts_ms - START) // HOUR_MS])
+        for h in range(3)
+    ]
+    released = release(cells, k)
+    hours = released["hours"]
+    assert isinstance(hours, list)
+    assert len(hours) == 3  # suppressed hours are marked, never absent
+    kept = [c for c in cells if c.visitors.get_estimate() >= k]
+    for cell, shown in zip(cells, hours, strict=True):
+        if cell.visitors.get_estimate() < k:
+            assert shown == {
+                "start_ms": cell.start_ms,
+                "hours": 1,
+                "suppressed": True,
+                "reason": f"fewer than {k} distinct visitors",
+            }
+        else:
+            for zone, dwell in shown["dwell_s"].items():
+                assert ("suppressed" in dwell) == (cell.zone_visitors(zone) < k)
+    # Differencing: the total minus the released hours leaves nothing of a suppressed hour.
+    total = released["total"]
+    if kept:
+        assert isinstance(total, dict)
+        for name in ("footfall_in", "footfall_out", "orders", "nps_answers"):
+            assert total[name] == sum(getattr(c, name) for c in kept)
+    else:
+        assert total is None
+    assert released["suppressed_hours"] == 3 - len(kept)
