@@ -23,6 +23,7 @@ from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
+from edge_agent.core.aggregate import HOUR_MS, compute_hour, from_document, hour_of, release
 from edge_agent.core.deadletters import DeadLetter, dead_letter
 from edge_agent.core.events import (
     Inbound,
@@ -409,3 +410,30 @@ def export_person(settings: Settings, user_id: str) -> dict[str, object]:
         "exported_ms": now_ms(),
         "held": held,
     }
+
+
+def insights(settings: Settings, day_start_ms: int, hours: range, k: int) -> dict[str, object]:
+    """The released insights of some hours of a day: computes closed hours that have new
+    events first, and adds the current hour, marked open, when asked for.
+
+    Raises:
+        StorageError: there is no database, or it cannot be read or written.
+    """
+    store, _ = _existing_store(settings)
+    now = now_ms()
+    with store:
+        jobs.compute_insights(store, settings, now)
+        start = day_start_ms + hours.start * HOUR_MS
+        end = day_start_ms + hours.stop * HOUR_MS
+        cells = [from_document(d) for d in store.cells(start, end)]
+        current = hour_of(now)
+        open_hour = start <= current < end
+        if open_hour:
+            facts = store.facts(current, current + HOUR_MS)
+            earlier = store.facts(
+                current - settings.insights.dwell_lookback_hours * HOUR_MS, current, zones_only=True
+            )
+            cells.append(compute_hour(current, facts, earlier))
+    released = release(cells, k)
+    released["open_hour_ms"] = current if open_hour else None
+    return released

@@ -6,6 +6,8 @@ Every error the project raises on purpose becomes one readable line and exit cod
 from __future__ import annotations
 
 import argparse
+import calendar
+import csv
 import json
 import random
 import sys
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 from edge_agent import __version__
 from edge_agent.config import Settings, load_settings
@@ -184,6 +187,79 @@ def cmd_export_person(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_FLAT = (
+    "footfall_in",
+    "footfall_out",
+    "visits",
+    "visitors",
+    "identified_share",
+    "orders",
+    "revenue",
+    "conversion",
+    "basket_value_mean",
+    "basket_size_mean",
+    "nps",
+    "ces",
+    "unmatched_exits",
+)
+
+
+def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a day's (or an hour's) released insights."""
+    from edge_agent import app
+
+    day = args.day or time.strftime("%Y-%m-%d", time.gmtime())
+    try:
+        day_start = int(calendar.timegm(time.strptime(day, "%Y-%m-%d"))) * 1000
+    except ValueError:
+        print(f"edge-agent: --day must be YYYY-MM-DD, got {day!r}", file=sys.stderr)
+        return 2
+    hours = range(args.hour, args.hour + 1) if args.hour is not None else range(24)
+    released = app.insights(settings, day_start, hours, args.k or settings.insights.k)
+    if args.format == "json":
+        print(json.dumps(released, indent=2))
+        return 0
+    total = cast("dict[str, object] | None", released["total"])
+    rows = [
+        *cast("list[dict[str, object]]", released["hours"]),
+        {**(total or {"suppressed": True}), "start_ms": None},
+    ]
+    if args.format == "csv":
+        out = csv.writer(sys.stdout)
+        out.writerow(["hour", "suppressed", *_FLAT])
+        for row in rows:
+            out.writerow(
+                [_label(row), bool(row.get("suppressed")), *(row.get(k, "") for k in _FLAT)]
+            )
+        return 0
+    print(
+        f"site {settings.site.id}, {day} (UTC), "
+        f"cells from fewer than {released['k']} visitors suppressed"
+    )
+    print(f"{'hour':<7}" + "".join(f"{k[:12]:>13}" for k in _FLAT))
+    for row in rows:
+        if row.get("suppressed"):
+            print(f"{_label(row):<7}  suppressed: {row.get('reason', 'no released hour')}")
+        else:
+            print(f"{_label(row):<7}" + "".join(f"{_cell(row.get(k)):>13}" for k in _FLAT))
+    if released["open_hour_ms"] is not None:
+        print("(the current hour is still open: its figures are partial)")
+    return 0
+
+
+def _label(row: dict[str, object]) -> str:
+    start = row.get("start_ms")
+    return "total" if start is None else time.strftime("%H:00", time.gmtime(int(start) / 1000))  # type: ignore[call-overload]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run a whole demo site on this machine."""
     from edge_agent.demo import run_demo
@@ -310,6 +386,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("user_id", help="the person's userId, as the devices send it")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
     export.set_defaults(handler=cmd_export_person)
+
+    insights = commands.add_parser(
+        "insights",
+        help="print a day's insights (footfall, visits, conversion, NPS...)",
+        description=(
+            "Print the site's hourly insights and their total for a day (UTC), with cells seen "
+            "by fewer than k distinct visitors suppressed. Closed hours with new events are "
+            "computed first; the current hour is shown as open."
+        ),
+    )
+    insights.add_argument("--day", help="YYYY-MM-DD (default: today, UTC)")
+    insights.add_argument(
+        "--hour", type=int, choices=range(24), metavar="H", help="only this hour (0-23)"
+    )
+    insights.add_argument("--k", type=int, help="suppression threshold (default: [insights] k)")
+    insights.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="output format"
+    )
+    insights.set_defaults(handler=cmd_insights)
 
     demo = commands.add_parser(
         "demo",

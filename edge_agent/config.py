@@ -130,6 +130,15 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class InsightsSettings:
+    """``[insights]``: suppression threshold and how often closed hours are computed."""
+
+    k: int = _setting(5, lambda v: 1 <= v <= 1000, "1-1000 distinct visitors")
+    every_s: int = _setting(300, lambda v: 10 <= v <= 86400, "10-86400 seconds")
+    dwell_lookback_hours: int = _setting(2, lambda v: 0 <= v <= 24, "0-24 hours")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """``[log]``: JSON lines on stdout."""
 
@@ -149,6 +158,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    insights: InsightsSettings = field(default_factory=InsightsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
 
@@ -173,6 +183,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ingest": IngestSettings,
     "store": StoreSettings,
     "retention": RetentionSettings,
+    "insights": InsightsSettings,
     "log": LogSettings,
 }
 

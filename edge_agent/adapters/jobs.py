@@ -11,6 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from edge_agent import logs
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
+from edge_agent.core.aggregate import HOUR_MS, compute_hour, hour_of, to_document
 from edge_agent.core.retention import cutoffs
 from edge_agent.errors import StorageError
 
@@ -28,6 +29,42 @@ def expire_once(settings: Settings, now_ms: int) -> dict[str, int]:
         return store.expire(cutoffs(now_ms, r.events_days, r.dead_letters_days))
 
 
+def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
+    """Compute the cells of closed hours that have new events; returns how many were computed.
+
+    An hour is recomputed from its stored events, and so is the hour after it (its dwell and
+    paths can depend on zone events of this one), so a late event's cost is bounded by those
+    hours, not the history.
+
+    Raises:
+        StorageError: the database cannot be read or written.
+    """
+    current = hour_of(now_ms)
+    lookback = settings.insights.dwell_lookback_hours * HOUR_MS
+    computed = 0
+    for start, marked in store.dirty_hours(current):
+        for hour, mark in ((start, marked), (start + HOUR_MS, -1)):
+            if hour >= current or (mark < 0 and not store.cells(hour, hour + HOUR_MS)):
+                continue
+            facts = store.facts(hour, hour + HOUR_MS)
+            earlier = store.facts(hour - lookback, hour, zones_only=True)
+            cell = compute_hour(hour, facts, earlier)
+            store.save_cell(to_document(cell), len(facts), mark, now_ms)
+            computed += 1
+    return computed
+
+
+def _insights_job(settings: Settings, clock: Callable[[], int]) -> None:
+    try:
+        with Store.open(settings.database, settings.store.synchronous) as store:
+            computed = compute_insights(store, settings, clock())
+    except StorageError as exc:
+        logs.log(logger, logging.ERROR, "insights_failed", str(exc))
+        return
+    if computed:
+        logs.log(logger, logging.INFO, "insights_done", "hour cells computed", hours=computed)
+
+
 def _retention_job(settings: Settings, clock: Callable[[], int]) -> None:
     try:
         removed = expire_once(settings, clock())
@@ -39,7 +76,8 @@ def _retention_job(settings: Settings, clock: Callable[[], int]) -> None:
 
 
 def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
-    """Start the agent's scheduler with the retention job (first run at start-up).
+    """Start the agent's scheduler: retention and insights (both run at start-up, then
+    periodically).
 
     Args:
         settings: the agent's settings.
@@ -52,6 +90,16 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
         seconds=settings.retention.every_s,
         args=(settings, clock),
         id="retention",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        _insights_job,
+        "interval",
+        seconds=settings.insights.every_s,
+        args=(settings, clock),
+        id="insights",
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),

@@ -141,3 +141,22 @@ def _personal_data(db: Database) -> None:
         """
     ):
         db.execute(statement)
+
+
+@migrations(name="0003_insight_cells")
+def _insight_cells(db: Database) -> None:
+    for statement in _split(
+        """
+        CREATE TABLE insight_cells (
+            start_ms INTEGER PRIMARY KEY,
+            computed_ms INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            cell TEXT NOT NULL
+        );
+        CREATE TABLE dirty_hours (
+            start_ms INTEGER PRIMARY KEY,
+            marked_ms INTEGER NOT NULL
+        )
+        """
+    ):
+        db.execute(statement)

@@ -11,16 +11,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from sqlite_utils import Database
 
 from edge_agent.adapters.migrations import migrations
 from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
+from edge_agent.core.aggregate import Fact, hour_of
 from edge_agent.core.deadletters import DeadLetter
 from edge_agent.core.events import Event
 from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.core.retention import Cutoffs
 from edge_agent.errors import StorageError
 
+_FACT_EVENTS = frozenset(
+    {"Door Counted", "Zone Entered", "Zone Exited", "Order Completed", "Feedback Submitted"}
+)
+_ZONE_EVENTS = frozenset({"Zone Entered", "Zone Exited"})
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (message_id, type, event, ts_ms, received_ms, stored_ms,
     device_id, anonymous_id, pseudonym, schema_version, body)
@@ -197,6 +203,7 @@ class Store:
                 # the batch is stored and applied in segments that end at each erasure request.
                 for segment, erasure in _segments(received):
                     fresh = self._insert(segment, schema_version, stored_ms)
+                    self._mark_dirty({hour_of(s.event.timestamp_ms) for s in fresh}, stored_ms)
                     stored += len(fresh)
                     duplicates += len(segment) - len(fresh)
                     personal.apply(fresh, stored_ms)
@@ -249,6 +256,102 @@ class Store:
             if seq is not None:
                 new.append(Stored(r.event, seq, r.identity))
         return new
+
+    def _mark_dirty(self, hours: set[int], now_ms: int) -> None:
+        # The insights job recomputes these hours once they are closed (late events too).
+        self.db.conn.executemany(
+            "INSERT INTO dirty_hours (start_ms, marked_ms) VALUES (?, ?) "
+            "ON CONFLICT (start_ms) DO UPDATE SET marked_ms = excluded.marked_ms",
+            [(hour, now_ms) for hour in hours],
+        )
+
+    def dirty_hours(self, before_ms: int) -> list[tuple[int, int]]:
+        """Hours with new events since their cell was computed: (start, when marked).
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            return list(
+                self.db.execute(
+                    "SELECT start_ms, marked_ms FROM dirty_hours WHERE start_ms < ? "
+                    "ORDER BY start_ms",
+                    [before_ms],
+                )
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+
+    def facts(self, start_ms: int, end_ms: int, zones_only: bool = False) -> list[Fact]:
+        """The events of a period as aggregation sees them.
+
+        The visitor key is the person (pseudonym) only for a visit linked to someone who
+        granted ``analytics``; otherwise the visit. It stays in memory: cells keep hashes.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        names = _ZONE_EVENTS if zones_only else _FACT_EVENTS
+        try:
+            rows = self.db.conn.execute(
+                "SELECT e.ts_ms, e.event, e.anonymous_id, coalesce(e.pseudonym, v.pseudonym), "
+                "c.granted, e.body FROM events e "
+                "LEFT JOIN visit_links v ON v.anonymous_id = e.anonymous_id "
+                "LEFT JOIN consent c ON c.pseudonym = coalesce(e.pseudonym, v.pseudonym) "
+                "AND c.purpose = 'analytics' "
+                "WHERE e.ts_ms >= ? AND e.ts_ms < ?"
+                + (" AND e.event IN ('Zone Entered', 'Zone Exited')" if zones_only else ""),
+                (start_ms, end_ms),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+        facts = []
+        for ts, name, visit, person, analytics, body in rows:
+            properties = orjson.loads(body).get("properties", {}) if name in names else {}
+            visitor = person if (person and analytics) else visit
+            facts.append(Fact(ts, name, visit, visitor, person is not None, properties))
+        return facts
+
+    def save_cell(
+        self, cell_document: dict[str, object], events: int, marked_ms: int, now_ms: int
+    ) -> None:
+        """Store an hour's cell and clear its dirty mark unless a newer event marked it again.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        start = cell_document["start_ms"]
+        try:
+            with self.db.atomic():
+                self.db.conn.execute(
+                    "INSERT INTO insight_cells (start_ms, computed_ms, events, cell) "
+                    "VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (start_ms) DO UPDATE SET computed_ms = excluded.computed_ms, "
+                    "events = excluded.events, cell = excluded.cell",
+                    (start, now_ms, events, orjson.dumps(cell_document).decode()),
+                )
+                self.db.conn.execute(
+                    "DELETE FROM dirty_hours WHERE start_ms = ? AND marked_ms = ?",
+                    (start, marked_ms),
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} could not store a cell: {exc}") from exc
+
+    def cells(self, start_ms: int, end_ms: int) -> list[dict[str, object]]:
+        """Stored hour cells in a period, oldest first.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            rows = self.db.conn.execute(
+                "SELECT cell FROM insight_cells WHERE start_ms >= ? AND start_ms < ? "
+                "ORDER BY start_ms",
+                (start_ms, end_ms),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+        return [orjson.loads(row[0]) for row in rows]
 
     def _erase_once(self, personal: PersonalData, request: Received, now_ms: int) -> int:
         identity = request.identity

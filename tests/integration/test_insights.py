@@ -1,0 +1,129 @@
+"""Insight cells computed from a store on disk: closed hours, late events, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent import app, schemas
+from edge_agent.adapters import keyfile
+from edge_agent.adapters.jobs import compute_insights
+from edge_agent.adapters.store import Store
+from edge_agent.config import Settings, load_settings
+from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of
+from tests.helpers import SITE, encode, topic, track
+
+NOW = app.now_ms()
+LAST_HOUR = hour_of(NOW) - HOUR_MS
+
+
+def _at(event: dict[str, Any], ms: int) -> dict[str, Any]:
+    return {**event, "timestamp": datetime.fromtimestamp(ms / 1000, UTC).isoformat()}
+
+
+def _site(tmp_path: Path) -> Settings:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n')
+    return load_settings(config, environ={})
+
+
+def _store(settings: Settings, events: list[dict[str, Any]]) -> None:
+    received, rejected = app.classify(
+        [(topic("till-1"), encode(e), NOW) for e in events],
+        app.limits_of(settings),
+        schemas.load(),
+        65536,
+        keyfile.load_or_create(settings.site_key),
+    )
+    assert rejected == []
+    with Store.open(settings.database) as store:
+        store.commit(received, rejected, "v1", app.now_ms())
+
+
+def _visit(n: int, at: int) -> list[dict[str, Any]]:
+    visit = f"visit-{n}"
+    product = {"product_id": "p1", "price": 5.0, "quantity": 2, "category": "c1"}
+    return [
+        _at(track("Zone Entered", {"zone": "dairy"}, anonymousId=visit), at),
+        _at(track("Zone Exited", {"zone": "dairy"}, anonymousId=visit), at + 60_000),
+        _at(
+            track(
+                "Order Completed",
+                {"order_id": f"o{n}", "total": 10.0, "currency": "TWD", "products": [product]},
+                anonymousId=visit,
+            ),
+            at + 90_000,
+        ),
+    ]
+
+
+def test_closed_hours_are_computed_once_and_again_after_a_late_event(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    _store(settings, [e for n in range(6) for e in _visit(n, LAST_HOUR + n * 1000)])
+    with Store.open(settings.database) as store:
+        assert compute_insights(store, settings, NOW) == 1
+        assert compute_insights(store, settings, NOW) == 0  # nothing new: nothing recomputed
+        (document,) = store.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
+    cell = from_document(document)
+    assert (cell.orders, cell.items, round(cell.visits.get_estimate())) == (6, 12, 6)
+    assert cell.dwell["dairy"].get_quantile(0.5, True) == 60.0
+    _store(settings, _visit(7, LAST_HOUR + 30 * 60_000))  # late events for the closed hour
+    with Store.open(settings.database) as store:
+        assert compute_insights(store, settings, NOW) == 1
+        (document,) = store.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
+    assert from_document(document).orders == 7
+
+
+def test_the_cli_prints_sane_figures_and_suppresses_small_hours(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    _store(settings, [e for n in range(6) for e in _visit(n, LAST_HOUR + n * 1000)])
+    config = tmp_path / "agent.toml"
+    day = time.strftime("%Y-%m-%d", time.gmtime(LAST_HOUR / 1000))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "--config",
+            str(config),
+            "insights",
+            "--day",
+            day,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    released = json.loads(done.stdout)
+    (hour,) = [h for h in released["hours"] if h["start_ms"] == LAST_HOUR]
+    assert 0 <= hour["conversion"] <= 1
+    assert hour["orders"] == 6
+    assert "pseudonym" not in done.stdout
+    strict = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "--config",
+            str(config),
+            "insights",
+            "--day",
+            day,
+            "--k",
+            "50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "suppressed: fewer than 50 distinct visitors" in strict.stdout
