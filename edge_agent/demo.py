@@ -138,6 +138,7 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
 See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
   {me} --config {config} status
   {me} --config {config} dead-letters list
+  {me} --config {config} insights
 Ctrl-C stops the demo.""",
         flush=True,
     )
