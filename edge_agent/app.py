@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from edge_agent import logs, schemas
 from edge_agent.adapters import jobs, keyfile
@@ -42,8 +42,9 @@ from edge_agent.core.identity import (
     pseudonymise,
     redact,
 )
+from edge_agent.core.noise import Refusal, noisy
 from edge_agent.core.topics import SiteId
-from edge_agent.errors import StorageError
+from edge_agent.errors import BudgetSpent, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -412,12 +413,18 @@ def export_person(settings: Settings, user_id: str) -> dict[str, object]:
     }
 
 
-def insights(settings: Settings, day_start_ms: int, hours: range, k: int) -> dict[str, object]:
+def insights(
+    settings: Settings, day_start_ms: int, hours: range, k: int, private: bool = False
+) -> dict[str, object]:
     """The released insights of some hours of a day: computes closed hours that have new
     events first, and adds the current hour, marked open, when asked for.
 
+    With ``private``, every released cell gets Laplace noise (OpenDP) and costs
+    ``[insights] epsilon_per_cell`` from the day's ``epsilon_per_day``, kept in a ledger.
+
     Raises:
         StorageError: there is no database, or it cannot be read or written.
+        BudgetSpent: the day's epsilon budget cannot pay for this release.
     """
     store, _ = _existing_store(settings)
     now = now_ms()
@@ -434,6 +441,26 @@ def insights(settings: Settings, day_start_ms: int, hours: range, k: int) -> dic
                 current - settings.insights.dwell_lookback_hours * HOUR_MS, current, zones_only=True
             )
             cells.append(compute_hour(current, facts, earlier))
-    released = release(cells, k)
-    released["open_hour_ms"] = current if open_hour else None
+        released = release(cells, k)
+        released["open_hour_ms"] = current if open_hour else None
+        if private:
+            _add_noise(store, settings, released, day_start_ms, now)
     return released
+
+
+def _add_noise(
+    store: Store, settings: Settings, released: dict[str, object], day_start_ms: int, now: int
+) -> None:
+    eps = settings.insights.epsilon_per_cell
+    hours = cast("list[dict[str, object]]", released["hours"])
+    total = cast("dict[str, object] | None", released["total"])
+    shown = [h for h in hours if not h.get("suppressed")] + ([total] if total else [])
+    day = time.strftime("%Y-%m-%d", time.gmtime(day_start_ms / 1000))
+    spent = store.spend_epsilon(
+        day, eps * len(shown), settings.insights.epsilon_per_day, "insights release", now
+    )
+    if isinstance(spent, Refusal):
+        raise BudgetSpent(spent.reason)
+    released["hours"] = [h if h.get("suppressed") else noisy(h, eps) for h in hours]
+    released["total"] = noisy(total, eps) if total else None
+    released["epsilon_spent_today"] = spent

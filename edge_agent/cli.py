@@ -215,7 +215,7 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
         print(f"edge-agent: --day must be YYYY-MM-DD, got {day!r}", file=sys.stderr)
         return 2
     hours = range(args.hour, args.hour + 1) if args.hour is not None else range(24)
-    released = app.insights(settings, day_start, hours, args.k or settings.insights.k)
+    released = app.insights(settings, day_start, hours, args.k or settings.insights.k, args.dp)
     if args.format == "json":
         print(json.dumps(released, indent=2))
         return 0
@@ -401,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--hour", type=int, choices=range(24), metavar="H", help="only this hour (0-23)"
     )
     insights.add_argument("--k", type=int, help="suppression threshold (default: [insights] k)")
+    insights.add_argument(
+        "--dp",
+        action="store_true",
+        help="add differential-privacy noise, paid from the day's epsilon budget",
+    )
     insights.add_argument(
         "--format", choices=("table", "json", "csv"), default="table", help="output format"
     )

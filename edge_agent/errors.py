@@ -4,7 +4,8 @@
      ├── ConfigError        a setting is missing or out of range (names file, key, value)
      ├── StorageError       the SQLite database cannot be opened or written
      ├── BrokerError        the MQTT broker cannot be started, reached or used
-     └── SchemaError        the shipped JSON Schemas are missing or do not compile
+     ├── SchemaError        the shipped JSON Schemas are missing or do not compile
+     └── BudgetSpent        a differentially private release would exceed the day's epsilon
 
 A bad *event* is not an exception: validation returns a rejection with a reason code,
 and the rejection is stored as a dead letter.
@@ -31,3 +32,7 @@ class BrokerError(EdgeAgentError):
 
 class SchemaError(EdgeAgentError):
     """The shipped event schemas cannot be loaded or compiled."""
+
+
+class BudgetSpent(EdgeAgentError):
+    """The day's differential-privacy budget cannot pay for this release."""

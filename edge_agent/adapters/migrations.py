@@ -160,3 +160,19 @@ def _insight_cells(db: Database) -> None:
         """
     ):
         db.execute(statement)
+
+
+@migrations(name="0004_dp_ledger")
+def _dp_ledger(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE dp_ledger (
+            id INTEGER PRIMARY KEY,
+            day TEXT NOT NULL,
+            epsilon REAL NOT NULL,
+            what TEXT NOT NULL,
+            released_ms INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX dp_ledger_day ON dp_ledger (day)")

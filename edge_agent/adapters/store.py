@@ -20,6 +20,7 @@ from edge_agent.core.aggregate import Fact, hour_of
 from edge_agent.core.deadletters import DeadLetter
 from edge_agent.core.events import Event
 from edge_agent.core.identity import Identity, Pseudonym
+from edge_agent.core.noise import Refusal, charge
 from edge_agent.core.retention import Cutoffs
 from edge_agent.errors import StorageError
 
@@ -560,3 +561,31 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} could not expire old rows: {exc}") from exc
         return removed
+
+    def spend_epsilon(
+        self, day: str, cost: float, per_day: float, what: str, now_ms: int
+    ) -> float | Refusal:
+        """Record a release's epsilon against the day's budget, atomically with the check.
+
+        Returns the day's total spent after it, or the refusal (nothing recorded).
+
+        Raises:
+            StorageError: SQLite could not read or write the ledger.
+        """
+        try:
+            with self.db.atomic():
+                spent = self.db.conn.execute(
+                    "SELECT coalesce(sum(epsilon), 0) FROM dp_ledger WHERE day = ?", (day,)
+                ).fetchone()[0]
+                after = charge(float(spent), cost, per_day, day)
+                if not isinstance(after, Refusal):
+                    self.db.conn.execute(
+                        "INSERT INTO dp_ledger (day, epsilon, what, released_ms) "
+                        "VALUES (?, ?, ?, ?)",
+                        (day, cost, what, now_ms),
+                    )
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"database {self.path} could not use the epsilon ledger: {exc}"
+            ) from exc
+        return after

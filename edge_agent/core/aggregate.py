@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import datasketches as ds
 
 HOUR_MS = 3600 * 1000
+#: One order's most revenue a differentially private release attributes to it.
+REVENUE_BOUND = 10_000.0
 HLL_LG_K = 12
 KLL_K = 200
 FREQUENT_LG_MAX = 8
@@ -73,6 +75,8 @@ class Cell:
     footfall_out: int = 0
     orders: int = 0
     revenue: float = 0.0
+    #: Revenue with each order clamped to REVENUE_BOUND: what a noised release may use.
+    revenue_clamped: float = 0.0
     items: int = 0
     unmatched_exits: int = 0
     nps_answers: int = 0
@@ -114,6 +118,7 @@ class Cell:
             "identified_share": _ratio(self.identified_visits.get_estimate(), visits),
             "orders": self.orders,
             "revenue": round(self.revenue, 2),
+            "revenue_clamped": round(self.revenue_clamped, 2),
             "conversion": _ratio(self.orders, visits),
             "basket_value_mean": _ratio(self.revenue, self.orders),
             "basket_value_median": _quantile(self.basket_value, 0.5),
@@ -238,6 +243,7 @@ def _fold(
                 cell.categories.update(str(line["category"]), q)
         cell.orders += 1
         cell.revenue += total
+        cell.revenue_clamped += min(total, REVENUE_BOUND)
         cell.items += quantity
         cell.basket_value.update(total)
         cell.basket_size.update(float(quantity))
@@ -292,6 +298,7 @@ _SUMS = (
     "footfall_out",
     "orders",
     "revenue",
+    "revenue_clamped",
     "items",
     "unmatched_exits",
     "nps_answers",

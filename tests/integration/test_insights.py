@@ -127,3 +127,45 @@ def test_the_cli_prints_sane_figures_and_suppresses_small_hours(tmp_path: Path) 
         check=False,
     )
     assert "suppressed: fewer than 50 distinct visitors" in strict.stdout
+
+
+def test_private_releases_spend_the_budget_then_are_refused(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    _store(settings, [e for n in range(6) for e in _visit(n, LAST_HOUR + n * 1000)])
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        config.read_text() + "[insights]\nepsilon_per_day = 0.5\nepsilon_per_cell = 0.1\n"
+    )
+    day = time.strftime("%Y-%m-%d", time.gmtime(LAST_HOUR / 1000))
+    hour = str(time.gmtime(LAST_HOUR / 1000).tm_hour)
+    outcomes = []
+    for _ in range(4):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_agent",
+                "--config",
+                str(config),
+                "insights",
+                "--day",
+                day,
+                "--hour",
+                hour,
+                "--dp",
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        outcomes.append(done)
+    # Each release shows the hour and its total: 0.2 epsilon, so two fit in 0.5.
+    assert [o.returncode for o in outcomes] == [0, 0, 2, 2]
+    assert "budget" in outcomes[2].stderr
+    assert json.loads(outcomes[1].stdout)["epsilon_spent_today"] == 0.4
+    with Store.open(load_settings(config, environ={}).database) as store:
+        spent = store.db.execute("SELECT sum(epsilon) FROM dp_ledger").fetchone()[0]
+    assert spent <= 0.5
