@@ -23,7 +23,14 @@ from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
-from edge_agent.core.aggregate import HOUR_MS, compute_hour, from_document, hour_of, release
+from edge_agent.core.aggregate import (
+    DWELL_LOOKBACK_HOURS,
+    HOUR_MS,
+    compute_hour,
+    from_document,
+    hour_of,
+    release,
+)
 from edge_agent.core.deadletters import DeadLetter, dead_letter
 from edge_agent.core.events import (
     Inbound,
@@ -438,7 +445,7 @@ def insights(
         if open_hour:
             facts = store.facts(current, current + HOUR_MS)
             earlier = store.facts(
-                current - settings.insights.dwell_lookback_hours * HOUR_MS, current, zones_only=True
+                current - DWELL_LOOKBACK_HOURS * HOUR_MS, current, zones_only=True
             )
             cells.append(compute_hour(current, facts, earlier))
         released = release(cells, k)

@@ -135,7 +135,6 @@ class InsightsSettings:
 
     k: int = _setting(5, lambda v: 1 <= v <= 1000, "1-1000 distinct visitors")
     every_s: int = _setting(300, lambda v: 10 <= v <= 86400, "10-86400 seconds")
-    dwell_lookback_hours: int = _setting(2, lambda v: 0 <= v <= 24, "0-24 hours")
     epsilon_per_day: float = _setting(1.0, lambda v: 0 <= v <= 100, "0-100")
     epsilon_per_cell: float = _setting(0.1, lambda v: 0 < v <= 10, "a number in (0, 10]")
 

@@ -11,7 +11,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from edge_agent import logs
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
-from edge_agent.core.aggregate import HOUR_MS, compute_hour, hour_of, to_document
+from edge_agent.core.aggregate import (
+    DWELL_LOOKBACK_HOURS,
+    HOUR_MS,
+    compute_hour,
+    hour_of,
+    to_document,
+)
 from edge_agent.core.retention import cutoffs
 from edge_agent.errors import StorageError
 
@@ -32,25 +38,21 @@ def expire_once(settings: Settings, now_ms: int) -> dict[str, int]:
 def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
     """Compute the cells of closed hours that have new events; returns how many were computed.
 
-    An hour is recomputed from its stored events, and so is the hour after it (its dwell and
-    paths can depend on zone events of this one), so a late event's cost is bounded by those
+    An hour is recomputed from its stored events (ingest marks the hours an event can change:
+    its own, and for zone events the next ones), so a late event's cost is bounded by those
     hours, not the history.
 
     Raises:
         StorageError: the database cannot be read or written.
     """
     current = hour_of(now_ms)
-    lookback = settings.insights.dwell_lookback_hours * HOUR_MS
     computed = 0
-    for start, marked in store.dirty_hours(current):
-        for hour, mark in ((start, marked), (start + HOUR_MS, -1)):
-            if hour >= current or (mark < 0 and not store.cells(hour, hour + HOUR_MS)):
-                continue
-            facts = store.facts(hour, hour + HOUR_MS)
-            earlier = store.facts(hour - lookback, hour, zones_only=True)
-            cell = compute_hour(hour, facts, earlier)
-            store.save_cell(to_document(cell), len(facts), mark, now_ms)
-            computed += 1
+    for hour, marked in store.dirty_hours(current):
+        facts = store.facts(hour, hour + HOUR_MS)
+        earlier = store.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
+        cell = compute_hour(hour, facts, earlier)
+        store.save_cell(to_document(cell), len(facts), marked, now_ms)
+        computed += 1
     return computed
 
 

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 
 from edge_agent.adapters.migrations import migrations
 from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
-from edge_agent.core.aggregate import Fact, hour_of
+from edge_agent.core.aggregate import Fact, hours_affected
 from edge_agent.core.deadletters import DeadLetter
 from edge_agent.core.events import Event
 from edge_agent.core.identity import Identity, Pseudonym
@@ -204,7 +204,14 @@ class Store:
                 # the batch is stored and applied in segments that end at each erasure request.
                 for segment, erasure in _segments(received):
                     fresh = self._insert(segment, schema_version, stored_ms)
-                    self._mark_dirty({hour_of(s.event.timestamp_ms) for s in fresh}, stored_ms)
+                    self._mark_dirty(
+                        {
+                            h
+                            for s in fresh
+                            for h in hours_affected(s.event.timestamp_ms, s.event.name)
+                        },
+                        stored_ms,
+                    )
                     stored += len(fresh)
                     duplicates += len(segment) - len(fresh)
                     personal.apply(fresh, stored_ms)

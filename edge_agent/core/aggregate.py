@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import datasketches as ds
 
 HOUR_MS = 3600 * 1000
+#: How far back an hour looks for the enters of its exits; a longer stay counts as unmatched.
+DWELL_LOOKBACK_HOURS = 2
 #: One order's most revenue a differentially private release attributes to it.
 REVENUE_BOUND = 10_000.0
 HLL_LG_K = 12
@@ -167,6 +169,15 @@ def _top(sketch: ds.frequent_strings_sketch) -> list[tuple[str, int]]:
 def hour_of(ts_ms: int) -> int:
     """The start of the UTC hour holding ``ts_ms``."""
     return ts_ms - ts_ms % HOUR_MS
+
+
+def hours_affected(ts_ms: int, name: str | None) -> list[int]:
+    """The hours whose cells an event can change: its own, and for a zone event also the
+    following ones whose dwell and paths may pair with it."""
+    own = hour_of(ts_ms)
+    if name in ("Zone Entered", "Zone Exited"):
+        return [own + n * HOUR_MS for n in range(DWELL_LOOKBACK_HOURS + 1)]
+    return [own]
 
 
 def compute_hour(
