@@ -86,25 +86,20 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
         clock: the current time in epoch milliseconds.
     """
     scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(
-        _retention_job,
-        "interval",
-        seconds=settings.retention.every_s,
-        args=(settings, clock),
-        id="retention",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        _insights_job,
-        "interval",
-        seconds=settings.insights.every_s,
-        args=(settings, clock),
-        id="insights",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
+    for name, job, every_s in (
+        ("retention", _retention_job, settings.retention.every_s),
+        ("insights", _insights_job, settings.insights.every_s),
+    ):
+        # One run at a time, missed runs folded into one: each job catches up by itself.
+        scheduler.add_job(
+            job,
+            "interval",
+            seconds=every_s,
+            args=(settings, clock),
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
     scheduler.start()
     return scheduler
