@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -177,4 +179,15 @@ def dead_letter_reasons(db: Path) -> dict[str, int]:
     """Open dead letters by reason (counting redelivered occurrences once)."""
     return dict(
         query(db, "SELECT reason, count(*) FROM dead_letters WHERE status = 'open' GROUP BY reason")
+    )
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``edge-agent ARGS`` as an installer would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +11,9 @@ from edge_agent import app, schemas
 from edge_agent.adapters.store import Store
 from edge_agent.config import load_settings
 from edge_agent.core.identity import SiteKey
-from tests.helpers import SITE, encode, topic, track
+from tests.helpers import SITE, cli, encode, topic, track
 
 pytestmark = pytest.mark.integration
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +14,7 @@ from edge_agent.adapters.jobs import compute_insights
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of
-from tests.helpers import SITE, encode, topic, track
+from tests.helpers import SITE, cli, encode, topic, track
 
 NOW = app.now_ms()
 LAST_HOUR = hour_of(NOW) - HOUR_MS
@@ -84,48 +82,14 @@ def test_the_cli_prints_sane_figures_and_suppresses_small_hours(tmp_path: Path) 
     _store(settings, [e for n in range(6) for e in _visit(n, LAST_HOUR + n * 1000)])
     config = tmp_path / "agent.toml"
     day = time.strftime("%Y-%m-%d", time.gmtime(LAST_HOUR / 1000))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent",
-            "--config",
-            str(config),
-            "insights",
-            "--day",
-            day,
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = cli("--config", str(config), "insights", "--day", day, "--format", "json")
     assert done.returncode == 0, done.stderr
     released = json.loads(done.stdout)
     (hour,) = [h for h in released["hours"] if h["start_ms"] == LAST_HOUR]
     assert 0 <= hour["conversion"] <= 1
     assert hour["orders"] == 6
     assert "pseudonym" not in done.stdout
-    strict = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent",
-            "--config",
-            str(config),
-            "insights",
-            "--day",
-            day,
-            "--k",
-            "50",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    strict = cli("--config", str(config), "insights", "--day", day, "--k", "50")
     assert "suppressed: fewer than 50 distinct visitors" in strict.stdout
 
 
@@ -140,26 +104,17 @@ def test_private_releases_spend_the_budget_then_are_refused(tmp_path: Path) -> N
     hour = str(time.gmtime(LAST_HOUR / 1000).tm_hour)
     outcomes = []
     for _ in range(4):
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge_agent",
-                "--config",
-                str(config),
-                "insights",
-                "--day",
-                day,
-                "--hour",
-                hour,
-                "--dp",
-                "--format",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        done = cli(
+            "--config",
+            str(config),
+            "insights",
+            "--day",
+            day,
+            "--hour",
+            hour,
+            "--dp",
+            "--format",
+            "json",
         )
         outcomes.append(done)
     # Each release shows the hour and its total: 0.2 epsilon, so two fit in 0.5.

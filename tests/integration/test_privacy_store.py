@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from edge_agent.config import load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.retention import DAY_MS
 from edge_agent.errors import ConfigError
-from tests.helpers import SITE, encode, topic, track
+from tests.helpers import SITE, cli, encode, topic, track
 
 
 def test_site_key_is_created_once_private_and_kept(tmp_path: Path) -> None:
@@ -72,16 +70,6 @@ def test_retention_deletes_old_raw_events_and_dead_letters(tmp_path: Path) -> No
     removed = expire_once(settings, now + 31 * DAY_MS)
     assert removed == {"events": 2, "dead_letters": 0}
     assert expire_once(settings, now + 31 * DAY_MS) == {"events": 0, "dead_letters": 0}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_export_person_and_forget(tmp_path: Path) -> None:
