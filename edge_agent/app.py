@@ -24,9 +24,7 @@ from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
 from edge_agent.config import Settings, under_journald
 from edge_agent.core.aggregate import (
-    DWELL_LOOKBACK_HOURS,
     HOUR_MS,
-    compute_hour,
     from_document,
     hour_of,
     release,
@@ -439,16 +437,17 @@ def insights(
         jobs.compute_insights(store, settings, now)
         start = day_start_ms + hours.start * HOUR_MS
         end = day_start_ms + hours.stop * HOUR_MS
-        cells = [from_document(d) for d in store.cells(start, end)]
+        cells = [from_document(d) for d in store.cells(day_start_ms, end)]
         current = hour_of(now)
         open_hour = start <= current < end
         if open_hour:
-            facts = store.facts(current, current + HOUR_MS)
-            earlier = store.facts(
-                current - DWELL_LOOKBACK_HOURS * HOUR_MS, current, zones_only=True
-            )
-            cells.append(compute_hour(current, facts, earlier))
-        released = release(cells, k)
+            cells.append(jobs.hour_cell(store, current)[0])
+        # The day's earlier hours only set where occupancy starts.
+        released = release(
+            [c for c in cells if c.start_ms >= start],
+            k,
+            earlier=[c for c in cells if c.start_ms < start],
+        )
         released["open_hour_ms"] = current if open_hour else None
         if private:
             _add_noise(store, settings, released, day_start_ms, now)

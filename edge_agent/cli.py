@@ -187,21 +187,25 @@ def cmd_export_person(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_FLAT = (
-    "footfall_in",
-    "footfall_out",
-    "visits",
-    "visitors",
-    "identified_share",
-    "orders",
-    "revenue",
-    "conversion",
-    "basket_value_mean",
-    "basket_size_mean",
-    "nps",
-    "ces",
-    "unmatched_exits",
-)
+# Column -> its heading in the table.
+_FLAT = {
+    "footfall_in": "in",
+    "footfall_out": "out",
+    "occupancy": "occupancy",
+    "visits": "visits",
+    "visitors": "visitors",
+    "identified_share": "identified",
+    "orders": "orders",
+    "revenue": "revenue",
+    "conversion": "conversion",
+    "basket_value_mean": "basket",
+    "basket_size_mean": "items",
+    "nps": "nps",
+    "ces": "ces",
+    "unmatched_exits": "unmatched",
+    "duplicates": "duplicates",
+    "dead_letters": "dead",
+}
 
 
 def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
@@ -236,15 +240,44 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
         f"site {settings.site.id}, {day} (UTC), "
         f"cells from fewer than {released['k']} visitors suppressed"
     )
-    print(f"{'hour':<7}" + "".join(f"{k[:12]:>13}" for k in _FLAT))
+    print(f"{'hour':<7}" + "".join(f"{h:>11}" for h in _FLAT.values()))
     for row in rows:
         if row.get("suppressed"):
             print(f"{_label(row):<7}  suppressed: {row.get('reason', 'no released hour')}")
         else:
-            print(f"{_label(row):<7}" + "".join(f"{_cell(row.get(k)):>13}" for k in _FLAT))
+            print(f"{_label(row):<7}" + "".join(f"{_cell(row.get(k)):>11}" for k in _FLAT))
     if released["open_hour_ms"] is not None:
         print("(the current hour is still open: its figures are partial)")
+    if total:
+        _print_details(total)
     return 0
+
+
+def _print_details(total: dict[str, object]) -> None:
+    """The period total's figures that do not fit a column: zones, top lists, data quality."""
+    print(f"\npeak occupancy: {_cell(total.get('occupancy_peak'))}")
+    dwell = cast("dict[str, dict[str, object]]", total.get("dwell_s") or {})
+    if dwell:
+        print(f"{'zone':<20}{'stays':>8}{'median s':>10}{'p90 s':>10}")
+        for zone, figures in dwell.items():
+            if figures.get("suppressed"):
+                print(f"{zone[:19]:<20}  suppressed")
+            else:
+                print(
+                    f"{zone[:19]:<20}{_cell(figures['count']):>8}"
+                    f"{_cell(figures['median']):>10}{_cell(figures['p90']):>10}"
+                )
+    for key, heading in (
+        ("top_paths", "top paths"),
+        ("top_products", "top products"),
+        ("top_categories", "top categories"),
+    ):
+        ranked = cast("list[tuple[str, int]]", total.get(key) or [])
+        if ranked:
+            print(f"{heading}: " + ", ".join(f"{name} ({n})" for name, n in ranked))
+    reasons = cast("dict[str, int]", total.get("dead_letters_by_reason") or {})
+    if reasons:
+        print("dead letters: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
 
 
 def _label(row: dict[str, object]) -> str:

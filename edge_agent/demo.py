@@ -71,6 +71,9 @@ def _publish_faults(port: int, site: str, stop: threading.Event) -> None:
         client.loop_stop()
 
 
+_SUBSCRIBE_TIMEOUT_S = 30.0
+
+
 def _status_line(db: Path) -> str:
     try:
         with Store.open(db, readonly=True) as store:
@@ -79,6 +82,23 @@ def _status_line(db: Path) -> str:
         return "waiting for the agent's database"
     dead = ", ".join(f"{k} {v}" for k, v in s.dead_letters_by_reason.items()) or "none"
     return f"stored {s.stored} events, {s.duplicates} duplicates, dead letters: {dead}"
+
+
+def _wait_subscribed(agent: subprocess.Popen[bytes], db: Path, log: Path) -> None:
+    deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise EdgeAgentError(f"the agent exited with {agent.returncode}; see {log}")
+        try:
+            with Store.open(db, readonly=True) as store:
+                if store.status().broker.get("broker", ("",))[0] == "connected":
+                    return
+        except StorageError:
+            pass  # not created yet
+        time.sleep(0.1)
+    raise EdgeAgentError(
+        f"the agent did not subscribe within {_SUBSCRIBE_TIMEOUT_S:g} s; see {log}"
+    )
 
 
 def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | None) -> None:
@@ -142,10 +162,12 @@ See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
 Ctrl-C stops the demo.""",
         flush=True,
     )
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + duration if duration > 0 else float("inf")
     try:
+        # Until the agent's session exists, the broker would keep nothing for it.
+        _wait_subscribed(agent, db, log)
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + duration if duration > 0 else float("inf")
         while not stop.wait(
             _STATUS_EVERY_S
             if duration <= 0
@@ -159,7 +181,8 @@ Ctrl-C stops the demo.""",
     finally:
         stop.set()
         for thread in threads:
-            thread.join(15)
+            if thread.ident is not None:
+                thread.join(15)
         agent.send_signal(signal.SIGTERM)
         try:
             agent.wait(20)

@@ -14,6 +14,7 @@ from edge_agent.config import Settings
 from edge_agent.core.aggregate import (
     DWELL_LOOKBACK_HOURS,
     HOUR_MS,
+    Cell,
     compute_hour,
     hour_of,
     to_document,
@@ -48,12 +49,21 @@ def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
     current = hour_of(now_ms)
     computed = 0
     for hour, marked in store.dirty_hours(current):
-        facts = store.facts(hour, hour + HOUR_MS)
-        earlier = store.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
-        cell = compute_hour(hour, facts, earlier)
-        store.save_cell(to_document(cell), len(facts), marked, now_ms)
+        cell, events = hour_cell(store, hour)
+        store.save_cell(to_document(cell), events, marked, now_ms)
         computed += 1
     return computed
+
+
+def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
+    """The cell of the hour starting at ``hour`` from the stored events, and how many there were.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    facts = store.facts(hour, hour + HOUR_MS)
+    earlier = store.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
+    return compute_hour(hour, facts, earlier, quality=store.quality(hour)), len(facts)
 
 
 def _insights_job(settings: Settings, clock: Callable[[], int]) -> None:

@@ -176,3 +176,19 @@ def _dp_ledger(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX dp_ledger_day ON dp_ledger (day)")
+
+
+@migrations(name="0005_quality_hours")
+def _quality_hours(db: Database) -> None:
+    # Data-quality counts per hour: 'duplicates' (by the event's hour) and 'dead_letter/<reason>'
+    # (by the hour the message was received: a rejected message may have no usable time).
+    db.execute(
+        """
+        CREATE TABLE quality_hours (
+            start_ms INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (start_ms, kind)
+        )
+        """
+    )

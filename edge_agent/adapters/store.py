@@ -7,6 +7,7 @@ transactions.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,13 @@ from sqlite_utils import Database
 
 from edge_agent.adapters.migrations import migrations
 from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
-from edge_agent.core.aggregate import Fact, hours_affected
+from edge_agent.core.aggregate import (
+    DEAD_LETTER_KIND,
+    DUPLICATES_KIND,
+    Fact,
+    hour_of,
+    hours_affected,
+)
 from edge_agent.core.deadletters import DeadLetter
 from edge_agent.core.events import Event
 from edge_agent.core.identity import Identity, Pseudonym
@@ -199,6 +206,10 @@ class Store:
                         for d in dead_letters
                     ],
                 )
+                quality: Counter[tuple[int, str]] = Counter(
+                    (hour_of(d.received_ms), f"{DEAD_LETTER_KIND}{d.reason.value}")
+                    for d in dead_letters
+                )
                 personal = PersonalData(conn)
                 # An erasure applies to what came before it, not to the person's later events:
                 # the batch is stored and applied in segments that end at each erasure request.
@@ -214,11 +225,19 @@ class Store:
                     )
                     stored += len(fresh)
                     duplicates += len(segment) - len(fresh)
+                    if len(fresh) < len(segment):
+                        new = {s.event.message_id for s in fresh}
+                        quality.update(
+                            (hour_of(r.event.timestamp_ms), DUPLICATES_KIND)
+                            for r in segment
+                            if r.event.message_id not in new
+                        )
                     personal.apply(fresh, stored_ms)
                     if erasure is not None:
                         erased += self._erase_once(personal, erasure, stored_ms)
                 if duplicates:
                     self._add_counter("duplicates", duplicates)
+                self._count_quality(quality, stored_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -272,6 +291,29 @@ class Store:
             "ON CONFLICT (start_ms) DO UPDATE SET marked_ms = excluded.marked_ms",
             [(hour, now_ms) for hour in hours],
         )
+
+    def _count_quality(self, counts: Counter[tuple[int, str]], now_ms: int) -> None:
+        self.db.conn.executemany(
+            "INSERT INTO quality_hours (start_ms, kind, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (start_ms, kind) DO UPDATE SET count = count + excluded.count",
+            [(hour, kind, n) for (hour, kind), n in counts.items()],
+        )
+        self._mark_dirty({hour for hour, _ in counts}, now_ms)
+
+    def quality(self, start_ms: int) -> dict[str, int]:
+        """An hour's data-quality counts: ``duplicates`` and ``dead_letter/<reason>``.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            return dict(
+                self.db.conn.execute(
+                    "SELECT kind, count FROM quality_hours WHERE start_ms = ?", (start_ms,)
+                ).fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
 
     def dirty_hours(self, before_ms: int) -> list[tuple[int, int]]:
         """Hours with new events since their cell was computed: (start, when marked).

@@ -19,6 +19,12 @@ Definitions (one cell = one site, one period of whole hours, UTC):
 - **top products, categories**: frequent-items sketches weighted by quantity.
 - **NPS** = 100 * (promoters 9-10 - detractors 0-6) / answers; **CES** = mean of answers.
 - **identified share** = identified visits / visits.
+- **occupancy** (end of hour) = footfall in - footfall out summed over the day's released
+  hours up to and including this one, never below zero; a day's **peak occupancy** is the
+  largest of those. Worked out at release (`release`), from sums, so it merges exactly.
+- **data quality**: **duplicates** = redelivered or re-sent events (same messageId) in the
+  hour of their timestamp; **dead letters** = rejected messages by reason, in the hour they
+  were received (a rejected message may carry no usable time); a redelivery counts again.
 A late event is folded in by recomputing its hour from the stored events (cells are not
 updated in place): the job recomputes an hour when events with ``stored_ms`` after its last
 computation arrive for it.
@@ -41,6 +47,9 @@ HLL_LG_K = 12
 KLL_K = 200
 FREQUENT_LG_MAX = 8
 TOP = 10
+#: Keys of an hour's data-quality counts as the store keeps them.
+DUPLICATES_KIND = "duplicates"
+DEAD_LETTER_KIND = "dead_letter/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,8 @@ class Cell:
     detractors: int = 0
     ces_answers: int = 0
     ces_sum: int = 0
+    duplicates: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
     visits: ds.hll_sketch = field(default_factory=_hll)
     visitors: ds.hll_sketch = field(default_factory=_hll)
     identified_visits: ds.hll_sketch = field(default_factory=_hll)
@@ -146,6 +157,9 @@ class Cell:
             "nps_answers": self.nps_answers,
             "ces": _ratio(self.ces_sum, self.ces_answers),
             "ces_answers": self.ces_answers,
+            "duplicates": self.duplicates,
+            "dead_letters": sum(self.dead_letters.values()),
+            "dead_letters_by_reason": dict(sorted(self.dead_letters.items())),
         }
 
 
@@ -181,7 +195,11 @@ def hours_affected(ts_ms: int, name: str | None) -> list[int]:
 
 
 def compute_hour(
-    start_ms: int, facts: Iterable[Fact], earlier_zones: Iterable[Fact] = (), hours: int = 1
+    start_ms: int,
+    facts: Iterable[Fact],
+    earlier_zones: Iterable[Fact] = (),
+    hours: int = 1,
+    quality: Mapping[str, int] | None = None,
 ) -> Cell:
     """The cell of the period starting at ``start_ms`` from its events (any order).
 
@@ -191,8 +209,16 @@ def compute_hour(
         earlier_zones: ``Zone Entered``/``Zone Exited`` events of the preceding hours, so that
             a visit that spans the hour boundary gets its dwell and path.
         hours: how many hours the period spans (1 for an hour cell).
+        quality: the period's data-quality counts, keyed ``duplicates`` and
+            ``dead_letter/<reason>``.
     """
     cell = Cell(start_ms, hours)
+    for kind, count in (quality or {}).items():
+        if kind == DUPLICATES_KIND:
+            cell.duplicates += count
+        elif kind.startswith(DEAD_LETTER_KIND):
+            reason = kind.removeprefix(DEAD_LETTER_KIND)
+            cell.dead_letters[reason] = cell.dead_letters.get(reason, 0) + count
     ordered = sorted(facts, key=lambda f: f.ts_ms)
     open_zones: dict[tuple[str, str], int] = {}
     last_zone: dict[str, str] = {}
@@ -295,6 +321,8 @@ def merge(cells: Iterable[Cell]) -> Cell:
             out.dwell.setdefault(zone, _kll()).merge(sketch)
         for zone, hll in c.zone_visits.items():
             zone_unions.setdefault(zone, ds.hll_union(HLL_LG_K)).update(hll)
+        for reason, count in c.dead_letters.items():
+            out.dead_letters[reason] = out.dead_letters.get(reason, 0) + count
         out.paths.merge(c.paths)
         out.products.merge(c.products)
         out.categories.merge(c.categories)
@@ -317,25 +345,37 @@ _SUMS = (
     "detractors",
     "ces_answers",
     "ces_sum",
+    "duplicates",
 )
 
 
 # --- release: k-suppression ---------------------------------------------------------------
 
 
-def release(hours: Iterable[Cell], k: int) -> dict[str, object]:
+def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> dict[str, object]:
     """What may leave the site (or a screen) for a period: its hours, and their total.
 
     An hour seen by fewer than ``k`` distinct visitors is released only as suppressed (its
     start and a reason; never silently absent). The period's total is merged from the released
     hours only, so subtracting the released hours from the total reveals nothing of a
     suppressed one; how many hours were left out is stated next to it. Within any released
-    figure, a zone seen by fewer than ``k`` visitors has its dwell suppressed.
+    figure, a zone seen by fewer than ``k`` visitors has its dwell suppressed. Occupancy runs
+    over released hours only, for the same reason.
+
+    Args:
+        hours: the hour cells asked for.
+        k: the least number of distinct visitors a released cell comes from.
+        earlier: the same day's hours before those asked for: where occupancy starts from.
     """
+    occupancy = 0
+    for cell in sorted(earlier, key=lambda c: c.start_ms):
+        if _releasable(cell, k):
+            occupancy = max(0, occupancy + cell.footfall_in - cell.footfall_out)
     released: list[dict[str, object]] = []
     kept: list[Cell] = []
+    peak: int | None = None
     for cell in sorted(hours, key=lambda c: c.start_ms):
-        if cell.visitors.get_estimate() < k:
+        if not _releasable(cell, k):
             released.append(
                 {
                     "start_ms": cell.start_ms,
@@ -344,10 +384,14 @@ def release(hours: Iterable[Cell], k: int) -> dict[str, object]:
                     "reason": f"fewer than {k} distinct visitors",
                 }
             )
-        else:
-            kept.append(cell)
-            released.append(cell.figures(k))
-    total = merge(kept).figures(k) if kept else None
+            continue
+        kept.append(cell)
+        occupancy = max(0, occupancy + cell.footfall_in - cell.footfall_out)
+        peak = occupancy if peak is None else max(peak, occupancy)
+        released.append({**cell.figures(k), "occupancy": occupancy})
+    total = (
+        {**merge(kept).figures(k), "occupancy": occupancy, "occupancy_peak": peak} if kept else None
+    )
     return {
         "k": k,
         "hours": released,
@@ -356,8 +400,13 @@ def release(hours: Iterable[Cell], k: int) -> dict[str, object]:
     }
 
 
+def _releasable(cell: Cell, k: int) -> bool:
+    return bool(cell.visitors.get_estimate() >= k)
+
+
 # --- storage form -------------------------------------------------------------------------
 
+_ADDED = frozenset({"duplicates"})
 _SKETCHES = (
     "visits",
     "visitors",
@@ -397,6 +446,7 @@ def to_document(cell: Cell) -> dict[str, object]:
         "zone_visits": {
             z: base64.b64encode(_bytes(s)).decode() for z, s in cell.zone_visits.items()
         },
+        "dead_letters": cell.dead_letters,
     }
 
 
@@ -409,11 +459,16 @@ def from_document(document: Mapping[str, object]) -> Cell:
     try:
         cell = Cell(int(document["start_ms"]), int(document["hours"]))  # type: ignore[call-overload]
         for name in _SUMS:
-            setattr(cell, name, document[name])
+            # Figures added after the first stored cells read as zero in those.
+            setattr(cell, name, document[name] if name not in _ADDED else document.get(name, 0))
         for name, kind in _KINDS.items():
             setattr(cell, name, kind.deserialize(base64.b64decode(str(document[name]))))
         dwell = document["dwell"]
         zones = document["zone_visits"]
+        dead_letters = document.get("dead_letters", {})
+        if not isinstance(dead_letters, dict):
+            raise TypeError("dead_letters must be an object")
+        cell.dead_letters = {str(r): int(n) for r, n in dead_letters.items()}
         if not isinstance(dwell, dict) or not isinstance(zones, dict):
             raise TypeError("dwell and zone_visits must be objects")
         cell.dwell = {

@@ -75,7 +75,14 @@ def test_status_without_a_database_says_what_to_do(tmp_path: Path) -> None:
 
 def test_demo_runs_a_site_with_good_and_bad_devices(tmp_path: Path) -> None:
     done = cli(
-        "demo", "--data-dir", str(tmp_path / "demo"), "--duration", "12", "--rate", "40", timeout=90
+        "demo",
+        "--data-dir",
+        str(tmp_path / "demo"),
+        "--duration",
+        "12",
+        "--rate",
+        "400",
+        timeout=90,
     )
     assert done.returncode == 0, done.stderr
     assert "edge-agent --config" in done.stdout
@@ -84,3 +91,32 @@ def test_demo_runs_a_site_with_good_and_bad_devices(tmp_path: Path) -> None:
     status = app.status(settings)
     assert status.stored > 100
     assert sum(status.dead_letters_by_reason.values()) >= 2
+    _assert_sane_insights(tmp_path / "demo" / "agent.toml")
+
+
+def _assert_sane_insights(config: Path) -> None:
+    """The demo site's stored events give figures within their ranges, and no identifier."""
+    done = cli("--config", str(config), "insights", "--k", "1", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    for word in ("pseudonym", "anonymous", "user", "email", "@"):
+        assert word not in done.stdout
+    total = json.loads(done.stdout)["total"]
+    assert total["orders"] > 0
+    assert total["revenue"] > 0
+    assert total["visits"] >= total["orders"] * 0.9  # one checkout per visit, HLL error aside
+    assert 0 < total["conversion"] <= 1.05
+    assert 0 <= total["identified_share"] <= 1
+    assert total["basket_size_mean"] >= 1
+    assert total["basket_value_median"] > 0
+    assert total["nps"] is None or -100 <= total["nps"] <= 100
+    assert total["ces"] is None or 1 <= total["ces"] <= 5
+    assert total["occupancy"] >= 0
+    assert total["occupancy_peak"] >= total["occupancy"]
+    assert total["dead_letters"] >= 2  # the demo's faulty kiosk
+    assert total["unmatched_exits"] == 0  # every visit's events arrived, from the first one
+    assert all(d["median"] >= 0 and d["p90"] >= d["median"] for d in total["dwell_s"].values())
+    assert total["top_products"]
+    table = cli("--config", str(config), "insights", "--k", "1")
+    assert table.returncode == 0, table.stderr
+    assert "peak occupancy" in table.stdout
+    assert "top products" in table.stdout

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent import app, schemas
 from edge_agent.adapters import keyfile
@@ -30,15 +35,16 @@ def _site(tmp_path: Path) -> Settings:
     return load_settings(config, environ={})
 
 
-def _store(settings: Settings, events: list[dict[str, Any]]) -> None:
+def _store(settings: Settings, events: list[dict[str, Any]], junk: Sequence[bytes] = ()) -> None:
     received, rejected = app.classify(
-        [(topic("till-1"), encode(e), NOW) for e in events],
+        [(topic("till-1"), encode(e), NOW) for e in events]
+        + [(topic("till-1"), raw, LAST_HOUR) for raw in junk],
         app.limits_of(settings),
         schemas.load(),
         65536,
         keyfile.load_or_create(settings.site_key),
     )
-    assert rejected == []
+    assert len(rejected) == len(junk)
     with Store.open(settings.database) as store:
         store.commit(received, rejected, "v1", app.now_ms())
 
@@ -124,3 +130,52 @@ def test_private_releases_spend_the_budget_then_are_refused(tmp_path: Path) -> N
     with Store.open(load_settings(config, environ={}).database) as store:
         spent = store.db.execute("SELECT sum(epsilon) FROM dp_ledger").fetchone()[0]
     assert spent <= 0.5
+
+
+def test_duplicates_and_dead_letters_are_counted_in_their_hours(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    events = [e for n in range(6) for e in _visit(n, LAST_HOUR + n * 1000)]
+    _store(settings, events)
+    _store(settings, events[:4], junk=[b"{oops", b"[]", b"{oops"])  # re-sent, and rejected
+    with Store.open(settings.database) as store:
+        compute_insights(store, settings, NOW)
+        (document,) = store.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
+    figures = from_document(document).figures()
+    assert figures["duplicates"] == 4
+    assert figures["dead_letters"] == 3  # a redelivered rejection counts again
+    assert figures["orders"] == 6  # duplicates change nothing else
+
+
+def test_without_noise_the_figures_are_exact_and_spend_nothing(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    _store(settings, [e for n in range(9) for e in _visit(n, LAST_HOUR + n * 1000)])
+    day = time.strftime("%Y-%m-%d", time.gmtime(LAST_HOUR / 1000))
+    hour = str(time.gmtime(LAST_HOUR / 1000).tm_hour)
+    config = str(tmp_path / "agent.toml")
+    for _ in range(3):
+        done = cli("--config", config, "insights", "--day", day, "--hour", hour, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        (shown,) = json.loads(done.stdout)["hours"]
+        assert (shown["orders"], shown["revenue"], shown["visits"]) == (9, 90.0, 9)
+        assert shown["dwell_s"]["dairy"] == {"count": 9, "median": 60.0, "p90": 60.0}
+    with Store.open(settings.database) as store:
+        assert store.db.execute("SELECT count(*) FROM dp_ledger").fetchone()[0] == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["2026-11-25", "2026-11-26"]), st.floats(0.01, 0.6)),
+        max_size=25,
+    ),
+    st.floats(0.1, 2.0),
+)
+def test_the_ledger_never_lets_a_day_overspend(
+    tmp_path_factory: pytest.TempPathFactory, releases: list[tuple[str, float]], per_day: float
+) -> None:
+    path = tmp_path_factory.mktemp("ledger") / "edge-agent.db"
+    with Store.open(path) as store:
+        for day, cost in releases:
+            store.spend_epsilon(day, cost, per_day, "test", NOW)
+        spent = dict(store.db.execute("SELECT day, sum(epsilon) FROM dp_ledger GROUP BY day"))
+    assert all(total <= per_day + 1e-9 for total in spent.values())

@@ -70,6 +70,22 @@ def facts(draw: st.DrawFn, hours: int = 1) -> list[Fact]:
     return out
 
 
+qualities = st.dictionaries(
+    st.sampled_from(["duplicates", "dead_letter/bad_json", "dead_letter/clock_skew"]),
+    st.integers(0, 50),
+)
+
+
+def assert_quality(cell: Cell, quality: list[dict[str, int]]) -> None:
+    assert cell.duplicates == sum(q.get("duplicates", 0) for q in quality)
+    for reason in ("bad_json", "clock_skew"):
+        expected = sum(q.get(f"dead_letter/{reason}", 0) for q in quality)
+        assert cell.dead_letters.get(reason, 0) == expected
+    assert cell.figures()["dead_letters"] == sum(
+        n for q in quality for kind, n in q.items() if kind.startswith("dead_letter/")
+    )
+
+
 def props(fact: Fact) -> dict[str, Any]:
     return dict(fact.properties)
 
@@ -161,9 +177,11 @@ def assert_matches(cell: Cell, expected: dict[str, Any]) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(facts())
-def test_an_hour_equals_brute_force(hour: list[Fact]) -> None:
-    assert_matches(compute_hour(START, hour), brute(hour))
+@given(facts(), qualities)
+def test_an_hour_equals_brute_force(hour: list[Fact], quality: dict[str, int]) -> None:
+    cell = compute_hour(START, hour, quality=quality)
+    assert_matches(cell, brute(hour))
+    assert_quality(cell, [quality])
 
 
 @settings(max_examples=300, deadline=None)
@@ -179,8 +197,8 @@ def test_agents_of_one_venue_merge_into_the_whole(hour: list[Fact], agents: int,
 
 
 @settings(max_examples=200, deadline=None)
-@given(facts(hours=3))
-def test_hours_roll_up_into_the_period(period: list[Fact]) -> None:
+@given(facts(hours=3), st.lists(qualities, min_size=3, max_size=3))
+def test_hours_roll_up_into_the_period(period: list[Fact], quality: list[dict[str, int]]) -> None:
     cells = []
     for h in range(3):
         start = START + h * HOUR_MS
@@ -188,11 +206,13 @@ def test_hours_roll_up_into_the_period(period: list[Fact]) -> None:
         before = [
             f for f in period if f.ts_ms < start and f.name in ("Zone Entered", "Zone Exited")
         ]
-        cells.append(compute_hour(start, inside, before))
+        cells.append(compute_hour(start, inside, before, quality=quality[h]))
     rolled = merge(cells)
     assert rolled.hours == 3
     assert_matches(rolled, brute(period))
-    direct = compute_hour(START, period, hours=3)
+    assert_quality(rolled, quality)
+    assert from_document(to_document(rolled)).figures() == rolled.figures()
+    direct = compute_hour(START, period, hours=3, quality=sum(map(Counter, quality), Counter()))
     assert rolled.figures() == direct.figures()
 
 
@@ -235,3 +255,29 @@ def test_no_released_figure_comes_from_fewer_than_k_visitors(period: list[Fact],
     else:
         assert total is None
     assert released["suppressed_hours"] == 3 - len(kept)
+    # Occupancy: the running balance of the doors over the released hours, never negative.
+    occupancy, peak = 0, None
+    for cell, shown in zip(cells, hours, strict=True):
+        if cell.visitors.get_estimate() >= k:
+            occupancy = max(0, occupancy + cell.footfall_in - cell.footfall_out)
+            peak = occupancy if peak is None else max(peak, occupancy)
+            assert shown["occupancy"] == occupancy
+    if isinstance(total, dict):
+        assert (total["occupancy"], total["occupancy_peak"]) == (occupancy, peak)
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts(hours=4), st.integers(1, 8), st.integers(0, 3))
+def test_what_is_released_does_not_depend_on_suppressed_hours(
+    period: list[Fact], k: int, first_asked: int
+) -> None:
+    """Whatever a suppressed hour held, every released figure is the same as if it held
+    nothing: no combination of released figures (differencing included) can reveal it."""
+    cells = [
+        compute_hour(START + h * HOUR_MS, [f for f in period if h == (f.ts_ms - START) // HOUR_MS])
+        for h in range(4)
+    ]
+    blanked = [c if c.visitors.get_estimate() >= k else Cell(c.start_ms) for c in cells]
+    assert release(cells[first_asked:], k, earlier=cells[:first_asked]) == release(
+        blanked[first_asked:], k, earlier=blanked[:first_asked]
+    )

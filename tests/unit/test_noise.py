@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.core.noise import Refusal, charge, noisy
+from edge_agent.core.noise import COUNTS, Refusal, charge, noisy
 
 
 @given(st.lists(st.floats(0.01, 0.5), max_size=50), st.floats(0.1, 3.0))
@@ -49,3 +49,22 @@ def test_noised_figures_are_counts_and_keep_their_shape() -> None:
     assert isinstance(visits, int)
     assert isinstance(orders, int)
     assert out["conversion"] == (round(orders / visits, 4) if visits else None)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "start_ms": st.just(0),
+            "hours": st.just(1),
+            **{name: st.integers(0, 10**6) for name in COUNTS},
+            "revenue_clamped": st.integers(0, 4 * 10**6).map(lambda quarters: quarters / 4),
+        }
+    )
+)
+def test_as_the_noise_vanishes_the_figures_are_exact(figures: dict[str, object]) -> None:
+    """The mechanism is centred on the true figure: calibrated, not biased."""
+    out = noisy(figures, 1e12)
+    for name in COUNTS:
+        assert out[name] == figures[name]
+    assert out["revenue"] == figures["revenue_clamped"]
