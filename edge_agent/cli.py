@@ -165,6 +165,33 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Drain the outbox to central now; exit 1 when something is left for a later retry."""
+    from edge_agent import app
+    from edge_agent.adapters import sync
+
+    with sync.client_for(settings) as client:
+        report = sync.drain(settings, app.now_ms(), client, force=True)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif report.skipped:
+        print(f"nothing sent: {report.skipped}")
+    else:
+        sent = ", ".join(f"{k} {v}" for k, v in sorted(report.sent.items())) or "nothing"
+        print(f"sent: {sent}")
+        if report.withdrawn:
+            print(f"not sent, consent withdrawn since queued: {report.withdrawn}")
+        if report.dropped:
+            print(f"dropped, outbox over its quota: {report.dropped}")
+        if report.refused:
+            print(f"refused by central (kept in sync_dead_letters): {report.refused}")
+        if report.problem:
+            print(f"stopped: {report.problem}; the next try in {report.retry_in_s:g} s")
+        left = ", ".join(f"{k} {v}" for k, v in sorted(report.remaining.items())) or "nothing"
+        print(f"still queued: {left}")
+    return 1 if report.problem else 0
+
+
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     """Erase a person and print the receipt."""
     from edge_agent import app
@@ -398,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="random seed; the same seed repeats the same messageIds (default: a new one)",
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    sync = commands.add_parser(
+        "sync",
+        help="send the outbox to central now",
+        description=(
+            "Send what the outbox holds (insights, consent and erasure notices, identified data "
+            "of people with crm_sync consent) to [sync] url now, ignoring any backoff. Exits 1 "
+            "when central could not be reached or asked to wait: the items stay queued."
+        ),
+    )
+    sync.add_argument("--json", action="store_true", help="print the report as JSON")
+    sync.set_defaults(handler=cmd_sync)
 
     forget = commands.add_parser(
         "forget",

@@ -57,6 +57,9 @@ class SiteSettings:
     """``[site]``: who this agent is and where it keeps its data."""
 
     id: str = _setting("demo-site", _id, "1-64 letters, digits, - _ or .")
+    #: The venue this agent's site belongs to; agents of one venue merge at central. Empty:
+    #: the site is its own venue.
+    venue: str = _setting("", lambda v: v == "" or _id(v), "empty or 1-64 letters, digits, - _ .")
     data_dir: Path = _setting(Path("data"), lambda p: str(p) != "", "a folder path")
 
 
@@ -139,6 +142,32 @@ class InsightsSettings:
     epsilon_per_cell: float = _setting(0.1, lambda v: 0 < v <= 10, "a number in (0, 10]")
 
 
+def _url(value: str) -> bool:
+    return value == "" or (value.startswith(("http://", "https://")) and " " not in value)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """``[sync]``: the only door out of the site (empty ``url``: nothing is sent)."""
+
+    url: str = _setting("", _url, "empty, or an http:// or https:// URL of the collector")
+    token: Secret = _setting(Secret(""), lambda v: True, "the site's token from the collector")
+    #: Where identified data goes instead of the collector: any Segment-compatible endpoint.
+    segment_url: str = _setting("", _url, "empty, or an http:// or https:// URL")
+    segment_write_key: Secret = _setting(Secret(""), lambda v: True, "that endpoint's write key")
+    ca_bundle: Path = _setting(Path(""), lambda p: True, "a PEM file of CA certificates, or empty")
+    every_s: int = _setting(900, lambda v: 10 <= v <= 86400, "10-86400 seconds")
+    jitter_s: int = _setting(60, lambda v: 0 <= v <= 3600, "0-3600 seconds")
+    timeout_s: float = _setting(30.0, lambda v: 1 <= v <= 600, "1-600 seconds")
+    batch_max_items: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
+    batch_max_bytes: int = _setting(
+        1_000_000, lambda v: 10_000 <= v <= 4_000_000, "10000-4000000 bytes"
+    )
+    backoff_min_s: float = _setting(2.0, lambda v: 0.01 <= v <= 3600, "0.01-3600 seconds")
+    backoff_max_s: float = _setting(900.0, lambda v: 0.01 <= v <= 86400, "0.01-86400 seconds")
+    outbox_quota_bytes: int = _setting(200_000_000, lambda v: v >= 10_000, "at least 10000 bytes")
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """``[log]``: JSON lines on stdout."""
@@ -160,6 +189,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     insights: InsightsSettings = field(default_factory=InsightsSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
 
@@ -185,6 +215,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreSettings,
     "retention": RetentionSettings,
     "insights": InsightsSettings,
+    "sync": SyncSettings,
     "log": LogSettings,
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -16,11 +16,13 @@ from edge_agent.core.aggregate import (
     HOUR_MS,
     Cell,
     compute_hour,
+    for_central,
     hour_of,
     to_document,
 )
 from edge_agent.core.retention import cutoffs
-from edge_agent.errors import StorageError
+from edge_agent.core.sync import site_offset
+from edge_agent.errors import EdgeAgentError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
     computed = 0
     for hour, marked in store.dirty_hours(current):
         cell, events = hour_cell(store, hour)
-        store.save_cell(to_document(cell), events, marked, now_ms)
+        outgoing = for_central(cell, settings.insights.k) if settings.sync.url else None
+        store.save_cell(to_document(cell), events, marked, now_ms, outgoing)
         computed += 1
     return computed
 
@@ -87,9 +90,24 @@ def _retention_job(settings: Settings, clock: Callable[[], int]) -> None:
     logs.log(logger, logging.INFO, "retention_done", "expired rows removed", **removed)
 
 
+def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
+    # Imported here: httpx is only needed on a site that syncs.
+    from edge_agent.adapters import sync
+
+    try:
+        with sync.client_for(settings) as client:
+            report = sync.drain(settings, clock(), client)
+    except EdgeAgentError as exc:
+        logs.log(logger, logging.ERROR, "sync_failed", str(exc))
+        return
+    if report.skipped is None:
+        logs.log(logger, logging.INFO, "sync_done", "outbox drained", **report.as_dict())
+
+
 def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
     """Start the agent's scheduler: retention and insights (both run at start-up, then
-    periodically).
+    periodically), and sync when ``[sync] url`` is set (first at a per-site offset, then
+    every ``every_s`` with up to ``jitter_s`` of jitter, so a fleet spreads out).
 
     Args:
         settings: the agent's settings.
@@ -110,6 +128,19 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
             max_instances=1,
             coalesce=True,
             next_run_time=datetime.now(UTC),
+        )
+    if settings.sync.url:
+        offset = site_offset(settings.site.id, settings.sync.every_s)
+        scheduler.add_job(
+            _sync_job,
+            "interval",
+            seconds=settings.sync.every_s,
+            jitter=settings.sync.jitter_s or None,
+            args=(settings, clock),
+            id="sync",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=offset),
         )
     scheduler.start()
     return scheduler

@@ -192,3 +192,27 @@ def _quality_hours(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0006_sync")
+def _sync(db: Database) -> None:
+    for statement in _split(
+        """
+        CREATE TABLE outbox_losses (
+            class TEXT NOT NULL,             -- the outbox kind the lost items were of
+            reason TEXT NOT NULL,            -- dropped_quota, withdrawn, rejected
+            count INTEGER NOT NULL,
+            PRIMARY KEY (class, reason)
+        );
+        CREATE TABLE sync_dead_letters (
+            id INTEGER PRIMARY KEY,
+            destination TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            items INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            failed_ms INTEGER NOT NULL
+        )
+        """
+    ):
+        db.execute(statement)

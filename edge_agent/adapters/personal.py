@@ -185,7 +185,7 @@ class PersonalData:
                 self.conn.execute("DELETE FROM profiles WHERE pseudonym = ?", (person,))
             notice = {
                 "type": "consent_withdrawn",
-                "subject": person,
+                "subject_hash": subject_hash(person),
                 "purpose": purpose,
                 "timestamp_ms": change.after[purpose].stamp.ts_ms,
             }

@@ -363,9 +363,15 @@ class Store:
         return facts
 
     def save_cell(
-        self, cell_document: dict[str, object], events: int, marked_ms: int, now_ms: int
+        self,
+        cell_document: dict[str, object],
+        events: int,
+        marked_ms: int,
+        now_ms: int,
+        outgoing: dict[str, object] | None = None,
     ) -> None:
-        """Store an hour's cell and clear its dirty mark unless a newer event marked it again.
+        """Store an hour's cell and clear its dirty mark unless a newer event marked it again;
+        with ``outgoing``, queue that form of it for central (replacing an unsent older one).
 
         Raises:
             StorageError: SQLite could not write it.
@@ -384,6 +390,15 @@ class Store:
                     "DELETE FROM dirty_hours WHERE start_ms = ? AND marked_ms = ?",
                     (start, marked_ms),
                 )
+                if outgoing is not None:
+                    self.db.conn.execute(
+                        "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
+                        "VALUES ('insight', NULL, ?, ?, ?) "
+                        "ON CONFLICT (kind, message_id) WHERE message_id IS NOT NULL "
+                        "DO UPDATE SET payload = excluded.payload, "
+                        "created_ms = excluded.created_ms",
+                        (f"insight:{start}", orjson.dumps(outgoing).decode(), now_ms),
+                    )
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} could not store a cell: {exc}") from exc
 
@@ -499,7 +514,6 @@ class Store:
                 ).fetchall()
             )
             last_event, last_stored = q("SELECT max(ts_ms), max(stored_ms) FROM events").fetchone()
-            broker = {k: (v, t) for k, v, t in q("SELECT key, value, updated_ms FROM agent_state")}
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
         return Status(
@@ -508,8 +522,20 @@ class Store:
             dead_letters_by_reason=by_reason,
             last_event_ms=last_event,
             last_stored_ms=last_stored,
-            broker=broker,
+            broker=self.state(),
         )
+
+    def state(self) -> dict[str, tuple[str, int]]:
+        """The agent's state entries: key -> (value, when it was set).
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            rows = self.db.execute("SELECT key, value, updated_ms FROM agent_state").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+        return {k: (v, t) for k, v, t in rows}
 
     def dead_letters(
         self,

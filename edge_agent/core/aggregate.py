@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import datasketches as ds
 
@@ -398,6 +399,27 @@ def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> dict
         "total": total,
         "suppressed_hours": len(released) - len(kept),
     }
+
+
+def for_central(cell: Cell, k: int) -> dict[str, object]:
+    """The form of an hour cell that may leave the site: its storage form (so central can
+    merge it) when at least ``k`` distinct visitors were seen, else only a suppressed marker;
+    zones seen by fewer than ``k`` lose their dwell and visitor sketches, and are named."""
+    if not _releasable(cell, k):
+        return {
+            "start_ms": cell.start_ms,
+            "hours": cell.hours,
+            "suppressed": True,
+            "reason": f"fewer than {k} distinct visitors",
+        }
+    document = to_document(cell)
+    small = sorted(z for z in cell.zone_visits if cell.zone_visitors(z) < k)
+    if small:
+        for key in ("dwell", "zone_visits"):
+            sketches = cast("dict[str, str]", document[key])
+            document[key] = {z: v for z, v in sketches.items() if z not in small}
+        document["suppressed_zones"] = small
+    return document
 
 
 def _releasable(cell: Cell, k: int) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.adapters import keyfile
 from edge_agent.adapters.mosquitto import Mosquitto
-from edge_agent.core.identity import pseudonym
+from edge_agent.core.identity import Pseudonym, pseudonym, subject_hash
 from tests.conftest import AgentProcess
 from tests.helpers import (
     Publisher,
@@ -205,7 +205,9 @@ def test_withdrawing_crm_sync_over_mqtt_empties_the_vault_and_a_late_old_grant_c
     assert query(agent.db, "SELECT count(*) FROM identity_vault") == [(0,)]
     assert _outbox(agent.db, "identified", person) == []
     notices = [json.loads(p) for _, p in _outbox(agent.db, "consent_withdrawn", person)]
-    assert [(n["subject"], n["purpose"]) for n in notices] == [(person, "crm_sync")]
+    assert [(n["subject_hash"], n["purpose"]) for n in notices] == [
+        (subject_hash(Pseudonym(person)), "crm_sync")
+    ]
     # The other purposes still hold: the visit stays linked, the profile stays.
     assert query(agent.db, "SELECT pseudonym FROM profiles") == [(person,)]
     assert query(agent.db, "SELECT pseudonym FROM visit_links") == [(person,)]
