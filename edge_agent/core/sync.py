@@ -109,12 +109,20 @@ Outcome = Sent | Retry | Refused
 def judge(status: int | None, retry_after: str | None, detail: str, now_s: float) -> Outcome:
     """What an answer (or no answer: ``status`` None) means for the batch.
 
-    2xx: stored. 408, 429, 5xx and network errors: retry. Any other status: refused.
+    2xx: stored. 408, 429, 5xx and network errors: retry. 401 and 403 say the site's token or
+    id is not what central knows: a set-up problem, so the items wait (with backoff) for it to
+    be fixed rather than being refused one batch after another. Any other status: refused.
     """
     if status is None:
         return Retry(None, f"no answer: {detail}")
     if 200 <= status < 300:
         return Sent()
+    if status in (401, 403):
+        return Retry(
+            None,
+            f"HTTP {status}: central does not accept this site's credentials; check [site] id "
+            f"and [sync] token against the collector ({detail})",
+        )
     if status in (408, 429) or status >= 500:
         return Retry(parse_retry_after(retry_after, now_s), f"HTTP {status}: {detail}")
     return Refused(f"HTTP {status}: {detail}")
