@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.adapters.mosquitto import Mosquitto
 from edge_agent.adapters.store import Store
+from edge_agent.collector.local import LocalCollector
 from edge_agent.errors import EdgeAgentError, StorageError
 from edge_agent.simulate import SimulatorOptions, run_simulator
 
@@ -72,6 +73,18 @@ def _publish_faults(port: int, site: str, stop: threading.Event) -> None:
 
 
 _SUBSCRIBE_TIMEOUT_S = 30.0
+_SYNC_EVERY_S = 30
+
+
+def _site_token(central: LocalCollector) -> str:
+    """The demo site's token at its collector: registered on the first run, then reused."""
+    saved = central.folder / "site.token"
+    if saved.exists():
+        return saved.read_text().strip()
+    token = central.add_site(DEMO_SITE)
+    saved.write_text(token + "\n")
+    saved.chmod(0o600)
+    return token
 
 
 def _status_line(db: Path) -> str:
@@ -110,12 +123,22 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     """
     folder = (data_dir or Path("demo-sites") / time.strftime("%Y%m%d-%H%M%S")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    central = LocalCollector(folder / "central")
+    token = _site_token(central)
+    central.start()
     broker = Mosquitto(folder / "broker")
-    broker.start()
+    try:
+        broker.start()
+    except EdgeAgentError:
+        central.stop()
+        raise
     config = folder / "agent.toml"
     config.write_text(
         f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n\n'
-        f"[mqtt]\nport = {broker.port}\n"
+        f"[mqtt]\nport = {broker.port}\n\n"
+        f"[insights]\nevery_s = 60\n\n"
+        f'[sync]\nurl = "{central.url}"\ntoken = "{token}"\nevery_s = {_SYNC_EVERY_S}\n'
+        "jitter_s = 5\n"
     )
     log = folder / "agent.log"
     stop = threading.Event()
@@ -159,6 +182,9 @@ See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
   {me} --config {config} status
   {me} --config {config} dead-letters list
   {me} --config {config} insights
+  {me} --config {config} sync
+Central (a local collector, {central.url}, syncs every {_SYNC_EVERY_S} s):
+  {me}-collector summary --db {central.db} --by hour --k 1
 Ctrl-C stops the demo.""",
         flush=True,
     )
@@ -189,5 +215,6 @@ Ctrl-C stops the demo.""",
         except subprocess.TimeoutExpired:
             agent.kill()
         broker.stop()
+        central.stop()
         signal.signal(signal.SIGINT, previous)
         print(f"demo stopped. {_status_line(db)}\nThe data stays in {folder}", flush=True)

@@ -5,7 +5,9 @@
      ├── StorageError       the SQLite database cannot be opened or written
      ├── BrokerError        the MQTT broker cannot be started, reached or used
      ├── SchemaError        the shipped JSON Schemas are missing or do not compile
-     └── BudgetSpent        a differentially private release would exceed the day's epsilon
+     ├── BudgetSpent        a differentially private release would exceed the day's epsilon
+     └── CollectorError     the central collector cannot start, or refuses a request
+          └── collector.wire.WireError   a request refused, with its HTTP status
 
 A bad *event* is not an exception: validation returns a rejection with a reason code,
 and the rejection is stored as a dead letter.
@@ -36,3 +38,7 @@ class SchemaError(EdgeAgentError):
 
 class BudgetSpent(EdgeAgentError):
     """The day's differential-privacy budget cannot pay for this release."""
+
+
+class CollectorError(EdgeAgentError):
+    """The central collector cannot open its database or start, or refuses a request."""

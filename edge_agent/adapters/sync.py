@@ -8,6 +8,7 @@ Identified items are re-checked against consent just before their batch is built
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
 import random
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 
 from edge_agent import logs
 from edge_agent.adapters.outbox import Holder, Outbox, Row
@@ -25,6 +27,7 @@ from edge_agent.config import Settings
 from edge_agent.core.identity import Pseudonym, subject_hash
 from edge_agent.core.sync import (
     PROTOCOL,
+    Outcome,
     Refused,
     Retry,
     Sent,
@@ -41,6 +44,7 @@ logger = logging.getLogger(__name__)
 _COLLECTOR_KINDS = ("erasure", "consent_withdrawn", "insight")
 _NEXT_KEY = "sync_next_ms"
 _ATTEMPT_KEY = "sync_attempt"
+_LOSSES_KEY = "sync_losses_reported"
 
 
 @dataclass
@@ -117,13 +121,19 @@ def drain(
         outbox = Outbox(store.db, store.path)
         state = store.state()
         waiting_until = int(state.get(_NEXT_KEY, ("0", 0))[0])
+        # The quota holds while central is away too: it is checked on every run.
+        _enforce_quota(outbox, settings, report)
         if not force and waiting_until > now_ms:
             report.skipped = f"backing off for {(waiting_until - now_ms) / 1000:.0f} s more"
         else:
-            _enforce_quota(outbox, settings, report)
             try:
-                _send_notices_and_insights(outbox, settings, client, now_ms, report)
+                _send_notices_and_insights(outbox, settings, client, now_ms, report, store)
                 _send_identified(outbox, settings, client, now_ms, report)
+                # Losses since the last batch central took travel even with nothing else.
+                if outbox.losses() != _reported_losses(store):
+                    _send_notices_and_insights(
+                        outbox, settings, client, now_ms, report, store, even_empty=True
+                    )
             except _Stop:
                 attempt = int(state.get(_ATTEMPT_KEY, ("0", 0))[0]) + 1
                 delay = report.retry_in_s
@@ -160,21 +170,40 @@ def _enforce_quota(outbox: Outbox, settings: Settings, report: SyncReport) -> No
 
 
 def _send_notices_and_insights(
-    outbox: Outbox, settings: Settings, client: httpx.Client, now_ms: int, report: SyncReport
+    outbox: Outbox,
+    settings: Settings,
+    client: httpx.Client,
+    now_ms: int,
+    report: SyncReport,
+    store: Store,
+    even_empty: bool = False,
 ) -> None:
     s = settings.sync
-    while rows := outbox.pending(_COLLECTOR_KINDS, s.batch_max_items):
-        rows = rows[: len(batches([r.size for r in rows], s.batch_max_items, s.batch_max_bytes)[0])]
+    url = f"{s.url.rstrip('/')}/v1/sync"
+    while (rows := outbox.pending(_COLLECTOR_KINDS, s.batch_max_items)) or even_empty:
+        even_empty = False
+        if rows:
+            sizes = [r.size for r in rows]
+            rows = rows[: len(batches(sizes, s.batch_max_items, s.batch_max_bytes)[0])]
+        losses = outbox.losses()
         body = {
             "protocol": PROTOCOL,
             "site": settings.site.id,
             "venue": settings.site.venue or settings.site.id,
             # The newest item's time, not the clock: a retried batch is the same bytes.
-            "sent_ms": max(r.created_ms for r in rows),
+            "sent_ms": max((r.created_ms for r in rows), default=0),
             "items": [_collector_item(r, settings.insights.k) for r in rows],
-            "losses": outbox.losses(),
+            "losses": losses,
         }
-        _post(outbox, client, f"{s.url.rstrip('/')}/v1/sync", s.token, body, rows, now_ms, report)
+        if isinstance(
+            _post(outbox, client, url, f"Bearer {s.token}", body, rows, now_ms, report), Sent
+        ):
+            store.set_state(_LOSSES_KEY, orjson.dumps(losses).decode(), now_ms)
+
+
+def _reported_losses(store: Store) -> dict[str, dict[str, int]]:
+    reported: dict[str, dict[str, int]] = orjson.loads(store.state().get(_LOSSES_KEY, ("{}", 0))[0])
+    return reported
 
 
 def _collector_item(row: Row, k: int) -> dict[str, object]:
@@ -195,7 +224,12 @@ def _send_identified(
 ) -> None:
     s = settings.sync
     url = f"{(s.segment_url or s.url).rstrip('/')}/v1/batch"
-    token = s.segment_write_key if s.segment_url else s.token
+    # Segment-compatible endpoints take the write key as the Basic user name.
+    authorization = (
+        "Basic " + base64.b64encode(f"{s.segment_write_key}:".encode()).decode()
+        if s.segment_url
+        else f"Bearer {s.token}"
+    )
     while rows := outbox.pending(("identified",), s.batch_max_items):
         # Consent is read again now: whoever withdrew or was erased since queueing is skipped.
         holders = outbox.holders(r.subject for r in rows if r.subject)
@@ -209,7 +243,7 @@ def _send_identified(
             "batch": [_segment_item(r, holders[str(r.subject)], settings.site.id) for r in rows],
             "sentAt": _iso(max(r.created_ms for r in rows)),
         }
-        _post(outbox, client, url, token, body, rows, now_ms, report)
+        _post(outbox, client, url, authorization, body, rows, now_ms, report)
 
 
 def _segment_item(row: Row, holder: Holder, site: str) -> dict[str, object]:
@@ -230,12 +264,13 @@ def _post(
     outbox: Outbox,
     client: httpx.Client,
     url: str,
-    token: str,
+    authorization: str,
     body: Mapping[str, object],
     rows: list[Row],
     now_ms: int,
     report: SyncReport,
-) -> None:
+) -> Outcome:
+    """Send one batch and settle its rows by the answer; raises `_Stop` to retry later."""
     raw, key = encode(body)
     status: int | None = None
     try:
@@ -243,7 +278,7 @@ def _post(
             url,
             content=gzip.compress(raw, compresslevel=6),
             headers={
-                "Authorization": f"Bearer {token}",
+                "Authorization": authorization,
                 "Content-Type": "application/json",
                 "Content-Encoding": "gzip",
                 "Idempotency-Key": key,
@@ -263,9 +298,11 @@ def _post(
         outbox.settle(ids)
         for r in rows:
             report.sent[r.kind] = report.sent.get(r.kind, 0) + 1
-        return
+        return outcome
     if isinstance(outcome, Refused):
-        outbox.dead_letter(url, status or 0, outcome.reason, ids, raw, now_ms, rows[0].kind)
+        outbox.dead_letter(
+            url, status or 0, outcome.reason, ids, raw, now_ms, rows[0].kind if rows else "losses"
+        )
         report.refused += len(ids)
         logs.log(
             logger,
@@ -275,7 +312,7 @@ def _post(
             url=url,
             items=len(ids),
         )
-        return
+        return outcome
     assert isinstance(outcome, Retry)
     report.retry_in_s = outcome.after_s
     report.problem = outcome.reason

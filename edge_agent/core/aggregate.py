@@ -217,7 +217,7 @@ def compute_hour(
     for kind, count in (quality or {}).items():
         if kind == DUPLICATES_KIND:
             cell.duplicates += count
-        elif kind.startswith(DEAD_LETTER_KIND):
+        elif kind.startswith(DEAD_LETTER_KIND) and count:
             reason = kind.removeprefix(DEAD_LETTER_KIND)
             cell.dead_letters[reason] = cell.dead_letters.get(reason, 0) + count
     ordered = sorted(facts, key=lambda f: f.ts_ms)

@@ -88,14 +88,6 @@ def _event(n: int, step: Step) -> dict[str, Any]:
             "traits": {"email": "x@example.org"},
             "context": [],
         }
-    if step.kind == "bad":  # rejected, so a dead letter: it must not keep the raw id either
-        return {
-            **base,
-            **user,
-            "type": "identify",
-            "traits": {"email": "x@example.org"},
-            "context": [],
-        }
     if step.kind == "erase":
         return {**base, **user, "type": "track", "event": "Erasure Requested", "properties": {}}
     if step.kind == "order":

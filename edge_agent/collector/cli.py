@@ -1,0 +1,214 @@
+"""The ``edge-agent-collector`` command line: serve the API, add a site, print a summary.
+
+The database is ``--db`` or ``$EDGE_COLLECTOR_DB``: a ``postgresql://`` DSN, else a SQLite file.
+Every error the collector raises on purpose becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge_agent import logs
+from edge_agent.collector import summary
+from edge_agent.collector.store import CentralStore, redact
+from edge_agent.collector.wire import valid_id
+from edge_agent.config import under_journald
+from edge_agent.errors import CollectorError, EdgeAgentError
+
+ENV_DB = "EDGE_COLLECTOR_DB"
+ENV_ADMIN_TOKEN = "EDGE_COLLECTOR_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _target(args: argparse.Namespace) -> str:
+    target = str(args.db or os.environ.get(ENV_DB, ""))
+    if not target:
+        raise CollectorError(
+            f"no database: pass --db PATH_OR_DSN or set {ENV_DB} "
+            "(a SQLite file path, or postgresql://user@host/dbname)"
+        )
+    return target
+
+
+def _open(args: argparse.Namespace) -> CentralStore:
+    return CentralStore.open(_target(args))
+
+
+def _admin_token(args: argparse.Namespace) -> str:
+    if args.admin_token_file is not None:
+        try:
+            return str(args.admin_token_file.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise CollectorError(
+                f"cannot read the admin token file {args.admin_token_file}: {exc.strerror}"
+            ) from exc
+    token = os.environ.get(ENV_ADMIN_TOKEN, "")
+    if not token:
+        raise CollectorError(
+            f"no admin token: pass --admin-token-file FILE or set {ENV_ADMIN_TOKEN} "
+            "(the Bearer token for /v1/insights, /v1/sites and /v1/audit)"
+        )
+    return token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API in the foreground until interrupted."""
+    import uvicorn  # here: the other commands need no web server
+
+    from edge_agent.collector.app import create_app
+
+    token = _admin_token(args)
+    store = _open(args)
+    try:
+        app = create_app(store, token)
+        logs.setup(args.log_level, under_journald())
+        logs.log(
+            logging.getLogger("edge_agent.collector"),
+            logging.INFO,
+            "collector_started",
+            "collector listening",
+            host=args.host,
+            port=args.port,
+            database=redact(_target(args)),
+        )
+        # log_config None: uvicorn's own records go through the JSON lines handler too.
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_add_site(args: argparse.Namespace) -> int:
+    """Register a site and print its token, the only time it is shown."""
+    venue = args.venue or args.site
+    for name, value in (("site", args.site), ("venue", venue)):
+        if not valid_id(value):
+            raise CollectorError(f"{name} {value!r}: use 1-64 letters, digits, - _ or .")
+    token = secrets.token_urlsafe(32)
+    store = _open(args)
+    try:
+        store.add_site(args.site, venue, hashlib.sha256(token.encode()).hexdigest())
+    finally:
+        store.close()
+    print(token)
+    print(
+        f"site {args.site} added at venue {venue}. The line above is its token, shown only "
+        'now: put it in the agent\'s config as [sync] token = "..."',
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print merged insights, as ``GET /v1/insights`` answers them."""
+    query = summary.make_query(
+        start=args.start,
+        end=args.end,
+        by=args.by,
+        k=args.k,
+        venue=args.venue,
+        site=args.site,
+        metrics=args.metric or (),
+        today=datetime.now(UTC).date(),
+    )
+    store = _open(args)
+    try:
+        cells = store.insight_cells(query.start_ms, query.end_ms, query.venue, query.site)
+    finally:
+        store.close()
+    result = summary.summarise([(c.site, c.venue, c.start_ms, c.cell) for c in cells], query)
+    if args.format == "csv":
+        sys.stdout.write(summary.to_csv(result))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent-collector",
+        description="The central collector: sites sync insights, notices and identified data "
+        "to it; it merges the insights of a venue's agents.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_db(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--db", help=f"SQLite file, or postgresql://user@host/dbname (default: ${ENV_DB})"
+        )
+        return sub
+
+    serve = with_db(commands.add_parser("serve", help="run the HTTP API"))
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8700, help="port to listen on")
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help=f"file holding the admin Bearer token (default: ${ENV_ADMIN_TOKEN})",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.set_defaults(handler=cmd_serve)
+
+    add = with_db(
+        commands.add_parser(
+            "add-site",
+            help="register a site and print its token once",
+            description="Register SITE (the agent's [site] id) and print a new token for it. "
+            "Only the token's sha256 is stored: keep the printed token.",
+        )
+    )
+    add.add_argument("site", help="the agent's [site] id")
+    add.add_argument("--venue", help="the venue whose agents merge (default: the site itself)")
+    add.set_defaults(handler=cmd_add_site)
+
+    report = with_db(
+        commands.add_parser(
+            "summary",
+            help="print merged insights per venue (or site) and day (or hour)",
+            description="Hours of the sites of a venue are merged, then released with k "
+            "suppression, as GET /v1/insights does.",
+        )
+    )
+    report.add_argument("--venue", help="only this venue")
+    report.add_argument("--site", help="only this site, grouped by site")
+    report.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first day (UTC)")
+    report.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last day (default today)")
+    report.add_argument(
+        "--metric",
+        action="append",
+        choices=summary.METRICS,
+        metavar="NAME",
+        help="only this figure (repeatable): " + ", ".join(summary.METRICS),
+    )
+    report.add_argument("--by", choices=("day", "hour"), default="day")
+    report.add_argument("--k", type=int, default=5, help="suppression threshold (default 5)")
+    report.add_argument("--format", choices=("json", "csv"), default="json")
+    report.set_defaults(handler=cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except EdgeAgentError as exc:
+        print(f"edge-agent-collector: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""A collector run as a child process on this machine: for the demo site and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from edge_agent.errors import CollectorError
+
+_START_TIMEOUT_S = 30.0
+
+
+class LocalCollector:
+    """``edge-agent-collector serve`` on a free loopback port, with its log in ``folder``."""
+
+    def __init__(self, folder: Path, db: str | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.db = db or str(folder / "central.db")
+        self.log = folder / "collector.log"
+        self.admin_token = secrets.token_urlsafe(24)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "edge_agent.collector.cli", *args, "--db", self.db]
+
+    def add_site(self, site: str, venue: str | None = None) -> str:
+        """Register ``site`` and return its token.
+
+        Raises:
+            CollectorError: the collector's command refused.
+        """
+        done = subprocess.run(
+            self._command("add-site", site, *(["--venue", venue] if venue else [])),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise CollectorError(f"could not add site {site}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def start(self) -> None:
+        """Start serving and wait until ``/healthz`` answers.
+
+        Raises:
+            CollectorError: it exited or did not answer in time (its log is named).
+        """
+        with self.log.open("ab") as out:
+            self._process = subprocess.Popen(
+                [*self._command("serve", "--port", str(self.port)), "--log-level", "WARNING"],
+                env={**os.environ, "EDGE_COLLECTOR_ADMIN_TOKEN": self.admin_token},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise CollectorError(f"the collector exited early; see {self.log}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise CollectorError(
+            f"the collector did not answer in {_START_TIMEOUT_S:g} s; see {self.log}"
+        )
+
+    @property
+    def pid(self) -> int | None:
+        """The serving process, when started."""
+        return None if self._process is None else self._process.pid
+
+    def stop(self) -> None:
+        """Stop serving (SIGTERM, then SIGKILL after 20 s)."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None

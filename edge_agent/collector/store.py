@@ -1,0 +1,645 @@
+"""Central storage: SQLite (stdlib, WAL) by default, PostgreSQL (psycopg 3) for a DSN.
+
+One schema for both, as ordered migrations applied once each and recorded in
+``schema_migrations``. Statements are written once with ``?`` placeholders; `_Dialect`
+holds the few places where the engines differ (placeholders, identity columns, locking).
+Each request is one transaction: its items, its idempotency key and the site's last-seen
+time commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+
+from edge_agent.collector.wire import Batch, Insight, Notice, SyncBody, WireError
+from edge_agent.errors import CollectorError
+
+#: (name, script): applied in order, each once. A script is split on ";" (none may sit in a
+#: comment); ``{identity}`` is the engine's auto-increment primary key.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_central",
+        """
+        CREATE TABLE sites (
+            site TEXT PRIMARY KEY,
+            venue TEXT NOT NULL,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_ms BIGINT NOT NULL,
+            last_seen_ms BIGINT,
+            losses TEXT,                        -- JSON: class -> reason -> count
+            losses_sent_ms BIGINT
+        );
+        CREATE TABLE idempotency (
+            site TEXT NOT NULL REFERENCES sites (site),
+            idempotency_key TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            body_sha256 TEXT NOT NULL,          -- of the uncompressed body
+            response TEXT NOT NULL,             -- JSON answered the first time
+            created_ms BIGINT NOT NULL,
+            PRIMARY KEY (site, idempotency_key)
+        );
+        CREATE TABLE sync_items (
+            site TEXT NOT NULL REFERENCES sites (site),
+            item_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            PRIMARY KEY (site, item_id)
+        );
+        CREATE TABLE insight_cells (
+            site TEXT NOT NULL REFERENCES sites (site),
+            start_ms BIGINT NOT NULL,
+            venue TEXT NOT NULL,
+            version_ms BIGINT NOT NULL,         -- computed_ms, else the body's sent_ms
+            item_id TEXT NOT NULL,
+            k INTEGER NOT NULL,
+            suppressed INTEGER NOT NULL,        -- 1: the site released only a marker
+            reason TEXT,
+            cell TEXT,                          -- JSON: aggregate.to_document, NULL if suppressed
+            received_ms BIGINT NOT NULL,
+            PRIMARY KEY (site, start_ms)
+        );
+        CREATE INDEX insight_cells_venue_start ON insight_cells (venue, start_ms);
+        CREATE INDEX insight_cells_start ON insight_cells (start_ms);
+        CREATE TABLE identified (
+            id {identity},
+            site TEXT NOT NULL REFERENCES sites (site),
+            message_id TEXT NOT NULL,
+            subject_hash TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            event TEXT,
+            timestamp_ms BIGINT NOT NULL,
+            body TEXT NOT NULL,                 -- the Segment item, JSON
+            received_ms BIGINT NOT NULL,
+            UNIQUE (site, message_id)
+        );
+        CREATE INDEX identified_subject ON identified (site, subject_hash);
+        CREATE TABLE erasure_receipts (
+            id {identity},
+            site TEXT NOT NULL REFERENCES sites (site),
+            subject_hash TEXT NOT NULL,
+            kind TEXT NOT NULL,                 -- erasure or consent_withdrawn
+            item_id TEXT NOT NULL,
+            rows_removed INTEGER NOT NULL,
+            requested_ms BIGINT NOT NULL,       -- the notice's time at the site
+            completed_ms BIGINT NOT NULL
+        );
+        CREATE INDEX erasure_receipts_subject ON erasure_receipts (site, subject_hash);
+        CREATE TABLE audit (
+            id {identity},
+            ts_ms BIGINT NOT NULL,
+            site TEXT,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL                -- JSON, never a user id or a token
+        );
+        CREATE INDEX audit_site ON audit (site, id)
+        """,
+    ),
+)
+_MIGRATION_LOCK = 7_011_966  # any constant: serialises migrations of several PostgreSQL clients
+_POOL_SIZE = 16
+_WAIT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A site as its token identifies it."""
+
+    site: str
+    venue: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteStatus:
+    """A site, when it was last heard from, and its latest loss figures."""
+
+    site: str
+    venue: str
+    created_ms: int
+    last_seen_ms: int | None
+    losses: dict[str, dict[str, int]] | None
+    losses_sent_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCell:
+    """One stored hour of one site; ``cell`` is the JSON document, None when suppressed."""
+
+    site: str
+    venue: str
+    start_ms: int
+    cell: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLine:
+    """One line of the audit trail."""
+
+    id: int
+    ts_ms: int
+    site: str | None
+    action: str
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The answer to a sync or batch request: how many items were new, whether a replay."""
+
+    stored: int
+    duplicate: bool
+
+    def as_json(self) -> dict[str, object]:
+        """The response body."""
+        return {"stored": self.stored, "duplicate": self.duplicate}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Who sent a request, to which endpoint, and its idempotency key (if it gave one)."""
+
+    site: Site
+    endpoint: str
+    key: str | None
+    body_sha256: str
+
+
+class Unavailable(CollectorError):
+    """The database is busy or unreachable for now; the request may be retried."""
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+# --- engines -------------------------------------------------------------------------------
+
+Connection = sqlite3.Connection | psycopg.Connection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    name: str
+    connect: Callable[[], Connection]
+    identity: str
+    begin_write: str
+    migration_lock: str | None
+    transient: tuple[type[Exception], ...]
+    #: Statements are written with "?"; psycopg wants "%s" (and a literal % doubled).
+    translate: Callable[[str], str]
+
+
+def _sqlite(path: Path) -> _Dialect:
+    def connect() -> Connection:
+        conn = sqlite3.connect(path, timeout=_WAIT_S, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: an acknowledged request survives a power cut, as on the agent.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    return _Dialect(
+        name="sqlite",
+        connect=connect,
+        identity="INTEGER PRIMARY KEY",
+        # IMMEDIATE takes the write lock at once, so two writers queue instead of deadlocking.
+        begin_write="BEGIN IMMEDIATE",
+        migration_lock=None,
+        transient=(sqlite3.OperationalError,),
+        translate=lambda sql: sql,
+    )
+
+
+def _postgres(dsn: str) -> _Dialect:
+    def connect() -> Connection:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=int(_WAIT_S))
+
+    return _Dialect(
+        name="postgresql",
+        connect=connect,
+        identity="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        begin_write="BEGIN",
+        migration_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
+        transient=(
+            psycopg.OperationalError,
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+        ),
+        translate=functools.lru_cache(maxsize=256)(
+            lambda sql: sql.replace("%", "%%").replace("?", "%s")
+        ),
+    )
+
+
+def redact(target: str) -> str:
+    """A database target as it may be printed: a DSN without its password."""
+    if not _is_postgres(target):
+        return target
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(target)
+    except psycopg.ProgrammingError:
+        return "postgresql://(unreadable DSN)"
+    parts.pop("password", None)
+    return psycopg.conninfo.make_conninfo("", **parts)
+
+
+def _is_postgres(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+class _Tx:
+    """Statements inside one transaction on one connection."""
+
+    def __init__(self, conn: Connection, dialect: _Dialect) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Execute; returns the number of rows changed."""
+        return self.conn.execute(self.dialect.translate(sql), tuple(params)).rowcount
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Execute a query; returns its rows."""
+        return list(self.conn.execute(self.dialect.translate(sql), tuple(params)).fetchall())
+
+
+class CentralStore:
+    """The collector's database. Thread-safe: each call takes a pooled connection."""
+
+    def __init__(self, dialect: _Dialect) -> None:
+        self._dialect = dialect
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        # Bounds the connections open at once (PostgreSQL has a server-wide limit).
+        self._slots = threading.BoundedSemaphore(_POOL_SIZE)
+
+    @classmethod
+    def open(cls, target: str) -> CentralStore:
+        """Open ``target`` (a ``postgresql://`` DSN, else a SQLite file path) and migrate it.
+
+        Raises:
+            CollectorError: the database cannot be reached, created or migrated.
+        """
+        if _is_postgres(target):
+            store = cls(_postgres(target))
+        else:
+            path = Path(target)
+            if not path.parent.is_dir():
+                raise CollectorError(f"no folder {path.parent} for the database {path}")
+            store = cls(_sqlite(path))
+        try:
+            store._migrate()
+        except (sqlite3.Error, psycopg.Error, Unavailable) as exc:
+            store.close()
+            raise CollectorError(
+                f"cannot open the database {redact(target)}: {str(exc).strip()}"
+            ) from exc
+        return store
+
+    @property
+    def engine(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._dialect.name
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # --- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if not self._slots.acquire(timeout=_WAIT_S):
+            raise Unavailable("every database connection is busy")
+        conn: Connection | None = None
+        try:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self._dialect.connect()
+            yield conn
+        except self._dialect.transient as exc:
+            # A connection that failed this way may be broken: not given back to the pool.
+            if conn is not None:
+                conn.close()
+                conn = None
+            raise Unavailable(f"the database is unavailable: {str(exc).strip()}") from exc
+        finally:
+            if conn is not None:
+                with self._lock:
+                    self._idle.append(conn)
+            self._slots.release()
+
+    @contextmanager
+    def _write(self) -> Iterator[_Tx]:
+        with self._connection() as conn:
+            tx = _Tx(conn, self._dialect)
+            conn.execute(self._dialect.begin_write)
+            try:
+                yield tx
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return _Tx(conn, self._dialect).rows(sql, params)
+
+    def _migrate(self) -> None:
+        with self._write() as tx:
+            if self._dialect.migration_lock:
+                tx.rows(self._dialect.migration_lock)
+            tx.run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_ms BIGINT NOT NULL)"
+            )
+            applied = {row[0] for row in tx.rows("SELECT name FROM schema_migrations")}
+            for name, script in MIGRATIONS:
+                if name in applied:
+                    continue
+                for statement in script.replace("{identity}", self._dialect.identity).split(";"):
+                    if statement.strip():
+                        tx.run(statement)
+                tx.run(
+                    "INSERT INTO schema_migrations (name, applied_ms) VALUES (?, ?)",
+                    (name, now_ms()),
+                )
+
+    def ping(self) -> None:
+        """Raise `Unavailable` unless the database answers."""
+        self._read("SELECT 1")
+
+    # --- sites -----------------------------------------------------------------------------
+
+    def add_site(self, site: str, venue: str, token_sha256: str) -> None:
+        """Register a site by the sha256 of its token.
+
+        Raises:
+            CollectorError: the site is already registered.
+        """
+        with self._write() as tx:
+            added = tx.run(
+                "INSERT INTO sites (site, venue, token_sha256, created_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (site, venue, token_sha256, now_ms()),
+            )
+            if not added:
+                raise CollectorError(f"site {site!r} is already registered")
+            _audit(tx, site, "site_added", {"venue": venue})
+
+    def site_for_token(self, token: str) -> Site | None:
+        """The site whose token this is, or None."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        # Looked up by the digest (indexed: a fleet of thousands costs one probe). Timing can
+        # only tell an attacker about the sha256 of their own guess, never of a real token.
+        for site, venue, stored in self._read(
+            "SELECT site, venue, token_sha256 FROM sites WHERE token_sha256 = ?", (digest,)
+        ):
+            if hmac.compare_digest(stored, digest):
+                return Site(site, venue)
+        return None
+
+    def sites(self) -> list[SiteStatus]:
+        """Every site, by name."""
+        return [
+            SiteStatus(
+                site, venue, created, seen, None if losses is None else orjson.loads(losses), sent
+            )
+            for site, venue, created, seen, losses, sent in self._read(
+                "SELECT site, venue, created_ms, last_seen_ms, losses, losses_sent_ms "
+                "FROM sites ORDER BY site"
+            )
+        ]
+
+    def audit(self, site: str | None, limit: int) -> list[AuditLine]:
+        """The newest ``limit`` audit lines, of one site or all."""
+        where, params = ("WHERE site = ?", [site]) if site is not None else ("", [])
+        return [
+            AuditLine(id_, ts, line_site, action, orjson.loads(detail))
+            for id_, ts, line_site, action, detail in self._read(
+                f"SELECT id, ts_ms, site, action, detail FROM audit {where} "
+                "ORDER BY id DESC LIMIT ?",
+                [*params, limit],
+            )
+        ]
+
+    def insight_cells(
+        self, start_ms: int, end_ms: int, venue: str | None, site: str | None
+    ) -> list[StoredCell]:
+        """Stored hour cells starting in ``[start_ms, end_ms)``, of a venue and/or a site."""
+        clauses = ["start_ms >= ?", "start_ms < ?"]
+        params: list[object] = [start_ms, end_ms]
+        for column, value in (("venue", venue), ("site", site)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return [
+            StoredCell(*row)
+            for row in self._read(
+                "SELECT site, venue, start_ms, cell FROM insight_cells WHERE "
+                + " AND ".join(clauses)
+                + " ORDER BY start_ms, site",
+                params,
+            )
+        ]
+
+    # --- requests --------------------------------------------------------------------------
+
+    def receive_sync(self, request: Envelope, body: SyncBody) -> Received:
+        """Store a sync body's new items and loss figures, in one transaction with its key."""
+
+        def write(tx: _Tx, at_ms: int) -> int:
+            site = request.site.site
+            stored = 0
+            for item in body.items:
+                if not tx.run(
+                    "INSERT INTO sync_items (site, item_id, kind, received_ms) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (site, item.id, "insight" if isinstance(item, Insight) else item.kind, at_ms),
+                ):
+                    continue
+                if isinstance(item, Insight):
+                    version_ms = body.sent_ms if item.computed_ms is None else item.computed_ms
+                    stored += _store_insight(tx, request.site, version_ms, item, at_ms)
+                else:
+                    _apply_notice(tx, site, item, at_ms)
+                    stored += 1
+            if body.losses is not None:
+                tx.run(
+                    "UPDATE sites SET losses = ?, losses_sent_ms = ? WHERE site = ? "
+                    "AND (losses_sent_ms IS NULL OR losses_sent_ms <= ?)",
+                    (orjson.dumps(body.losses).decode(), body.sent_ms, site, body.sent_ms),
+                )
+            return stored
+
+        return self._receive(request, write)
+
+    def receive_batch(self, request: Envelope, batch: Batch) -> Received:
+        """Store a batch's new identified items, in one transaction with its key.
+
+        An item of a subject erased or withdrawn at the site after the item happened is not
+        stored: it was sent before the notice and arrived after it.
+        """
+
+        def write(tx: _Tx, at_ms: int) -> int:
+            site = request.site.site
+            forgotten = {
+                subject: _forgotten_ms(tx, site, subject)
+                for subject in {i.subject_hash for i in batch.items}
+            }
+            stored = 0
+            for item in batch.items:
+                until = forgotten[item.subject_hash]
+                if until is not None and item.timestamp_ms <= until:
+                    continue
+                stored += tx.run(
+                    "INSERT INTO identified (site, message_id, subject_hash, user_id, type, "
+                    "event, timestamp_ms, body, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (
+                        site,
+                        item.message_id,
+                        item.subject_hash,
+                        item.user_id,
+                        item.type,
+                        item.event,
+                        item.timestamp_ms,
+                        item.body,
+                        at_ms,
+                    ),
+                )
+            return stored
+
+        return self._receive(request, write)
+
+    def _receive(self, request: Envelope, write: Callable[[_Tx, int], int]) -> Received:
+        site = request.site.site
+        at_ms = now_ms()
+        with self._write() as tx:
+            if request.key is not None:
+                # Claimed first: a concurrent request with the same key waits on this row
+                # (PostgreSQL) or on the write lock (SQLite), then sees it as a replay.
+                claimed = tx.run(
+                    "INSERT INTO idempotency (site, idempotency_key, endpoint, body_sha256, "
+                    "response, created_ms) VALUES (?, ?, ?, ?, '', ?) ON CONFLICT DO NOTHING",
+                    (site, request.key, request.endpoint, request.body_sha256, at_ms),
+                )
+                if not claimed:
+                    return _replay(tx, request)
+            received = Received(write(tx, at_ms), duplicate=False)
+            if request.key is not None:
+                tx.run(
+                    "UPDATE idempotency SET response = ? WHERE site = ? AND idempotency_key = ?",
+                    (orjson.dumps(received.as_json()).decode(), site, request.key),
+                )
+            tx.run("UPDATE sites SET last_seen_ms = ? WHERE site = ?", (at_ms, site))
+            return received
+
+
+def _replay(tx: _Tx, request: Envelope) -> Received:
+    (endpoint, body_sha256, response), *_ = tx.rows(
+        "SELECT endpoint, body_sha256, response FROM idempotency "
+        "WHERE site = ? AND idempotency_key = ?",
+        (request.site.site, request.key),
+    )
+    if endpoint != request.endpoint or not hmac.compare_digest(body_sha256, request.body_sha256):
+        raise WireError(
+            409,
+            f"Idempotency-Key {request.key} was used before for another body: the key must be "
+            "the sha256 of the uncompressed body, new for every new body",
+        )
+    first = orjson.loads(response)
+    return Received(int(first["stored"]), duplicate=True)
+
+
+def _store_insight(tx: _Tx, site: Site, version_ms: int, item: Insight, at_ms: int) -> int:
+    # The later version wins: an hour recomputed after late events replaces the earlier cell,
+    # and an old version arriving late (a retried batch) does not undo it.
+    return tx.run(
+        "INSERT INTO insight_cells (site, start_ms, venue, version_ms, item_id, k, suppressed, "
+        "reason, cell, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (site, start_ms) DO UPDATE SET venue = excluded.venue, "
+        "version_ms = excluded.version_ms, item_id = excluded.item_id, k = excluded.k, "
+        "suppressed = excluded.suppressed, reason = excluded.reason, cell = excluded.cell, "
+        "received_ms = excluded.received_ms WHERE insight_cells.version_ms <= excluded.version_ms",
+        (
+            site.site,
+            item.start_ms,
+            site.venue,
+            version_ms,
+            item.id,
+            item.k,
+            int(item.document is None),
+            item.reason,
+            None if item.document is None else orjson.dumps(item.document).decode(),
+            at_ms,
+        ),
+    )
+
+
+def _apply_notice(tx: _Tx, site: str, notice: Notice, at_ms: int) -> None:
+    detail: dict[str, object] = {
+        "item_id": notice.id,
+        "subject_hash": notice.subject_hash,
+        "requested_ms": notice.timestamp_ms,
+    }
+    if notice.purpose is not None:
+        detail["purpose"] = notice.purpose
+    if notice.removes_identified:
+        removed = tx.run(
+            "DELETE FROM identified WHERE site = ? AND subject_hash = ?",
+            (site, notice.subject_hash),
+        )
+        tx.run(
+            "INSERT INTO erasure_receipts (site, subject_hash, kind, item_id, rows_removed, "
+            "requested_ms, completed_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                site,
+                notice.subject_hash,
+                notice.kind,
+                notice.id,
+                removed,
+                notice.timestamp_ms,
+                at_ms,
+            ),
+        )
+        detail["identified_removed"] = removed
+    else:
+        detail["identified_removed"] = 0
+        detail["note"] = "central holds nothing for this purpose"
+    _audit(tx, site, notice.kind, detail)
+
+
+def _forgotten_ms(tx: _Tx, site: str, subject_hash: str) -> int | None:
+    rows = tx.rows(
+        "SELECT max(requested_ms) FROM erasure_receipts WHERE site = ? AND subject_hash = ?",
+        (site, subject_hash),
+    )
+    return None if rows[0][0] is None else int(rows[0][0])
+
+
+def _audit(tx: _Tx, site: str | None, action: str, detail: dict[str, object]) -> None:
+    tx.run(
+        "INSERT INTO audit (ts_ms, site, action, detail) VALUES (?, ?, ?, ?)",
+        (now_ms(), site, action, orjson.dumps(detail).decode()),
+    )

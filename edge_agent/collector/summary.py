@@ -1,0 +1,262 @@
+"""Summaries over the stored hour cells of many sites, and the check of an incoming cell.
+
+The sketches are read by C++ code that a crafted cell can crash, so `check_cells` and
+`summarise` are meant to run in a worker process (`edge_agent.collector.sandbox`); this module
+imports nothing else of the collector so a worker starts light. Merging and suppression are
+`edge_agent.core.aggregate`'s: the same hour of several agents of a venue is merged, then the
+day's hours are released with `release` (cells seen by fewer than k visitors suppressed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import cast
+
+import orjson
+
+from edge_agent.collector.wire import WireError
+from edge_agent.core.aggregate import HOUR_MS, Cell, from_document, merge, release, to_document
+
+DAY_MS = 24 * HOUR_MS
+MAX_DAYS = 366
+#: A stored cell as a summary reads it: site, venue, start_ms, JSON document (None: suppressed).
+Row = tuple[str, str, int, str | None]
+# The period itself is given by each row's own columns.
+_NOT_FIGURES = frozenset({"start_ms", "hours", "suppressed", "reason"})
+#: The figures a summary can be restricted to, as `release` names them.
+METRICS: tuple[str, ...] = tuple(
+    name
+    for name in cast("dict[str, object]", release([Cell(0)], 0)["total"])
+    if name not in _NOT_FIGURES
+)
+_HEAD = (
+    "venue",
+    "site",
+    "period",
+    "start_ms",
+    "sites",
+    "suppressed",
+    "reason",
+    "suppressed_hours",
+    "suppressed_cells",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to summarise: a venue and/or a site, whole UTC days, by day or hour."""
+
+    start_day: date
+    end_day: date
+    by: str
+    k: int
+    venue: str | None = None
+    site: str | None = None
+    metrics: tuple[str, ...] = ()
+
+    @property
+    def start_ms(self) -> int:
+        """The first millisecond of ``start_day``."""
+        return _day_ms(self.start_day)
+
+    @property
+    def end_ms(self) -> int:
+        """The millisecond after ``end_day``."""
+        return _day_ms(self.end_day) + DAY_MS
+
+
+def _day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
+
+
+def _parse_day(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise WireError(422, f"{name}: {text!r} is not a day YYYY-MM-DD") from exc
+
+
+def make_query(
+    *,
+    start: str | None,
+    end: str | None,
+    by: str,
+    k: int,
+    venue: str | None,
+    site: str | None,
+    metrics: Sequence[str],
+    today: date,
+) -> Query:
+    """A checked `Query`; by default the 7 days up to ``today``.
+
+    Raises:
+        WireError: 422 naming the parameter that is out of range.
+    """
+    end_day = _parse_day(end, "to") if end else today
+    start_day = _parse_day(start, "from") if start else end_day - timedelta(days=6)
+    if start_day > end_day:
+        raise WireError(422, f"from {start_day} is after to {end_day}")
+    if (end_day - start_day).days >= MAX_DAYS:
+        raise WireError(422, f"from..to spans more than {MAX_DAYS} days: ask for fewer")
+    if by not in ("day", "hour"):
+        raise WireError(422, f"by: {by!r} is not day or hour")
+    if k < 1:
+        raise WireError(422, f"k: {k} is below 1")
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise WireError(422, f"metric: unknown {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    return Query(start_day, end_day, by, k, venue, site, tuple(dict.fromkeys(metrics)))
+
+
+def check_cells(documents: Sequence[Mapping[str, object]]) -> list[dict[str, object] | str]:
+    """Each document read, merged and written back by the sketch library (what central stores),
+    or the reason it cannot be read."""
+    out: list[dict[str, object] | str] = []
+    for document in documents:
+        try:
+            cell = from_document(document)
+            merge([cell, cell]).figures()
+            out.append(to_document(cell))
+        # Whatever a malformed document makes the library raise, it is refused, not stored.
+        except Exception as exc:
+            out.append(f"not a readable insight cell: {exc}")
+    return out
+
+
+@dataclass
+class _Hour:
+    start_ms: int
+    cells: list[Cell] = field(default_factory=list)
+    sites: set[str] = field(default_factory=set)
+    suppressed: int = 0
+
+    def merged(self) -> Cell:
+        # An hour every agent suppressed is an empty cell, which `release` suppresses in turn.
+        return merge(self.cells) if self.cells else Cell(self.start_ms)
+
+
+def summarise(rows: Sequence[Row], query: Query) -> dict[str, object]:
+    """Rows per group (the venue, or the site when the query names one) and day or hour,
+    each with its figures (`METRICS`) unless suppressed.
+
+    The same hour of several sites is merged first; a day is released from its merged hours,
+    so a suppressed hour is counted, never shown. ``suppressed_cells`` counts the stored
+    cells that their site had already suppressed.
+    """
+    groups: dict[tuple[str, str | None], dict[int, _Hour]] = {}
+    for site, venue, start_ms, document in rows:
+        key = (venue, site if query.site is not None else None)
+        hour = groups.setdefault(key, {}).setdefault(start_ms, _Hour(start_ms))
+        hour.sites.add(site)
+        if document is None:
+            hour.suppressed += 1
+        else:
+            hour.cells.append(from_document(orjson.loads(document)))
+    out: list[dict[str, object]] = []
+    for (group_venue, group_site), hours in sorted(
+        groups.items(), key=lambda g: (g[0][0], g[0][1] or "")
+    ):
+        days: dict[int, list[_Hour]] = {}
+        for hour in sorted(hours.values(), key=lambda h: h.start_ms):
+            days.setdefault(hour.start_ms - hour.start_ms % DAY_MS, []).append(hour)
+        for day_ms, day in days.items():
+            released = release([h.merged() for h in day], query.k)
+            common = {"venue": group_venue, "site": group_site}
+            if query.by == "hour":
+                for hour, figures in zip(day, released["hours"], strict=True):  # type: ignore[call-overload]
+                    suppressed = int("suppressed" in figures)
+                    out.append(_row(common, _HOUR, hour.start_ms, [hour], figures, suppressed))
+            else:
+                total = cast("dict[str, object] | None", released["total"])
+                out.append(
+                    _row(
+                        common,
+                        _DAY,
+                        day_ms,
+                        day,
+                        total if total is not None else _all_suppressed(query.k),
+                        int(released["suppressed_hours"]),  # type: ignore[call-overload]
+                    )
+                )
+    return {
+        "by": query.by,
+        "k": query.k,
+        "start_day": query.start_day.isoformat(),
+        "end_day": query.end_day.isoformat(),
+        "venue": query.venue,
+        "site": query.site,
+        "metrics": list(query.metrics) or None,
+        "rows": [_select(row, query.metrics) for row in out],
+    }
+
+
+def _all_suppressed(k: int) -> dict[str, object]:
+    return {"suppressed": True, "reason": f"every hour seen by fewer than {k} distinct visitors"}
+
+
+_HOUR = "%Y-%m-%dT%H:00Z"
+_DAY = "%Y-%m-%d"
+
+
+def _row(
+    common: Mapping[str, object],
+    period: str,
+    start_ms: int,
+    hours: Sequence[_Hour],
+    released: Mapping[str, object],
+    suppressed_hours: int,
+) -> dict[str, object]:
+    suppressed = bool(released.get("suppressed", False))
+    row = {
+        **common,
+        "period": datetime.fromtimestamp(start_ms / 1000, UTC).strftime(period),
+        "start_ms": start_ms,
+        "sites": len(set().union(*(h.sites for h in hours))),
+        "suppressed": suppressed,
+        "reason": released.get("reason") if suppressed else None,
+        "suppressed_hours": suppressed_hours,
+        "suppressed_cells": sum(h.suppressed for h in hours),
+    }
+    if not suppressed:
+        row.update((name, value) for name, value in released.items() if name not in _NOT_FIGURES)
+    return row
+
+
+def _select(row: dict[str, object], metrics: tuple[str, ...]) -> dict[str, object]:
+    if not metrics:
+        return row
+    return {name: value for name, value in row.items() if name in _HEAD or name in metrics}
+
+
+def to_csv(summary: Mapping[str, object]) -> str:
+    """A summary as CSV: one line per row, nested figures flattened to dotted columns
+    (``dwell_s.dairy.median``) and top lists to ``name=count;...``."""
+    flat_rows: list[dict[str, object]] = []
+    columns: dict[str, None] = dict.fromkeys(_HEAD)
+    for row in cast("list[dict[str, object]]", summary["rows"]):
+        flat: dict[str, object] = {}
+        _flatten("", row, flat)
+        columns.update(dict.fromkeys(flat))
+        flat_rows.append(flat)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat_rows)
+    return out.getvalue()
+
+
+def _flatten(prefix: str, value: object, out: dict[str, object]) -> None:
+    if isinstance(value, Mapping):
+        for name, inner in value.items():
+            _flatten(f"{prefix}.{name}" if prefix else str(name), inner, out)
+    elif isinstance(value, list | tuple):
+        out[prefix] = ";".join(
+            "=".join(str(part) for part in entry) if isinstance(entry, list | tuple) else str(entry)
+            for entry in value
+        )
+    else:
+        out[prefix] = value

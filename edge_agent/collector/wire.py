@@ -1,0 +1,452 @@
+"""The two request bodies a site sends (docs/sync-protocol.md): limits, decoding, checks.
+
+Pure: bytes in, dataclasses out, or a `WireError` carrying the HTTP status and a message
+an installer can act on. The JSON Schemas here are also what the OpenAPI document shows.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import jsonschema_rs
+import orjson
+
+from edge_agent.core.aggregate import HOUR_MS
+from edge_agent.core.consent import PURPOSES
+from edge_agent.errors import CollectorError
+
+PROTOCOL = 1
+MAX_COMPRESSED_BYTES = 4 * 1024 * 1024
+MAX_DECOMPRESSED_BYTES = 32 * 1024 * 1024
+#: Year 9999: keeps every time in a signed 64-bit column on both engines.
+MAX_MS = 253_402_300_799_999
+#: The one purpose whose withdrawal removes what central holds (identified data).
+CRM_SYNC = "crm_sync"
+ERASURE = "erasure"
+CONSENT_WITHDRAWN = "consent_withdrawn"
+INSIGHT = "insight"
+
+_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "idempotency_conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class WireError(CollectorError):
+    """A request refused: ``status`` is the HTTP status, the message says what to fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_name(status: int) -> str:
+    """A stable snake_case name of an HTTP status the collector answers with (``error``)."""
+    return _REASONS.get(status, "error")
+
+
+# --- schemas -------------------------------------------------------------------------------
+
+# PostgreSQL text cannot hold NUL: refused here rather than failing in the database.
+_NO_NUL = "^[^\\x00]*$"
+_MS: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
+_TEXT: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _NO_NUL}
+_ID: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _NO_NUL}
+_HEX64: dict[str, object] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+_INSIGHT: dict[str, object] = {
+    "type": "object",
+    "required": ["kind", "id", "k", "cell"],
+    "properties": {
+        "kind": {"const": INSIGHT},
+        "id": _TEXT,
+        "k": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "computed_ms": _MS,
+        "cell": {
+            "type": "object",
+            "description": "edge_agent.core.aggregate.to_document(cell) of one hour, or a "
+            "suppressed marker {start_ms, hours, suppressed: true, reason}",
+            "required": ["start_ms", "hours"],
+            "properties": {
+                "start_ms": {**_MS, "multipleOf": HOUR_MS},
+                "hours": {"const": 1},
+                "suppressed": {"type": "boolean"},
+                "reason": {"type": "string", "maxLength": 500},
+            },
+        },
+    },
+}
+_ERASURE: dict[str, object] = {
+    "type": "object",
+    "required": ["kind", "id", "subject_hash", "timestamp_ms"],
+    "properties": {
+        "kind": {"const": ERASURE},
+        "id": _TEXT,
+        "subject_hash": _HEX64,
+        "timestamp_ms": _MS,
+    },
+}
+_WITHDRAWN: dict[str, object] = {
+    "type": "object",
+    "required": ["kind", "id", "subject_hash", "purpose", "timestamp_ms"],
+    "properties": {
+        "kind": {"const": CONSENT_WITHDRAWN},
+        "id": _TEXT,
+        "subject_hash": _HEX64,
+        "purpose": {"enum": list(PURPOSES)},
+        "timestamp_ms": _MS,
+    },
+}
+_ITEM_SCHEMAS: dict[str, dict[str, object]] = {
+    INSIGHT: _INSIGHT,
+    ERASURE: _ERASURE,
+    CONSENT_WITHDRAWN: _WITHDRAWN,
+}
+_LOSSES: dict[str, object] = {
+    "type": "object",
+    "description": "cumulative counts since install: outbox class -> reason -> count",
+    "maxProperties": 50,
+    "additionalProperties": {
+        "type": "object",
+        "maxProperties": 50,
+        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
+    },
+}
+
+
+def _sync_schema(items: dict[str, object]) -> dict[str, object]:
+    return {
+        "type": "object",
+        "required": ["protocol", "site", "venue", "sent_ms", "items"],
+        "properties": {
+            "protocol": {"const": PROTOCOL},
+            "site": _ID,
+            "venue": _ID,
+            "sent_ms": _MS,
+            "items": {"type": "array", "maxItems": 10_000, "items": items},
+            "losses": _LOSSES,
+        },
+    }
+
+
+#: ``POST /v1/sync``, as the OpenAPI document shows it.
+SYNC_SCHEMA = _sync_schema({"oneOf": list(_ITEM_SCHEMAS.values())})
+# Checked in two steps so a message names the field inside the item, not only "oneOf failed".
+_SYNC_ENVELOPE = _sync_schema(
+    {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": list(_ITEM_SCHEMAS)}}}
+)
+
+_SEGMENT_ITEM: dict[str, object] = {
+    "type": "object",
+    "required": ["type", "messageId", "timestamp", "userId", "context"],
+    "properties": {
+        "type": {"enum": ["identify", "track"]},
+        "messageId": _TEXT,
+        "timestamp": {"type": "string", "maxLength": 64, "description": "ISO 8601 with a zone"},
+        "userId": _TEXT,
+        "anonymousId": {"not": {}, "description": "refused: identified data only"},
+        "event": _TEXT,
+        "properties": {"type": "object"},
+        "traits": {"type": "object"},
+        "context": {
+            "type": "object",
+            "required": ["edge"],
+            "properties": {
+                "edge": {
+                    "type": "object",
+                    "required": ["site", "subject_hash"],
+                    "properties": {"site": _ID, "subject_hash": _HEX64},
+                }
+            },
+        },
+    },
+    "if": {"properties": {"type": {"const": "track"}}},
+    "then": {"required": ["event"]},
+}
+#: ``POST /v1/batch``, as the OpenAPI document shows it.
+BATCH_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["batch"],
+    "properties": {
+        "batch": {"type": "array", "minItems": 1, "maxItems": 10_000, "items": _SEGMENT_ITEM},
+        "sentAt": {"type": "string", "maxLength": 64},
+    },
+}
+
+_VALIDATORS = {
+    "sync": jsonschema_rs.validator_for(_SYNC_ENVELOPE),
+    "batch": jsonschema_rs.validator_for(BATCH_SCHEMA),
+    **{kind: jsonschema_rs.validator_for(schema) for kind, schema in _ITEM_SCHEMAS.items()},
+}
+
+
+# --- bodies --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Insight:
+    """One hour cell of the site; ``document`` is None when the site suppressed it.
+    ``computed_ms`` orders versions of the same hour (None: the body's ``sent_ms`` does)."""
+
+    id: str
+    k: int
+    start_ms: int
+    computed_ms: int | None
+    reason: str | None
+    document: Mapping[str, object] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An erasure or a consent withdrawal of one subject (named by its hash only)."""
+
+    kind: str
+    id: str
+    subject_hash: str
+    purpose: str | None
+    timestamp_ms: int
+
+    @property
+    def removes_identified(self) -> bool:
+        """Whether central must delete the subject's identified rows."""
+        return self.kind == ERASURE or self.purpose == CRM_SYNC
+
+
+@dataclass(frozen=True, slots=True)
+class SyncBody:
+    """A ``POST /v1/sync`` body."""
+
+    site: str
+    venue: str
+    sent_ms: int
+    items: tuple[Insight | Notice, ...]
+    losses: dict[str, dict[str, int]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Identified:
+    """One Segment identify/track item of a person whose ``crm_sync`` consent holds."""
+
+    message_id: str
+    subject_hash: str
+    user_id: str
+    type: str
+    event: str | None
+    timestamp_ms: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A ``POST /v1/batch`` body."""
+
+    items: tuple[Identified, ...]
+
+
+def check_content_type(content_type: str | None) -> None:
+    """Refuse (415) a body that is not declared as JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise WireError(
+            415,
+            f"Content-Type is {content_type or 'missing'!r}: send Content-Type: "
+            "application/json (gzip the body and say Content-Encoding: gzip)",
+        )
+
+
+def declared_length(content_length: str | None) -> int | None:
+    """The body's declared length (None: not declared); 400 when not a number."""
+    if content_length is None:
+        return None
+    if not re.fullmatch("[0-9]+", content_length.strip()):
+        raise WireError(400, f"Content-Length {content_length!r} is not a number of bytes")
+    return int(content_length)
+
+
+def too_large(size: int) -> WireError:
+    """The 413 for a body of ``size`` bytes as sent."""
+    return WireError(
+        413,
+        f"the body is {size} bytes; the limit is {MAX_COMPRESSED_BYTES} bytes as sent: "
+        "send fewer items per request ([sync] batch_max_bytes)",
+    )
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """The ``Idempotency-Key`` (64 hex, lower-cased), None when absent; 400 when malformed."""
+    if header is None:
+        return None
+    key = header.strip().lower()
+    if not re.fullmatch("[0-9a-f]{64}", key):
+        raise WireError(
+            400, "Idempotency-Key must be 64 hex digits: the sha256 of the uncompressed body"
+        )
+    return key
+
+
+def decompress(raw: bytes, content_encoding: str | None) -> bytes:
+    """The body as JSON bytes: gunzipped when sent with ``Content-Encoding: gzip``.
+
+    Decompression stops past ``MAX_DECOMPRESSED_BYTES``, so a gzip bomb costs that much
+    memory at most.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return raw
+    if encoding != "gzip":
+        raise WireError(415, f"Content-Encoding {content_encoding!r}: only gzip is accepted")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(raw, MAX_DECOMPRESSED_BYTES + 1)
+    except zlib.error as exc:
+        raise WireError(400, f"the body is not valid gzip ({exc})") from exc
+    if len(data) > MAX_DECOMPRESSED_BYTES:
+        raise WireError(
+            413,
+            f"the body is over {MAX_DECOMPRESSED_BYTES} bytes once decompressed: "
+            "send fewer items per request",
+        )
+    if not inflater.eof:
+        raise WireError(400, "the gzip body is truncated: it ends before the gzip stream does")
+    if inflater.unused_data:
+        raise WireError(400, "the gzip body has bytes after its gzip stream: send one stream")
+    return data
+
+
+def _load(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        hint = " (it looks gzipped: add Content-Encoding: gzip)" if data[:2] == b"\x1f\x8b" else ""
+        raise WireError(400, f"the body is not valid UTF-8 JSON: {exc}{hint}") from exc
+
+
+def _where(path: Sequence[str | int], prefix: str = "") -> str:
+    out = prefix
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _validate(kind: str, document: object, prefix: str = "") -> None:
+    for error in _VALIDATORS[kind].iter_errors(document):
+        # The message quotes the offending value, which may be a whole array.
+        message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+        raise WireError(422, f"{_where(error.instance_path, prefix)}: {message}")
+
+
+def _site_matches(named: str, site: str, where: str) -> None:
+    if named != site:
+        raise WireError(
+            403,
+            f"{where} names site {named!r} but the token is site {site!r}: "
+            "use the token add-site printed for this site",
+        )
+
+
+def parse_sync(data: bytes, site: str) -> SyncBody:
+    """A ``POST /v1/sync`` body sent by ``site`` (the token's site)."""
+    document = _load(data)
+    _validate("sync", document)
+    body = cast("dict[str, Any]", document)
+    items: list[Insight | Notice] = []
+    for index, item in enumerate(body["items"]):
+        _validate(item["kind"], item, f"items[{index}]")
+        items.append(_sync_item(item))
+    _site_matches(body["site"], site, "the body")
+    losses = body.get("losses")
+    return SyncBody(
+        body["site"],
+        body["venue"],
+        int(body["sent_ms"]),
+        tuple(items),
+        None
+        if losses is None
+        else {c: {r: int(n) for r, n in by.items()} for c, by in losses.items()},
+    )
+
+
+# JSON Schema counts 5.0 as an integer: int() so the database always gets one.
+def _sync_item(item: dict[str, Any]) -> Insight | Notice:
+    if item["kind"] != INSIGHT:
+        return Notice(
+            item["kind"],
+            item["id"],
+            item["subject_hash"],
+            item.get("purpose"),
+            int(item["timestamp_ms"]),
+        )
+    cell = item["cell"]
+    suppressed = cell.get("suppressed", False)
+    computed_ms = item.get("computed_ms")
+    return Insight(
+        item["id"],
+        int(item["k"]),
+        int(cell["start_ms"]),
+        None if computed_ms is None else int(computed_ms),
+        cell.get("reason", "suppressed by the site") if suppressed else None,
+        None if suppressed else cell,
+    )
+
+
+def parse_batch(data: bytes, site: str) -> Batch:
+    """A ``POST /v1/batch`` body sent by ``site`` (the token's site)."""
+    document = _load(data)
+    if isinstance(document, dict) and isinstance(document.get("batch"), list):
+        for index, item in enumerate(document["batch"]):
+            if isinstance(item, dict) and "anonymousId" in item:
+                raise WireError(
+                    422,
+                    f"batch[{index}].anonymousId: this collector takes identified data only "
+                    "(userId of people with crm_sync consent); leave anonymousId out",
+                )
+    _validate("batch", document)
+    items = []
+    for index, item in enumerate(cast("dict[str, Any]", document)["batch"]):
+        edge = item["context"]["edge"]
+        _site_matches(edge["site"], site, f"batch[{index}].context.edge.site")
+        items.append(
+            Identified(
+                item["messageId"],
+                edge["subject_hash"],
+                item["userId"],
+                item["type"],
+                item.get("event"),
+                _timestamp_ms(item["timestamp"], f"batch[{index}].timestamp"),
+                orjson.dumps(item).decode(),
+            )
+        )
+    return Batch(tuple(items))
+
+
+def _timestamp_ms(text: str, where: str) -> int:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise WireError(422, f"{where}: {text!r} is not an ISO 8601 time") from exc
+    if when.tzinfo is None:
+        raise WireError(422, f"{where}: {text!r} has no timezone (add Z or +hh:mm)")
+    ms = int(when.timestamp() * 1000)
+    if not 0 <= ms <= MAX_MS:
+        raise WireError(422, f"{where}: {text!r} is before 1970")
+    return ms
+
+
+def valid_id(value: str) -> bool:
+    """Whether ``value`` may name a site or a venue: the agent's own rule for ``[site] id``."""
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
