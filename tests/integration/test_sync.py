@@ -8,7 +8,7 @@ import gzip
 import hashlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pytest
 from edge_agent import app, schemas
 from edge_agent.adapters import keyfile
 from edge_agent.adapters.jobs import compute_insights
+from edge_agent.adapters.mosquitto import Mosquitto
 from edge_agent.adapters.store import Store
 from edge_agent.adapters.sync import SyncReport, client_for, drain
 from edge_agent.collector.app import create_app
@@ -27,7 +28,8 @@ from edge_agent.collector.store import CentralStore
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS, hour_of
 from tests.collector_helpers import ADMIN_TOKEN, Server, count, database, rows
-from tests.helpers import SITE, cli, encode, topic, track
+from tests.conftest import AgentProcess
+from tests.helpers import SITE, Publisher, cli, encode, topic, track, wait_for
 from tests.proxy import FlakyProxy
 
 pytestmark = pytest.mark.integration
@@ -358,3 +360,50 @@ def test_the_sync_command(central: Central, tmp_path: Path) -> None:
     assert up.returncode == 0, up.stdout + up.stderr
     assert "sent: identified 2, insight 1" in up.stdout
     assert "still queued: nothing" in up.stdout
+
+
+def test_the_running_agent_rides_out_a_central_outage(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """Events keep coming over MQTT while central is down; afterwards everything drains, once."""
+    with database("sqlite", tmp_path) as target:
+        c = Central(target)
+        c.start()
+        agent = agent_factory(
+            broker.port,
+            f'[sync]\nurl = "{c.url}"\ntoken = "{TOKEN}"\nevery_s = 10\njitter_s = 0\n'
+            "backoff_min_s = 0.5\nbackoff_max_s = 1\n",
+        )
+        agent.start()
+        publisher = Publisher(broker.port)
+        try:
+            consent = {"analytics": True, "personalization": False, "crm_sync": True}
+            orders = [
+                track(
+                    "Order Completed",
+                    {
+                        "order_id": f"o{n}",
+                        "total": 5.0,
+                        "currency": "TWD",
+                        "products": [{"product_id": "p1", "price": 5.0, "quantity": 1}],
+                    },
+                    userId=MEMBER,
+                )
+                for n in range(20)
+            ]
+            first = [
+                track("Consent Updated", {"purposes": consent, "source": "kiosk"}, userId=MEMBER),
+                *orders[:10],
+            ]
+            publisher.publish_all((topic("till-1"), encode(e)) for e in first)
+            wait_for(lambda: count(target, "identified") == 10, 40, "the first orders at central")
+            c.stop()
+            publisher.publish_all((topic("till-1"), encode(e)) for e in orders[10:])
+            agent.wait_log("sync_retry", timeout_s=40)  # it tried, central was away
+            c.start()
+            wait_for(lambda: count(target, "identified") == 20, 40, "every order at central")
+            messages = rows(target, "SELECT message_id FROM identified")
+            assert sorted(m for (m,) in messages) == sorted(e["messageId"] for e in orders)
+        finally:
+            publisher.close()
+            c.close()
