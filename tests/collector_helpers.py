@@ -93,14 +93,23 @@ class Server:
     """The collector app served by a real uvicorn on a loopback port (by default a free one),
     in a thread."""
 
-    def __init__(self, app: FastAPI, port: int = 0) -> None:
+    def __init__(self, app: FastAPI, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
         self.socket = socket.socket()
         # A restart on the same port must not wait for the last connections' TIME_WAIT.
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind(("127.0.0.1", port))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.socket.getsockname()[1]}"
+        certificate, key = tls or (None, None)
         self.server = uvicorn.Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                ssl_certfile=certificate,
+                ssl_keyfile=key,
+            )
         )
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True

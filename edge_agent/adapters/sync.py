@@ -12,6 +12,7 @@ import base64
 import gzip
 import logging
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,9 +87,12 @@ def client_for(settings: Settings) -> httpx.Client:
     """
     bundle = settings.sync.ca_bundle
     if str(bundle) not in ("", "."):
-        if not bundle.is_file():
-            raise ConfigError(f"[sync] ca_bundle {bundle} is not a readable file")
-        verify: str | bool = str(bundle)
+        try:
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"[sync] ca_bundle {bundle} is not a readable PEM file of CA certificates: {exc}"
+            ) from exc
     else:
         verify = True
     return httpx.Client(verify=verify, timeout=settings.sync.timeout_s)

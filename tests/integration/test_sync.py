@@ -6,16 +6,22 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import ipaddress
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from edge_agent import app, schemas
 from edge_agent.adapters import keyfile
@@ -27,6 +33,7 @@ from edge_agent.collector.app import create_app
 from edge_agent.collector.store import CentralStore
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS, hour_of
+from edge_agent.errors import ConfigError
 from tests.collector_helpers import ADMIN_TOKEN, Server, count, database, rows
 from tests.conftest import AgentProcess
 from tests.helpers import SITE, Publisher, cli, encode, topic, track, wait_for
@@ -86,6 +93,7 @@ def _site(tmp_path: Path, url: str, **overrides: object) -> Settings:
         "backoff_max_s": 0.05,
         **overrides,
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[site]\nid = "{SITE}"\nvenue = "venue-1"\ndata_dir = "{tmp_path / "data"}"\n[sync]\n'
@@ -407,3 +415,76 @@ def test_the_running_agent_rides_out_a_central_outage(
         finally:
             publisher.close()
             c.close()
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A site CA, and a certificate for 127.0.0.1 it signed: (CA, certificate, key) PEM files."""
+    now = datetime.now(UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test central CA"))
+        .issuer_name(name("test central CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "central.pem", folder / "central.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_tls_with_the_configured_ca_bundle_and_only_with_it(tmp_path: Path) -> None:
+    ca, certificate, key = _certificates(tmp_path)
+    with database("sqlite", tmp_path) as target:
+        store = CentralStore.open(target)
+        store.add_site(SITE, "venue-1", hashlib.sha256(TOKEN.encode()).hexdigest())
+        try:
+            with Server(create_app(store, ADMIN_TOKEN), tls=(certificate, key)) as server:
+                untrusted = _site(tmp_path / "a", server.url)
+                _prepare(untrusted, visits=6, member_orders=1)
+                with client_for(untrusted) as client:
+                    refused = drain(untrusted, app.now_ms(), client, force=True)
+                assert refused.problem is not None
+                assert "CERTIFICATE_VERIFY_FAILED" in refused.problem
+                assert refused.remaining == {"identified": 2, "insight": 1}
+                trusted = _site(tmp_path / "b", server.url, ca_bundle=str(ca))
+                _prepare(trusted, visits=6, member_orders=1)
+                with client_for(trusted) as client:
+                    report = _drain_until_empty(trusted, client)
+                assert report.sent == {"identified": 2, "insight": 1}
+        finally:
+            store.close()
+    missing = _site(tmp_path / "c", "https://127.0.0.1:1", ca_bundle=str(tmp_path / "none.pem"))
+    with pytest.raises(ConfigError, match="ca_bundle"):
+        client_for(missing)
