@@ -50,7 +50,10 @@ def database(engine: str, folder: Path) -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        raise RuntimeError(f"no PostgreSQL at {PG_ADMIN}: {exc}") from exc
+        raise RuntimeError(
+            f"no PostgreSQL at {PG_ADMIN}: {exc}; scripts/setup starts the machine's cluster, "
+            "or start it with pg_ctlcluster"
+        ) from exc
     name = f"edge_collector_test_{secrets.token_hex(6)}"
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -61,15 +64,6 @@ def database(engine: str, folder: Path) -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-
-
-def postgres_reachable() -> bool:
-    """Whether the machine's PostgreSQL takes connections as postgres."""
-    try:
-        psycopg.connect(PG_ADMIN, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 def rows(target: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:

@@ -112,6 +112,19 @@ class Outbox:
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
 
+    def expire(self, kind: str, before_ms: int) -> int:
+        """Remove items of ``kind`` queued before ``before_ms``, counted as ``expired``."""
+        try:
+            with self.db.atomic():
+                gone = self.conn.execute(
+                    "DELETE FROM outbox WHERE kind = ? AND created_ms < ?", (kind, before_ms)
+                ).rowcount
+                if gone:
+                    self._count((kind, "expired"), gone)
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return gone
+
     def _count(self, loss: tuple[str, str], n: int) -> None:
         self.conn.execute(
             "INSERT INTO outbox_losses (class, reason, count) VALUES (?, ?, ?) "

@@ -16,6 +16,7 @@ import orjson
 from sqlite_utils import Database
 
 from edge_agent.adapters.migrations import migrations
+from edge_agent.adapters.outbox import Outbox
 from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
 from edge_agent.core.aggregate import (
     DEAD_LETTER_KIND,
@@ -608,8 +609,9 @@ class Store:
             ) from exc
 
     def expire(self, cutoffs: Cutoffs, chunk: int = 5000) -> dict[str, int]:
-        """Delete raw events and dead letters past their time to live, in small transactions
-        so that ingest is never held up for long.
+        """Delete raw events, dead letters and queued identified items past their time to live,
+        in small transactions so that ingest is never held up for long; expired queued items
+        are counted in the outbox's loss ledger.
 
         Raises:
             StorageError: SQLite could not delete.
@@ -635,6 +637,10 @@ class Store:
                         break
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} could not expire old rows: {exc}") from exc
+        # Identified data waiting for central is personal data: it lives no longer than events.
+        removed["outbox_identified"] = Outbox(self.db, self.path).expire(
+            "identified", cutoffs.events_before_ms
+        )
         return removed
 
     def spend_epsilon(

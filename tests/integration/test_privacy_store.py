@@ -68,8 +68,34 @@ def test_retention_deletes_old_raw_events_and_dead_letters(tmp_path: Path) -> No
     )
     settings = load_settings(config, environ={})
     removed = expire_once(settings, now + 31 * DAY_MS)
-    assert removed == {"events": 2, "dead_letters": 0}
-    assert expire_once(settings, now + 31 * DAY_MS) == {"events": 0, "dead_letters": 0}
+    assert removed == {"events": 2, "dead_letters": 0, "outbox_identified": 0}
+    assert expire_once(settings, now + 31 * DAY_MS) == {
+        "events": 0,
+        "dead_letters": 0,
+        "outbox_identified": 0,
+    }
+
+
+def test_identified_items_waiting_for_central_expire_with_the_events(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    now = app.now_ms()
+    consent = {"analytics": False, "personalization": False, "crm_sync": True}
+    user = {"userId": "member-0a1b2c3d"}
+    _ingest(
+        config,
+        [
+            track("Consent Updated", {"purposes": consent, "source": "kiosk"}, "loyalty-1", **user),
+            track("Product Viewed", {"product_id": "p1"}, "loyalty-1", **user),
+        ],
+        now,
+    )
+    settings = load_settings(config, environ={})
+    assert expire_once(settings, now + DAY_MS)["outbox_identified"] == 0
+    assert expire_once(settings, now + 31 * DAY_MS)["outbox_identified"] == 1
+    with Store.open(settings.database) as store:
+        assert store.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+        losses = store.db.execute("SELECT class, reason, count FROM outbox_losses").fetchall()
+    assert losses == [("identified", "expired", 1)]
 
 
 def test_export_person_and_forget(tmp_path: Path) -> None:
