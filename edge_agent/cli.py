@@ -76,6 +76,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         "broker:           "
         + (f"{broker[0]} since {_when(broker[1])}" if broker else "unknown (the agent never ran)")
     )
+    queued = ", ".join(f"{k} {n}" for k, n in sorted(status.outbox.items())) or "empty"
+    print(f"outbox:           {queued}")
+    lost = ", ".join(
+        f"{kind} {reason} {n}"
+        for kind, reasons in sorted(status.outbox_losses.items())
+        for reason, n in sorted(reasons.items())
+    )
+    print(f"outbox losses:    {lost or 'none'}")
     return 0
 
 

@@ -115,6 +115,8 @@ class Status:
     last_event_ms: int | None
     last_stored_ms: int | None
     broker: dict[str, tuple[str, int]]
+    outbox: dict[str, int]
+    outbox_losses: dict[str, dict[str, int]]
 
 
 class Store:
@@ -504,6 +506,7 @@ class Store:
         Raises:
             StorageError: the database cannot be read.
         """
+        outbox = Outbox(self.db, self.path)
         try:
             q = self.db.execute
             stored = q("SELECT count(*) FROM events").fetchone()[0]
@@ -524,6 +527,8 @@ class Store:
             last_event_ms=last_event,
             last_stored_ms=last_stored,
             broker=self.state(),
+            outbox=outbox.depth(),
+            outbox_losses=outbox.losses(),
         )
 
     def state(self) -> dict[str, tuple[str, int]]:
