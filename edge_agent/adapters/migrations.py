@@ -216,3 +216,22 @@ def _sync(db: Database) -> None:
         """
     ):
         db.execute(statement)
+
+
+@migrations(name="0007_models")
+def _models(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE models (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('serving', 'previous', 'retired', 'held', 'refused')),
+            reason TEXT NOT NULL DEFAULT '',
+            metrics TEXT NOT NULL DEFAULT '{}',   -- the release's own offline metrics
+            shadow TEXT NOT NULL DEFAULT '{}',    -- measured here on recent local data
+            changed_ms INTEGER NOT NULL,
+            PRIMARY KEY (name, version)
+        )
+        """
+    )

@@ -1,0 +1,321 @@
+"""The model registry: releases on disk, their status in SQLite, sessions in onnxruntime.
+
+A release is installed only after it passed every check (`edge_agent.core.releases.check`),
+loaded in onnxruntime, matched its vocabulary, and, when a model of that name is already
+serving, scored at least as well on recent local data (a shadow evaluation, both models on the
+same data). Otherwise it is recorded as refused or held back, with the reason, and the current
+model keeps serving. The model it replaces stays on disk for `rollback`.
+
+The model contract: an output named ``scores``, float, shaped ``[batch, items]`` with one
+column per vocabulary entry of the manifest, in its order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.adapters.store import Store
+from edge_agent.core.releases import Manifest, Refused, check, not_worse, parse
+from edge_agent.errors import StorageError
+
+#: What a shadow evaluation returns: metric name -> value (higher is better).
+Shadow = Callable[[ort.InferenceSession, Manifest], Mapping[str, float]]
+#: The metrics a candidate must not lose on to replace the serving model.
+PROMOTE_ON = ("recall@10", "ndcg@10")
+_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def session_options() -> ort.SessionOptions:
+    """One intra-op thread and no spinning: the agent shares two small cores with ingest."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def load(model: bytes | Path, manifest: Manifest) -> ort.InferenceSession | Refused:
+    """An onnxruntime session of ``model`` whose ``scores`` output matches the manifest's
+    vocabulary, or why not."""
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        session = ort.InferenceSession(
+            source, sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises several unrelated types for bad files
+        return Refused(f"the model is not a loadable ONNX model: {str(exc)[:300]}")
+    if "scores" not in {o.name for o in session.get_outputs()}:
+        return Refused("the model has no output named 'scores'")
+    feed = {}
+    for tensor in session.get_inputs():
+        kind = _TYPES.get(tensor.type)
+        if kind is None:
+            return Refused(f"the model's input {tensor.name} has an unsupported type {tensor.type}")
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in tensor.shape]
+        feed[tensor.name] = np.zeros(shape, dtype=kind)
+    try:
+        (scores,) = session.run(["scores"], feed)
+    except Exception as exc:  # a graph that cannot run on its own declared inputs
+        return Refused(f"the model does not run on its declared inputs: {str(exc)[:300]}")
+    if scores.shape[-1] != len(manifest.vocabulary):
+        return Refused(
+            f"the model scores {scores.shape[-1]} items but the manifest's vocabulary has "
+            f"{len(manifest.vocabulary)}: they do not belong together"
+        )
+    return session
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One version of a model and what became of it."""
+
+    name: str
+    version: str
+    status: str
+    reason: str
+    metrics: dict[str, float]
+    shadow: dict[str, float]
+    changed_ms: int
+
+
+class Models:
+    """The releases of one agent: files under ``folder``, status in the store."""
+
+    def __init__(self, store: Store, folder: Path) -> None:
+        self.store = store
+        self.folder = folder
+        self._sessions: dict[str, tuple[str, Manifest, ort.InferenceSession]] = {}
+
+    def _fail(self, exc: sqlite3.Error) -> StorageError:
+        return StorageError(f"database {self.store.path}: the model registry: {exc}")
+
+    def entries(self) -> list[Entry]:
+        """Every version ever offered, newest change first."""
+        try:
+            rows = self.store.db.execute(
+                "SELECT name, version, status, reason, metrics, shadow, changed_ms FROM models "
+                "ORDER BY changed_ms DESC, rowid DESC"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return [
+            Entry(n, v, s, r, orjson.loads(m), orjson.loads(sh), c) for n, v, s, r, m, sh, c in rows
+        ]
+
+    def _version(self, name: str, status: str) -> str | None:
+        row = self.store.db.execute(
+            "SELECT version FROM models WHERE name = ? AND status = ? "
+            "ORDER BY changed_ms DESC, rowid DESC LIMIT 1",
+            (name, status),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _record(
+        self,
+        name: str,
+        version: str,
+        status: str,
+        now_ms: int,
+        reason: str = "",
+        metrics: Mapping[str, float] | None = None,
+        shadow: Mapping[str, float] | None = None,
+    ) -> None:
+        self.store.db.execute(
+            "INSERT INTO models (name, version, status, reason, metrics, shadow, changed_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE SET "
+            "status = excluded.status, reason = excluded.reason, "
+            "metrics = excluded.metrics, shadow = excluded.shadow, "
+            "changed_ms = excluded.changed_ms",
+            (
+                name,
+                version,
+                status,
+                reason,
+                orjson.dumps(dict(metrics or {})).decode(),
+                orjson.dumps(dict(shadow or {})).decode(),
+                now_ms,
+            ),
+        )
+
+    def serving(self, name: str) -> tuple[Manifest, ort.InferenceSession] | None:
+        """The serving version of ``name`` with its session (loaded once), or None.
+
+        Raises:
+            StorageError: the registry cannot be read, or the serving files are gone.
+        """
+        try:
+            version = self._version(name, "serving")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        if version is None:
+            return None
+        cached = self._sessions.get(name)
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
+        folder = self.folder / name / version
+        try:
+            manifest = parse((folder / "manifest.json").read_bytes())
+        except OSError as exc:
+            raise StorageError(f"the serving model {name} {version} is missing: {exc}") from exc
+        session = (
+            manifest if isinstance(manifest, Refused) else load(folder / "model.onnx", manifest)
+        )
+        if isinstance(session, Refused) or isinstance(manifest, Refused):
+            reason = session.reason if isinstance(session, Refused) else ""
+            raise StorageError(f"the serving model {name} {version} cannot be loaded: {reason}")
+        self._sessions[name] = (version, manifest, session)
+        return manifest, session
+
+    def install(
+        self,
+        manifest_raw: bytes,
+        model: bytes,
+        publisher: Ed25519PublicKey,
+        now_ms: int,
+        shadow: Shadow | None = None,
+    ) -> Entry:
+        """Check, load, shadow-score and (when not worse) promote a release.
+
+        Returns the release's entry: ``serving`` when promoted, else ``refused`` or ``held``
+        with the reason; the serving model is untouched then.
+
+        Raises:
+            StorageError: the registry or the model folder cannot be written.
+        """
+        manifest = check(manifest_raw, model, publisher)
+        if isinstance(manifest, Refused):
+            named = parse(manifest_raw)
+            name, version = (
+                (named.name, named.version)
+                if isinstance(named, Manifest)
+                else ("unknown", "unknown")
+            )
+            return self._settle(name, version, "refused", now_ms, manifest.reason)
+        session = load(model, manifest)
+        if isinstance(session, Refused):
+            return self._settle(manifest.name, manifest.version, "refused", now_ms, session.reason)
+        measured: Mapping[str, float] = {}
+        current = self.serving(manifest.name)
+        if shadow is not None:
+            measured = shadow(session, manifest)
+            if current is not None:
+                held = not_worse(measured, shadow(current[1], current[0]), PROMOTE_ON)
+                if held is not None:
+                    return self._settle(
+                        manifest.name,
+                        manifest.version,
+                        "held",
+                        now_ms,
+                        held.reason,
+                        manifest.metrics,
+                        measured,
+                    )
+        self._write(manifest, manifest_raw, model)
+        return self._promote(manifest, now_ms, measured)
+
+    def _write(self, manifest: Manifest, manifest_raw: bytes, model: bytes) -> None:
+        folder = self.folder / manifest.name / manifest.version
+        staging = folder.with_name(folder.name + ".partial")
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for file, data in (("model.onnx", model), ("manifest.json", manifest_raw)):
+                with (staging / file).open("wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            shutil.rmtree(folder, ignore_errors=True)
+            # A crash leaves either the old folder or the complete new one, never half of it.
+            staging.rename(folder)
+        except OSError as exc:
+            raise StorageError(f"cannot write the model to {folder}: {exc.strerror}") from exc
+
+    def _promote(self, manifest: Manifest, now_ms: int, measured: Mapping[str, float]) -> Entry:
+        try:
+            with self.store.db.atomic():
+                current = self._version(manifest.name, "serving")
+                if current is not None and current != manifest.version:
+                    for old in self._versions(manifest.name, "previous"):
+                        self._set(manifest.name, old, "retired", now_ms)
+                    self._set(manifest.name, current, "previous", now_ms)
+                self._record(
+                    manifest.name,
+                    manifest.version,
+                    "serving",
+                    now_ms,
+                    "",
+                    manifest.metrics,
+                    measured,
+                )
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return self._entry(manifest.name, manifest.version)
+
+    def _versions(self, name: str, status: str) -> list[str]:
+        return [
+            str(v)
+            for (v,) in self.store.db.execute(
+                "SELECT version FROM models WHERE name = ? AND status = ?", (name, status)
+            )
+        ]
+
+    def _set(self, name: str, version: str, status: str, now_ms: int) -> None:
+        self.store.db.execute(
+            "UPDATE models SET status = ?, changed_ms = ? WHERE name = ? AND version = ?",
+            (status, now_ms, name, version),
+        )
+
+    def _settle(
+        self,
+        name: str,
+        version: str,
+        status: str,
+        now_ms: int,
+        reason: str,
+        metrics: Mapping[str, float] | None = None,
+        shadow: Mapping[str, float] | None = None,
+    ) -> Entry:
+        try:
+            with self.store.db.atomic():
+                if self._version(name, "serving") == version:
+                    # The serving version offered again, damaged: it keeps serving.
+                    return self._entry(name, version, reason)
+                self._record(name, version, status, now_ms, reason, metrics, shadow)
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return self._entry(name, version)
+
+    def _entry(self, name: str, version: str, reason: str | None = None) -> Entry:
+        entry = next(e for e in self.entries() if e.name == name and e.version == version)
+        return entry if reason is None else Entry(**{**entry.__dict__, "reason": reason})
+
+    def rollback(self, name: str, now_ms: int) -> Entry | Refused:
+        """Serve the previous version of ``name`` again; the one serving now is retired.
+
+        Raises:
+            StorageError: the registry cannot be written.
+        """
+        try:
+            with self.store.db.atomic():
+                previous = self._version(name, "previous")
+                current = self._version(name, "serving")
+                if previous is None:
+                    return Refused(f"no previous version of {name} to roll back to")
+                if current is not None:
+                    self._set(name, current, "retired", now_ms)
+                self._set(name, previous, "serving", now_ms)
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        self._sessions.pop(name, None)
+        return self._entry(name, previous)

@@ -1,0 +1,133 @@
+"""The model registry on disk with real ONNX files in onnxruntime: promotion after a shadow
+evaluation, every refusal with its reason while the old model keeps serving, and rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_agent.adapters.models import Models
+from edge_agent.adapters.store import Store
+from edge_agent.core.releases import Manifest, Refused, release
+
+pytestmark = pytest.mark.integration
+
+PUBLISHER = Ed25519PrivateKey.generate()
+VOCABULARY = ("p1", "p2", "p3")
+# Recent local data: a history vector and the item bought next.
+HISTORIES = np.eye(3, dtype=np.float32)
+NEXT = np.array([1, 2, 0])
+
+
+def _model(weights: np.ndarray) -> bytes:
+    """scores = history @ weights: an item-to-item model over the vocabulary."""
+    n = weights.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["history", "weights"], ["scores"])],
+        "item-to-item",
+        [helper.make_tensor_value_info("history", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(weights.astype(np.float32), "weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+GOOD = _model(np.roll(np.eye(3), 1, axis=1) + 0.1)  # predicts the right next item
+BETTER = _model(np.roll(np.eye(3), 1, axis=1))
+WORSE = _model(np.eye(3))  # predicts the same item again: wrong on this data
+
+
+def _shadow(session: ort.InferenceSession, manifest: Manifest) -> Mapping[str, float]:
+    hits = [
+        int(np.argmax(session.run(["scores"], {"history": h[None, :]})[0]) == truth)
+        for h, truth in zip(HISTORIES, NEXT, strict=True)
+    ]
+    return {"recall@10": float(np.mean(hits)), "ndcg@10": float(np.mean(hits))}
+
+
+def _release(
+    version: str, model: bytes, vocabulary: tuple[str, ...] = VOCABULARY
+) -> tuple[bytes, bytes]:
+    manifest = release(
+        Manifest("next-basket", version, "2026-11-26T15:00:00Z", vocabulary, "", 0),
+        model,
+        PUBLISHER,
+    )
+    return orjson.dumps(manifest.document()), model
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Models:
+    return Models(Store.open(tmp_path / "edge-agent.db"), tmp_path / "models")
+
+
+def test_the_lifecycle_promote_refuse_hold_and_roll_back(models: Models) -> None:
+    key = PUBLISHER.public_key()
+    first = models.install(*_release("1", GOOD), key, 1, _shadow)
+    assert (first.status, first.shadow["recall@10"]) == ("serving", 1.0)
+
+    manifest, model = _release("2", BETTER)
+    refusals = {
+        "sha256": (manifest, model[:-1] + b"\x01"),
+        "truncated": (manifest, model[:-5]),
+        "signature": (
+            orjson.dumps({**orjson.loads(manifest), "created": "2030-01-01T00:00:00Z"}),
+            model,
+        ),
+        "not a loadable ONNX model": _release("2", BETTER[: len(BETTER) // 2]),
+        "vocabulary has 4": _release("2", BETTER, (*VOCABULARY, "p4")),
+    }
+    for reason, (bad_manifest, bad_model) in refusals.items():
+        entry = models.install(bad_manifest, bad_model, key, 2, _shadow)
+        assert entry.status == "refused", reason
+        assert reason in entry.reason
+        assert models.serving("next-basket") is not None
+        assert models.serving("next-basket")[0].version == "1"  # type: ignore[index]
+
+    worse = models.install(*_release("3", WORSE), key, 3, _shadow)
+    assert worse.status == "held"
+    assert "worse than the current model on recall@10" in worse.reason
+    assert models.serving("next-basket")[0].version == "1"  # type: ignore[index]
+
+    promoted = models.install(manifest, model, key, 4, _shadow)
+    assert promoted.status == "serving"
+    serving = models.serving("next-basket")
+    assert serving is not None
+    assert serving[0].version == "2"
+    status = {(e.version, e.status) for e in models.entries()}
+    assert {("1", "previous"), ("2", "serving"), ("3", "held")} <= status
+
+    back = models.rollback("next-basket", 5)
+    assert not isinstance(back, Refused)
+    assert back.version == "1"
+    assert models.serving("next-basket")[0].version == "1"  # type: ignore[index]
+    assert isinstance(models.rollback("next-basket", 6), Refused)  # nothing older kept
+
+
+def test_a_signature_by_another_key_is_refused(models: Models) -> None:
+    other = Ed25519PrivateKey.generate().public_key()
+    entry = models.install(*_release("1", GOOD), other, 1, _shadow)
+    assert entry.status == "refused"
+    assert "pinned publisher key" in entry.reason
+    assert models.serving("next-basket") is None
+
+
+def test_sessions_run_on_one_thread_without_spinning(models: Models) -> None:
+    models.install(*_release("1", GOOD), PUBLISHER.public_key(), 1, _shadow)
+    serving = models.serving("next-basket")
+    assert serving is not None
+    options = serving[1].get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
