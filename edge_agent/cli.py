@@ -15,11 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from edge_agent import __version__
 from edge_agent.config import Settings, load_settings
 from edge_agent.errors import EdgeAgentError
+
+if TYPE_CHECKING:
+    # The command line imports its adapters lazily: `--help` stays fast and light.
+    from edge_agent.adapters.models import Models
+    from edge_agent.adapters.store import Store
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -198,6 +203,66 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         left = ", ".join(f"{k} {v}" for k, v in sorted(report.remaining.items())) or "nothing"
         print(f"still queued: {left}")
     return 1 if report.problem else 0
+
+
+def _registry(settings: Settings) -> tuple[Store, Models]:
+    from edge_agent.adapters.models import Models
+    from edge_agent.adapters.store import Store
+
+    store = Store.open(settings.database, settings.store.synchronous)
+    return store, Models(store, settings.models_folder)
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List every model version offered to this agent and what became of it."""
+    store, models = _registry(settings)
+    with store:
+        entries = models.entries()
+    if args.json:
+        print(json.dumps([asdict(e) for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no model releases yet (edge-agent models pull NAME)")
+    for e in entries:
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted((e.shadow or e.metrics).items()))
+        print(f"{e.name:<16}{e.version:<24}{e.status:<10}{_when(e.changed_ms)}  {figures}")
+        if e.reason:
+            print(f"{'':<16}{e.reason}")
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace, settings: Settings) -> int:
+    """Pull the newest release of a model from central; exit 1 when it was not promoted."""
+    from edge_agent import app
+    from edge_agent.adapters.pull import Known, pull
+    from edge_agent.adapters.sync import client_for
+
+    store, models = _registry(settings)
+    with store, client_for(settings) as client:
+        outcome = pull(settings, models, args.name, client, app.now_ms())
+    if isinstance(outcome, Known):
+        e = outcome.entry
+        print(f"{e.name} {e.version} is the newest release, already {e.status}")
+        return 0
+    print(f"{outcome.name} {outcome.version}: {outcome.status}")
+    if outcome.reason:
+        print(f"  {outcome.reason}")
+    return 0 if outcome.status == "serving" else 1
+
+
+def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the previous version of a model again."""
+    from edge_agent import app
+    from edge_agent.core.releases import Refused
+
+    store, models = _registry(settings)
+    with store:
+        back = models.rollback(args.name, app.now_ms())
+    if isinstance(back, Refused):
+        print(f"edge-agent: {back.reason}", file=sys.stderr)
+        return 1
+    print(f"{back.name} {back.version} is serving again")
+    return 0
 
 
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
@@ -445,6 +510,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--json", action="store_true", help="print the report as JSON")
     sync.set_defaults(handler=cmd_sync)
+
+    models = commands.add_parser(
+        "models",
+        help="model releases: list, pull from central, roll back",
+        description="Model releases are signed by the publisher; the agent checks the "
+        "signature against [models] publisher_key, the file's sha256 and size, that it loads "
+        "in onnxruntime and matches its vocabulary, and that it is not worse than the serving "
+        "model, before it serves it. The version it replaces is kept for rollback.",
+    )
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = model_commands.add_parser("list", help="versions, status, metrics, reasons")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_models_list)
+    pulling = model_commands.add_parser("pull", help="pull the newest release from central")
+    pulling.add_argument("name", help="the model's name, e.g. next-basket")
+    pulling.set_defaults(handler=cmd_models_pull)
+    rolling = model_commands.add_parser("rollback", help="serve the previous version again")
+    rolling.add_argument("name", help="the model's name")
+    rolling.set_defaults(handler=cmd_models_rollback)
 
     forget = commands.add_parser(
         "forget",

@@ -7,6 +7,7 @@ No other module reads the environment.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import tomllib
@@ -168,6 +169,24 @@ class SyncSettings:
     outbox_quota_bytes: int = _setting(200_000_000, lambda v: v >= 10_000, "at least 10000 bytes")
 
 
+def _public_key(value: str) -> bool:
+    try:
+        return value == "" or len(base64.b64decode(value, validate=True)) == 32
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ModelsSettings:
+    """``[models]``: whose releases the agent accepts, and how often it asks central."""
+
+    #: The publisher's Ed25519 public key (base64 of its 32 raw bytes); empty: none accepted.
+    publisher_key: str = _setting(
+        "", _public_key, "empty, or the base64 public key edge-agent-collector keygen printed"
+    )
+    pull_every_s: int = _setting(3600, lambda v: 60 <= v <= 7 * 86400, "60-604800 seconds")
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """``[log]``: JSON lines on stdout."""
@@ -190,6 +209,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     insights: InsightsSettings = field(default_factory=InsightsSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
 
@@ -197,6 +217,11 @@ class Settings:
     def site_key(self) -> Path:
         """The site's secret pseudonymisation key (created on first start, mode 0600)."""
         return self.site.data_dir / "site.key"
+
+    @property
+    def models_folder(self) -> Path:
+        """Where model releases are kept, one folder per name and version."""
+        return self.site.data_dir / "models"
 
     @property
     def database(self) -> Path:
@@ -216,6 +241,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "retention": RetentionSettings,
     "insights": InsightsSettings,
     "sync": SyncSettings,
+    "models": ModelsSettings,
     "log": LogSettings,
 }
 

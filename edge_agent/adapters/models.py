@@ -209,18 +209,23 @@ class Models:
         current = self.serving(manifest.name)
         if shadow is not None:
             measured = shadow(session, manifest)
-            if current is not None:
-                held = not_worse(measured, shadow(current[1], current[0]), PROMOTE_ON)
-                if held is not None:
-                    return self._settle(
-                        manifest.name,
-                        manifest.version,
-                        "held",
-                        now_ms,
-                        held.reason,
-                        manifest.metrics,
-                        measured,
-                    )
+        if current is not None:
+            # Measured here when possible; else the releases' own offline metrics.
+            held = (
+                not_worse(measured, shadow(current[1], current[0]), PROMOTE_ON)
+                if shadow is not None
+                else not_worse(manifest.metrics, current[0].metrics, PROMOTE_ON)
+            )
+            if held is not None:
+                return self._settle(
+                    manifest.name,
+                    manifest.version,
+                    "held",
+                    now_ms,
+                    held.reason,
+                    manifest.metrics,
+                    measured,
+                )
         self._write(manifest, manifest_raw, model)
         return self._promote(manifest, now_ms, measured)
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -159,6 +160,7 @@ _DESCRIPTIONS = {
     400: "Malformed: not gzip, not JSON, or a malformed header",
     401: "Unknown or missing token",
     403: "The body names another site than the token's",
+    404: "No such release",
     409: "Idempotency-Key used before with another body",
     413: "Over 4 MiB as sent or 32 MiB decompressed",
     415: "Not Content-Type application/json, or an encoding other than gzip",
@@ -166,6 +168,11 @@ _DESCRIPTIONS = {
     500: "A fault of the collector (logged)",
     503: "The database is busy or unreachable: retry after Retry-After seconds",
 }
+
+
+# Module level: FastAPI resolves the annotations of the handlers by name.
+ReleaseName = Annotated[str, FastAPIPath(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ReleaseVersion = Annotated[str, FastAPIPath(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -528,6 +535,45 @@ def create_app(store: CentralStore, admin_token: str) -> FastAPI:
     ) -> dict[str, object]:
         lines = await run_in_threadpool(store.audit, site, limit)
         return {"lines": [asdict(line) for line in lines]}
+
+    @app.get(
+        "/v1/models/{name}/latest",
+        responses={
+            200: {"content": {"application/json": {}}, "description": "The signed manifest"},
+            **_errors(401, 404, 422),
+        },
+        summary="The newest release of a model: its signed manifest (sites verify it)",
+    )
+    async def latest_release(
+        name: ReleaseName,
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_site_bearer)],
+    ) -> Response:
+        await site_of(bearer.credentials if bearer else None, request)
+        found = await run_in_threadpool(store.latest_release, name)
+        if found is None:
+            raise wire.WireError(404, f"no release of {name} has been published")
+        return Response(found[1], media_type="application/json")
+
+    @app.get(
+        "/v1/models/{name}/{version}/model.onnx",
+        responses={
+            200: {"content": {"application/octet-stream": {}}, "description": "The ONNX file"},
+            **_errors(401, 404, 422),
+        },
+        summary="The ONNX file of a published release",
+    )
+    async def release_model(
+        name: ReleaseName,
+        version: ReleaseVersion,
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_site_bearer)],
+    ) -> Response:
+        await site_of(bearer.credentials if bearer else None, request)
+        model = await run_in_threadpool(store.release_model, name, version)
+        if model is None:
+            raise wire.WireError(404, f"{name} {version} has not been published")
+        return Response(model, media_type="application/octet-stream")
 
     @app.get("/healthz", response_model=HealthBody, responses=_errors(), summary="Liveness")
     async def healthz() -> dict[str, object]:

@@ -7,6 +7,7 @@ Every error the collector raises on purpose becomes one line on stderr and exit 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import logging
@@ -134,6 +135,78 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Make the publisher's Ed25519 key pair: the private key to a 0600 file, the public key
+    printed for the agents' ``[models] publisher_key``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if args.out.exists():
+        raise CollectorError(f"{args.out} exists: a publisher key is never overwritten")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(pem)
+    except OSError as exc:
+        raise CollectorError(f"cannot write {args.out}: {exc.strerror}") from exc
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    print(base64.b64encode(raw).decode())
+    print(
+        f"private key written to {args.out} (keep it off the collector host if you can). The "
+        "line above is the public key: put it in every agent's config as [models] "
+        'publisher_key = "..."',
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Sign a model release with the publisher's key and keep it for sites to pull."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge_agent.core.releases import Manifest, Refused, parse, release
+
+    try:
+        model = args.model.read_bytes()
+        vocabulary = json.loads(args.vocabulary.read_text(encoding="utf-8"))
+        key = serialization.load_pem_private_key(args.key.read_bytes(), password=None)
+        metrics, training = json.loads(args.metrics), json.loads(args.training)
+    except (OSError, ValueError) as exc:
+        raise CollectorError(f"cannot read the release's files or options: {exc}") from exc
+    if not isinstance(metrics, dict) or not isinstance(training, dict):
+        raise CollectorError("--metrics and --training must be JSON objects")
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CollectorError(f"{args.key} is not an Ed25519 private key (make one with keygen)")
+    unsigned = Manifest(
+        args.name,
+        args.version,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        tuple(str(v) for v in vocabulary) if isinstance(vocabulary, list) else (),
+        "",
+        0,
+        metrics=metrics,
+        training=training,
+    )
+    manifest = json.dumps(release(unsigned, model, key).document()).encode()
+    checked = parse(manifest)
+    if isinstance(checked, Refused):
+        raise CollectorError(f"the release would be refused by every site: {checked.reason}")
+    store = _open(args)
+    try:
+        store.publish_release(args.name, args.version, manifest, model)
+    finally:
+        store.close()
+    print(f"published {args.name} {args.version} ({len(model)} bytes)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent-collector",
@@ -194,6 +267,35 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--k", type=int, default=5, help="suppression threshold (default 5)")
     report.add_argument("--format", choices=("json", "csv"), default="json")
     report.set_defaults(handler=cmd_summary)
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="make the model publisher's Ed25519 key pair",
+        description="Write a new Ed25519 private key (mode 0600) and print its public key, "
+        "which agents pin as [models] publisher_key.",
+    )
+    keygen.add_argument("--out", type=Path, required=True, help="where to write the private key")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    publish = with_db(
+        commands.add_parser(
+            "publish",
+            help="sign a model release and keep it for sites to pull",
+            description="Sign MODEL (an ONNX file) with the publisher's key into a release "
+            "NAME VERSION; sites pull it, verify it against the pinned public key, "
+            "shadow-score it and promote it when it is not worse.",
+        )
+    )
+    publish.add_argument("name", help="the model's name, e.g. next-basket")
+    publish.add_argument("version", help="a new version, e.g. 2026.11.26-1")
+    publish.add_argument("--model", type=Path, required=True, help="the ONNX file")
+    publish.add_argument(
+        "--vocabulary", type=Path, required=True, help="JSON list of item ids, in score order"
+    )
+    publish.add_argument("--key", type=Path, required=True, help="the publisher's private key")
+    publish.add_argument("--metrics", default="{}", help="offline metrics, JSON object")
+    publish.add_argument("--training", default="{}", help="training data summary, JSON object")
+    publish.set_defaults(handler=cmd_publish)
     return parser
 
 

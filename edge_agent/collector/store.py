@@ -110,6 +110,19 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX audit_site ON audit (site, id)
         """,
     ),
+    (
+        "0002_model_releases",
+        """
+        CREATE TABLE model_releases (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            manifest TEXT NOT NULL,             -- JSON, signed by the publisher
+            model {blob} NOT NULL,              -- the ONNX file
+            published_ms BIGINT NOT NULL,
+            PRIMARY KEY (name, version)
+        )
+        """,
+    ),
 )
 _MIGRATION_LOCK = 7_011_966  # any constant: serialises migrations of several PostgreSQL clients
 _POOL_SIZE = 16
@@ -198,6 +211,7 @@ class _Dialect:
     name: str
     connect: Callable[[], Connection]
     identity: str
+    blob: str
     begin_write: str
     migration_lock: str | None
     transient: tuple[type[Exception], ...]
@@ -218,6 +232,7 @@ def _sqlite(path: Path) -> _Dialect:
         name="sqlite",
         connect=connect,
         identity="INTEGER PRIMARY KEY",
+        blob="BLOB",
         # IMMEDIATE takes the write lock at once, so two writers queue instead of deadlocking.
         begin_write="BEGIN IMMEDIATE",
         migration_lock=None,
@@ -234,6 +249,7 @@ def _postgres(dsn: str) -> _Dialect:
         name="postgresql",
         connect=connect,
         identity="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        blob="BYTEA",
         begin_write="BEGIN",
         migration_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
         transient=(
@@ -377,7 +393,8 @@ class CentralStore:
             for name, script in MIGRATIONS:
                 if name in applied:
                     continue
-                for statement in script.replace("{identity}", self._dialect.identity).split(";"):
+                script = script.replace("{identity}", self._dialect.identity)
+                for statement in script.replace("{blob}", self._dialect.blob).split(";"):
                     if statement.strip():
                         tx.run(statement)
                 tx.run(
@@ -430,6 +447,40 @@ class CentralStore:
                 "FROM sites ORDER BY site"
             )
         ]
+
+    def publish_release(self, name: str, version: str, manifest: bytes, model: bytes) -> None:
+        """Keep a signed model release for sites to pull (the signature is checked by them).
+
+        Raises:
+            CollectorError: that name and version was published before.
+        """
+        with self._write() as tx:
+            added = tx.run(
+                "INSERT INTO model_releases (name, version, manifest, model, published_ms) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (name, version, manifest.decode(), model, now_ms()),
+            )
+            if not added:
+                raise CollectorError(
+                    f"{name} {version} was already published: give the new release a new version"
+                )
+            _audit(tx, None, "model_published", {"name": name, "version": version})
+
+    def latest_release(self, name: str) -> tuple[str, bytes] | None:
+        """The newest published release of ``name``: its version and manifest."""
+        rows = self._read(
+            "SELECT version, manifest FROM model_releases WHERE name = ? "
+            "ORDER BY published_ms DESC, version DESC LIMIT 1",
+            (name,),
+        )
+        return (str(rows[0][0]), str(rows[0][1]).encode()) if rows else None
+
+    def release_model(self, name: str, version: str) -> bytes | None:
+        """The ONNX file of a published release."""
+        rows = self._read(
+            "SELECT model FROM model_releases WHERE name = ? AND version = ?", (name, version)
+        )
+        return bytes(rows[0][0]) if rows else None
 
     def audit(self, site: str | None, limit: int) -> list[AuditLine]:
         """The newest ``limit`` audit lines, of one site or all."""

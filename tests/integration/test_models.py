@@ -3,6 +3,9 @@ evaluation, every refusal with its reason while the old model keeps serving, and
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +19,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.adapters.models import Models
 from edge_agent.adapters.store import Store
+from edge_agent.collector.app import create_app
+from edge_agent.collector.store import CentralStore
 from edge_agent.core.releases import Manifest, Refused, release
+from tests.collector_helpers import ADMIN_TOKEN, Server, collector_cli
+from tests.helpers import SITE, cli
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +138,73 @@ def test_sessions_run_on_one_thread_without_spinning(models: Models) -> None:
     options = serving[1].get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_releases_published_at_central_are_pulled_checked_and_rolled_back(
+    tmp_path: Path,
+) -> None:
+    """keygen and publish at central, pull and rollback at the site, over real HTTP."""
+    central_db = str(tmp_path / "central.db")
+    key_file = tmp_path / "publisher.pem"
+    made = collector_cli("keygen", "--out", str(key_file))
+    assert made.returncode == 0, made.stderr
+    public_key = made.stdout.strip()
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    vocabulary = tmp_path / "vocabulary.json"
+    vocabulary.write_text(orjson.dumps(list(VOCABULARY)).decode())
+
+    def publish(version: str, model: bytes, recall: float) -> None:
+        path = tmp_path / f"model-{version}.onnx"
+        path.write_bytes(model)
+        done = collector_cli(
+            "publish", "next-basket", version, "--db", central_db, "--model", str(path),
+            "--vocabulary", str(vocabulary), "--key", str(key_file),
+            "--metrics", orjson.dumps({"recall@10": recall, "ndcg@10": recall}).decode(),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    store = CentralStore.open(central_db)
+    token = "site-token-" + "m" * 32
+    store.add_site(SITE, SITE, hashlib.sha256(token.encode()).hexdigest())
+    config = tmp_path / "agent.toml"
+    try:
+        with Server(create_app(store, ADMIN_TOKEN)) as server:
+            config.write_text(
+                f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n'
+                f'[sync]\nurl = "{server.url}"\ntoken = "{token}"\n'
+                f'[models]\npublisher_key = "{public_key}"\n'
+            )
+
+            def pull() -> subprocess.CompletedProcess[str]:
+                return cli("--config", str(config), "models", "pull", "next-basket")
+
+            assert "no release of next-basket" in pull().stderr
+            publish("1", GOOD, 0.14)
+            first = pull()
+            assert (first.returncode, first.stdout.split()[-1]) == (0, "serving"), first.stderr
+            assert "already serving" in pull().stdout
+
+            publish("2", WORSE, 0.10)
+            held = pull()
+            assert held.returncode == 1
+            assert "held" in held.stdout
+            assert "worse than the current model" in held.stdout
+
+            publish("3", BETTER, 0.15)
+            with sqlite3.connect(central_db) as db:  # damaged at central, or on the way
+                db.execute("UPDATE model_releases SET model = ? WHERE version = '3'", [WORSE])
+            tampered = pull()
+            assert tampered.returncode == 1
+            assert "refused" in tampered.stdout
+            assert "the file was altered" in tampered.stdout or "truncated" in tampered.stdout
+
+            publish("4", BETTER, 0.15)
+            assert pull().returncode == 0
+            listing = cli("--config", str(config), "models", "list", "--json")
+            status = {e["version"]: e["status"] for e in orjson.loads(listing.stdout)}
+            assert status == {"1": "previous", "2": "held", "3": "refused", "4": "serving"}
+            back = cli("--config", str(config), "models", "rollback", "next-basket")
+            assert back.returncode == 0, back.stderr
+            assert "next-basket 1 is serving again" in back.stdout
+    finally:
+        store.close()
