@@ -265,6 +265,46 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train the site's own models from its stored data and serve them."""
+    from edge_agent import app
+    from edge_agent.adapters.training import train_trending
+
+    store, models = _registry(settings)
+    with store:
+        entry = train_trending(store, models, app.now_ms())
+    if entry is None:
+        print("trending: no orders in the last two weeks, nothing to learn from")
+        return 1
+    print(f"{entry.name} {entry.version}: {entry.status}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
+    """Print what a staff screen would show for a visitor and a basket."""
+    from edge_agent.adapters import keyfile
+    from edge_agent.adapters.recommend import Recommender
+    from edge_agent.core.identity import pseudonym
+
+    visitor = (
+        pseudonym(keyfile.load_or_create(settings.site_key), args.user_id) if args.user_id else None
+    )
+    basket = tuple(item for item in (args.basket or "").split(",") if item)
+    store, models = _registry(settings)
+    with store:
+        lists = Recommender(store, models).recommend(visitor, basket, args.k)
+    if args.json:
+        print(json.dumps({k: [asdict(p) for p in v] for k, v in lists.items()}, indent=2))
+        return 0
+    if not lists:
+        print("nothing to recommend: no model is serving yet (edge-agent models train)")
+    for source, picks in lists.items():
+        print(f"{source}:")
+        for p in picks:
+            print(f"  {p.item:<16}{p.score:10.3f}  {p.reason}")
+    return 0
+
+
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     """Erase a person and print the receipt."""
     from edge_agent import app
@@ -529,6 +569,22 @@ def build_parser() -> argparse.ArgumentParser:
     rolling = model_commands.add_parser("rollback", help="serve the previous version again")
     rolling.add_argument("name", help="the model's name")
     rolling.set_defaults(handler=cmd_models_rollback)
+    training = model_commands.add_parser(
+        "train", help="train the site's own models from its stored data and serve them"
+    )
+    training.set_defaults(handler=cmd_models_train)
+
+    recommend = commands.add_parser(
+        "recommend",
+        help="what a staff screen would show for a visitor and a basket",
+        description="Rank items with the serving models and the screen's business rules. "
+        "The visitor's history is used only if they granted personalization.",
+    )
+    recommend.add_argument("--user-id", help="the visitor's userId, as devices send it")
+    recommend.add_argument("--basket", help="comma-separated product ids in the basket")
+    recommend.add_argument("--k", type=int, default=5, help="items per list (default 5)")
+    recommend.add_argument("--json", action="store_true", help="print JSON")
+    recommend.set_defaults(handler=cmd_recommend)
 
     forget = commands.add_parser(
         "forget",

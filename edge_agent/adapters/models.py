@@ -181,11 +181,12 @@ class Models:
         self,
         manifest_raw: bytes,
         model: bytes,
-        publisher: Ed25519PublicKey,
+        publisher: Ed25519PublicKey | None,
         now_ms: int,
         shadow: Shadow | None = None,
     ) -> Entry:
-        """Check, load, shadow-score and (when not worse) promote a release.
+        """Check, load, shadow-score and (when not worse) promote a release (``publisher``
+        None: a model trained here, unsigned).
 
         Returns the release's entry: ``serving`` when promoted, else ``refused`` or ``held``
         with the reason; the serving model is untouched then.

@@ -74,12 +74,17 @@ def signed_bytes(document: Mapping[str, object]) -> bytes:
     return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
 
 
+def release_unsigned(unsigned: Manifest, model: bytes) -> Manifest:
+    """``unsigned`` completed with the model's size and sha256 (a model trained here)."""
+    return dataclasses.replace(
+        unsigned, sha256=hashlib.sha256(model).hexdigest(), size=len(model), signature=""
+    )
+
+
 def release(unsigned: Manifest, model: bytes, key: Ed25519PrivateKey) -> Manifest:
     """``unsigned`` completed with the model's size and sha256, and signed by ``key`` (the
     publisher's side of `check`)."""
-    described = dataclasses.replace(
-        unsigned, sha256=hashlib.sha256(model).hexdigest(), size=len(model), signature=""
-    )
+    described = release_unsigned(unsigned, model)
     signature = key.sign(signed_bytes(described.document()))
     return dataclasses.replace(described, signature=base64.b64encode(signature).decode())
 
@@ -136,9 +141,12 @@ def parse(raw: bytes) -> Manifest | Refused:
     )
 
 
-def check(manifest_raw: bytes, model: bytes, publisher: Ed25519PublicKey) -> Manifest | Refused:
+def check(
+    manifest_raw: bytes, model: bytes, publisher: Ed25519PublicKey | None
+) -> Manifest | Refused:
     """The release's manifest when the model file is the one it describes and the publisher
-    signed it; otherwise the first reason it is refused."""
+    signed it; otherwise the first reason it is refused. ``publisher`` None: a model this
+    agent trained itself, which never left the box and carries no signature."""
     manifest = parse(manifest_raw)
     if isinstance(manifest, Refused):
         return manifest
@@ -155,6 +163,8 @@ def check(manifest_raw: bytes, model: bytes, publisher: Ed25519PublicKey) -> Man
             f"the model file's sha256 is {digest}, the manifest says {manifest.sha256}: "
             "the file was altered or damaged"
         )
+    if publisher is None:
+        return manifest
     try:
         signature = base64.b64decode(manifest.signature, validate=True)
         publisher.verify(signature, signed_bytes(orjson.loads(manifest_raw)))

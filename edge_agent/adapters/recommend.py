@@ -1,0 +1,133 @@
+"""Recommendations for a staff screen: the serving models in onnxruntime, then the business
+rules of `edge_agent.core.recommend`.
+
+A visitor's history is read only when they granted ``personalization`` (the store keeps a
+profile only then, and it is checked again here); otherwise the models see none of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import orjson
+
+from edge_agent.adapters.models import Models
+from edge_agent.adapters.store import Store
+from edge_agent.core.identity import Pseudonym
+from edge_agent.core.recommend import (
+    COMPLEMENTS,
+    PERSONAL,
+    TRENDING,
+    Context,
+    Inputs,
+    Pick,
+    inputs,
+    pick,
+)
+from edge_agent.errors import StorageError
+
+#: How many basket items are tried one by one to say what a complement "goes with".
+_ATTRIBUTE_MAX = 20
+
+
+class Recommender:
+    """Ranked lists with reasons, from the models serving in ``models``."""
+
+    def __init__(self, store: Store, models: Models, available: frozenset[str] | None = None):
+        self.store = store
+        self.models = models
+        self.available = available
+
+    def context(self, visitor: Pseudonym | None, basket: tuple[str, ...]) -> Context:
+        """What may be used about ``visitor``: their baskets only with personalization.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        if visitor is None:
+            return Context(basket)
+        try:
+            consented = self.store.db.execute(
+                "SELECT 1 FROM consent WHERE pseudonym = ? AND purpose = 'personalization' "
+                "AND granted",
+                (visitor,),
+            ).fetchone()
+            if consented is None:
+                return Context(basket)
+            rows = self.store.db.execute(
+                "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms",
+                (visitor,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.store.path} cannot be read: {exc}") from exc
+        history = tuple(
+            tuple(str(line.get("product_id")) for line in orjson.loads(products))
+            for (products,) in rows
+        )
+        return Context(basket, history, personal=True)
+
+    def recommend(
+        self, visitor: Pseudonym | None, basket: tuple[str, ...], k: int = 5
+    ) -> dict[str, list[Pick]]:
+        """Up to ``k`` picks per list for the visitor in front of the screen.
+
+        Raises:
+            StorageError: the database or a serving model cannot be read.
+        """
+        context = self.context(visitor, basket)
+        picks: dict[str, list[Pick]] = {}
+        taken: set[str] = set()
+        for name in (PERSONAL, COMPLEMENTS, TRENDING):
+            if (name == PERSONAL and not context.personal) or (name == COMPLEMENTS and not basket):
+                continue
+            serving = self.models.serving(name)
+            if serving is None:
+                continue
+            manifest, session = serving
+            vocabulary = manifest.vocabulary
+            vectors = inputs(context, vocabulary)
+            row = _run(session, vectors)
+            goes_with = (
+                _attribute(session, vectors, vocabulary, context.basket)
+                if name == COMPLEMENTS
+                else None
+            )
+            # Each list is picked over its own vocabulary; earlier lists' items are not repeated.
+            shown = Context(tuple(taken | set(basket)), context.history, context.personal)
+            found = pick(
+                {name: row}, vocabulary, shown, self.available, k, vectors.share, goes_with
+            )
+            for source, chosen in found.items():
+                picks[source] = chosen
+                taken.update(p.item for p in chosen)
+        return picks
+
+
+def _run(session: ort.InferenceSession, vectors: Inputs) -> npt.NDArray[np.float32]:
+    feeds = {"history": vectors.history, "basket": vectors.basket}
+    (scores,) = session.run(["scores"], {i.name: feeds[i.name] for i in session.get_inputs()})
+    row: npt.NDArray[np.float32] = np.asarray(scores, dtype=np.float32)[0]
+    return row
+
+
+def _attribute(
+    session: ort.InferenceSession,
+    vectors: Inputs,
+    vocabulary: tuple[str, ...],
+    basket: tuple[str, ...],
+) -> dict[str, str]:
+    """For each item, the basket item that alone scores it highest (what it "goes with")."""
+    index = {item: i for i, item in enumerate(vocabulary)}
+    known = [item for item in dict.fromkeys(basket) if item in index][:_ATTRIBUTE_MAX]
+    if not known:
+        return {}
+    rows = []
+    for item in known:
+        alone = np.zeros_like(vectors.basket)
+        alone[0, index[item]] = 1.0
+        rows.append(_run(session, Inputs(vectors.history, alone)))
+    best = np.argmax(np.stack(rows), axis=0)
+    return {vocabulary[i]: known[int(b)] for i, b in enumerate(best)}

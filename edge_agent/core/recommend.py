@@ -1,0 +1,139 @@
+"""What a staff screen shows after the models have scored: business rules and reasons.
+
+The models (ONNX, in onnxruntime) give a score per vocabulary item. Here, without I/O: only
+available items, nothing already in the basket, no item twice across the lists, and a short
+reason per item that a shop assistant can say out loud. A visitor without ``personalization``
+consent gets no personal list at all, and their history is never an input: the caller passes
+an empty one (`Context.personal` is False), so the result equals the anonymous result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+#: Share of a person's baskets an item must be in to be called a regular buy.
+REGULAR_SHARE = 0.5
+PERSONAL = "next-basket"
+COMPLEMENTS = "complements"
+TRENDING = "trending"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the screen knows about the visitor in front of it.
+
+    ``history`` is the person's past baskets (item ids), only when ``personal`` (consent to
+    personalization); ``basket`` is what is being rung up now.
+    """
+
+    basket: tuple[str, ...] = ()
+    history: tuple[tuple[str, ...], ...] = ()
+    personal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One recommended item, why, and from which list."""
+
+    item: str
+    score: float
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """The model inputs of a context over a vocabulary: ``history`` weights (share of the
+    person's baskets holding the item) and ``basket`` (1 per item in the basket)."""
+
+    history: npt.NDArray[np.float32]
+    basket: npt.NDArray[np.float32]
+    share: Mapping[str, float] = field(default_factory=dict)
+
+
+def inputs(context: Context, vocabulary: Sequence[str]) -> Inputs:
+    """The vectors the models take for ``context`` (unknown items are left out)."""
+    index = {item: i for i, item in enumerate(vocabulary)}
+    history = np.zeros((1, len(vocabulary)), dtype=np.float32)
+    basket = np.zeros((1, len(vocabulary)), dtype=np.float32)
+    share: dict[str, float] = {}
+    if context.personal and context.history:
+        counts: dict[str, int] = {}
+        for past in context.history:
+            for item in set(past):
+                counts[item] = counts.get(item, 0) + 1
+        share = {item: n / len(context.history) for item, n in counts.items()}
+        for item, value in share.items():
+            if item in index:
+                history[0, index[item]] = value
+    for item in context.basket:
+        if item in index:
+            basket[0, index[item]] = 1.0
+    return Inputs(history, basket, share)
+
+
+def pick(
+    scores: Mapping[str, npt.NDArray[np.float32]],
+    vocabulary: Sequence[str],
+    context: Context,
+    available: frozenset[str] | None,
+    k: int,
+    share: Mapping[str, float],
+    goes_with: Mapping[str, str] | None = None,
+) -> dict[str, list[Pick]]:
+    """Up to ``k`` items per list (personal, complements, trending), best first.
+
+    Args:
+        scores: each model's score row over ``vocabulary`` (lists whose model is missing are
+            simply absent).
+        vocabulary: item ids in score order.
+        context: the visitor; no personal list unless ``context.personal``.
+        available: items that may be offered (None: all).
+        k: the length of each list.
+        share: how often the person bought each item (from `inputs`), for the reasons.
+        goes_with: for complements, the basket item each one goes with best.
+    """
+    taken = set(context.basket)
+    out: dict[str, list[Pick]] = {}
+    for source in (PERSONAL, COMPLEMENTS, TRENDING):
+        row = scores.get(source)
+        if row is None or (source == PERSONAL and not context.personal):
+            continue
+        if source == COMPLEMENTS and not context.basket:
+            continue
+        chosen: list[Pick] = []
+        # Stable order: ties go to the earlier vocabulary entry, so a list never flickers.
+        for i in np.argsort(-np.asarray(row, dtype=np.float64).ravel(), kind="stable"):
+            if len(chosen) == k:
+                break
+            item = vocabulary[int(i)]
+            value = float(row.ravel()[i])
+            if item in taken or (available is not None and item not in available):
+                continue
+            if not np.isfinite(value) or value <= 0:
+                break
+            chosen.append(Pick(item, value, _reason(source, item, share, goes_with), source))
+            taken.add(item)
+        if chosen:
+            out[source] = chosen
+    return out
+
+
+def _reason(
+    source: str, item: str, share: Mapping[str, float], goes_with: Mapping[str, str] | None
+) -> str:
+    if source == PERSONAL:
+        bought = share.get(item, 0.0)
+        if bought >= REGULAR_SHARE:
+            return "you buy this on most visits"
+        if bought > 0:
+            return "you have bought this before"
+        return "shoppers with baskets like yours buy this"
+    if source == COMPLEMENTS:
+        partner = (goes_with or {}).get(item)
+        return f"goes with {partner} in the basket" if partner else "goes with this basket"
+    return "popular here this week"

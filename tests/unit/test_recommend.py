@@ -1,0 +1,65 @@
+"""The screen's business rules after the models: availability, the basket, no repeats,
+reasons, and no personal list without consent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_agent.core.recommend import (
+    COMPLEMENTS,
+    PERSONAL,
+    TRENDING,
+    Context,
+    inputs,
+    pick,
+)
+
+VOCABULARY = ("a", "b", "c", "d", "e")
+
+
+def _row(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32)
+
+
+def test_inputs_weigh_history_by_share_of_baskets_and_mark_the_basket() -> None:
+    context = Context(("c", "zz"), (("a", "b"), ("a",), ("a", "a")), personal=True)
+    made = inputs(context, VOCABULARY)
+    np.testing.assert_allclose(made.history, [[1.0, 1 / 3, 0.0, 0.0, 0.0]], rtol=1e-6)
+    assert made.basket.tolist() == [[0.0, 0.0, 1.0, 0.0, 0.0]]
+    assert made.share == {"a": 1.0, "b": 1 / 3}
+
+
+def test_without_consent_the_history_is_not_an_input() -> None:
+    made = inputs(Context(("c",), (("a", "b"),), personal=False), VOCABULARY)
+    assert not made.history.any()
+    assert made.share == {}
+
+
+def test_rules_skip_unavailable_basket_and_repeated_items_and_give_reasons() -> None:
+    context = Context(("a",), (("b",), ("b", "c")), personal=True)
+    scores = {
+        PERSONAL: _row(9, 8, 7, 6, 0),
+        COMPLEMENTS: _row(9, 8, 7, 6, 5),
+        TRENDING: _row(1, 2, 3, 4, 5),
+    }
+    share = {"b": 1.0, "c": 0.5}
+    lists = pick(scores, VOCABULARY, context, frozenset({"a", "b", "c", "e"}), 2, share, {"e": "a"})
+    assert [(p.item, p.reason) for p in lists[PERSONAL]] == [
+        ("b", "you buy this on most visits"),
+        ("c", "you buy this on most visits"),
+    ]
+    assert [(p.item, p.reason) for p in lists[COMPLEMENTS]] == [
+        ("e", "goes with a in the basket")
+    ]  # d is unavailable, a is in the basket, b and c were already shown
+    assert TRENDING not in lists  # nothing left that is available, new and scored
+
+
+def test_no_personal_list_without_consent_and_no_complements_without_a_basket() -> None:
+    scores = {PERSONAL: _row(1, 1, 1, 1, 1), COMPLEMENTS: _row(1, 1, 1, 1, 1)}
+    assert pick(scores, VOCABULARY, Context(()), None, 3, {}) == {}
+
+
+def test_items_a_model_does_not_score_are_not_offered() -> None:
+    lists = pick({TRENDING: _row(0, 3, 0, np.nan, 1)}, VOCABULARY, Context(()), None, 5, {})
+    assert [p.item for p in lists[TRENDING]] == ["b", "e"]
+    assert lists[TRENDING][0].reason == "popular here this week"
