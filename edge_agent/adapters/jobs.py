@@ -104,10 +104,59 @@ def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
         logs.log(logger, logging.INFO, "sync_done", "outbox drained", **report.as_dict())
 
 
+#: Models central may publish releases of; trending is always the site's own.
+PULLED_MODELS = ("next-basket", "complements")
+TRAIN_EVERY_S = 3600
+
+
+def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
+    from edge_agent.adapters.models import Models
+    from edge_agent.adapters.training import train_trending
+
+    try:
+        with Store.open(settings.database, settings.store.synchronous) as store:
+            entry = train_trending(store, Models(store, settings.models_folder), clock())
+    except EdgeAgentError as exc:
+        logs.log(logger, logging.ERROR, "train_failed", str(exc))
+        return
+    if entry is not None:
+        logs.log(
+            logger, logging.INFO, "model_trained", "trending retrained",
+            version=entry.version, status=entry.status,
+        )  # fmt: skip
+
+
+def _pull_job(settings: Settings, clock: Callable[[], int]) -> None:
+    from edge_agent.adapters.models import Models
+    from edge_agent.adapters.pull import Known, pull
+    from edge_agent.adapters.sync import client_for
+
+    for name in PULLED_MODELS:
+        try:
+            with (
+                Store.open(settings.database, settings.store.synchronous) as store,
+                client_for(settings) as client,
+            ):
+                outcome = pull(
+                    settings, Models(store, settings.models_folder), name, client, clock()
+                )
+        except EdgeAgentError as exc:
+            logs.log(logger, logging.WARNING, "model_pull_failed", str(exc), model=name)
+            continue
+        if not isinstance(outcome, Known):
+            logs.log(
+                logger,
+                logging.INFO if outcome.status == "serving" else logging.WARNING,
+                "model_release",
+                f"{name} {outcome.version}: {outcome.status} {outcome.reason}".strip(),
+            )
+
+
 def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
-    """Start the agent's scheduler: retention and insights (both run at start-up, then
-    periodically), and sync when ``[sync] url`` is set (first at a per-site offset, then
-    every ``every_s`` with up to ``jitter_s`` of jitter, so a fleet spreads out).
+    """Start the agent's scheduler: retention, insights, training the site's own models and
+    pulling releases from central (all run at start-up, then periodically), and sync when
+    ``[sync] url`` is set (first at a per-site offset, then every ``every_s`` with up to
+    ``jitter_s`` of jitter, so a fleet spreads out).
 
     Args:
         settings: the agent's settings.
@@ -117,6 +166,12 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
     for name, job, every_s in (
         ("retention", _retention_job, settings.retention.every_s),
         ("insights", _insights_job, settings.insights.every_s),
+        ("train", _train_job, TRAIN_EVERY_S),
+        *(
+            [("pull", _pull_job, settings.models.pull_every_s)]
+            if settings.sync.url and settings.models.publisher_key
+            else []
+        ),
     ):
         # One run at a time, missed runs folded into one: each job catches up by itself.
         scheduler.add_job(
