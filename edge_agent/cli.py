@@ -235,11 +235,14 @@ def cmd_models_pull(args: argparse.Namespace, settings: Settings) -> int:
     """Pull the newest release of a model from central; exit 1 when it was not promoted."""
     from edge_agent import app
     from edge_agent.adapters.pull import Known, pull
+    from edge_agent.adapters.shadow import local_shadow
     from edge_agent.adapters.sync import client_for
+    from edge_agent.core.recommend import PERSONAL
 
     store, models = _registry(settings)
     with store, client_for(settings) as client:
-        outcome = pull(settings, models, args.name, client, app.now_ms())
+        shadow = local_shadow(store) if args.name == PERSONAL else None
+        outcome = pull(settings, models, args.name, client, app.now_ms(), shadow)
     if isinstance(outcome, Known):
         e = outcome.entry
         print(f"{e.name} {e.version} is the newest release, already {e.status}")

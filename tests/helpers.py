@@ -9,13 +9,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.config import Settings
 
 SITE = "test-site"
 
@@ -191,3 +193,30 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         check=False,
     )
+
+
+def ingest(
+    settings: Settings,
+    events: Sequence[object],
+    received_ms: int | None = None,
+    junk: Sequence[bytes] = (),
+    device: str = "till-1",
+) -> int:
+    """Store events through the agent's own ingest path (validation, pseudonymisation,
+    consent rules, one commit), as received at ``received_ms`` (default now); ``junk`` are
+    payloads that must be rejected. Returns how many were rejected."""
+    from edge_agent import app, schemas
+    from edge_agent.adapters import keyfile
+    from edge_agent.adapters.store import Store
+
+    at = received_ms if received_ms is not None else app.now_ms()
+    received, rejected = app.classify(
+        [(topic(device), encode(e), at) for e in events] + [(topic(device), r, at) for r in junk],
+        app.limits_of(settings),
+        schemas.load(),
+        65536,
+        keyfile.load_or_create(settings.site_key),
+    )
+    with Store.open(settings.database) as store:
+        store.commit(received, rejected, "v1", at)
+    return len(rejected)

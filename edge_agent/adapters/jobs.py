@@ -104,8 +104,6 @@ def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
         logs.log(logger, logging.INFO, "sync_done", "outbox drained", **report.as_dict())
 
 
-#: Models central may publish releases of; trending is always the site's own.
-PULLED_MODELS = ("next-basket", "complements")
 TRAIN_EVERY_S = 3600
 
 
@@ -127,19 +125,22 @@ def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
 
 
 def _pull_job(settings: Settings, clock: Callable[[], int]) -> None:
+    # Central publishes personal and complement models; trending is always the site's own.
     from edge_agent.adapters.models import Models
     from edge_agent.adapters.pull import Known, pull
+    from edge_agent.adapters.shadow import local_shadow
     from edge_agent.adapters.sync import client_for
+    from edge_agent.core.recommend import COMPLEMENTS, PERSONAL
 
-    for name in PULLED_MODELS:
+    for name in (PERSONAL, COMPLEMENTS):
         try:
             with (
                 Store.open(settings.database, settings.store.synchronous) as store,
                 client_for(settings) as client,
             ):
-                outcome = pull(
-                    settings, Models(store, settings.models_folder), name, client, clock()
-                )
+                models = Models(store, settings.models_folder)
+                shadow = local_shadow(store) if name == PERSONAL else None
+                outcome = pull(settings, models, name, client, clock(), shadow)
         except EdgeAgentError as exc:
             logs.log(logger, logging.WARNING, "model_pull_failed", str(exc), model=name)
             continue

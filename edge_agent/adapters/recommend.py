@@ -58,7 +58,7 @@ class Recommender:
             if consented is None:
                 return Context(basket)
             rows = self.store.db.execute(
-                "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms",
+                "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms, rowid",
                 (visitor,),
             ).fetchall()
         except sqlite3.Error as exc:
@@ -89,7 +89,7 @@ class Recommender:
             manifest, session = serving
             vocabulary = manifest.vocabulary
             vectors = inputs(context, vocabulary)
-            row = _run(session, vectors)
+            row = run_model(session, vectors)
             goes_with = (
                 _attribute(session, vectors, vocabulary, context.basket)
                 if name == COMPLEMENTS
@@ -106,7 +106,8 @@ class Recommender:
         return picks
 
 
-def _run(session: ort.InferenceSession, vectors: Inputs) -> npt.NDArray[np.float32]:
+def run_model(session: ort.InferenceSession, vectors: Inputs) -> npt.NDArray[np.float32]:
+    """The model's score row for these inputs (it is fed only the inputs it declares)."""
     feeds = {"history": vectors.history, "basket": vectors.basket}
     (scores,) = session.run(["scores"], {i.name: feeds[i.name] for i in session.get_inputs()})
     row: npt.NDArray[np.float32] = np.asarray(scores, dtype=np.float32)[0]
@@ -128,6 +129,6 @@ def _attribute(
     for item in known:
         alone = np.zeros_like(vectors.basket)
         alone[0, index[item]] = 1.0
-        rows.append(_run(session, Inputs(vectors.history, alone)))
+        rows.append(run_model(session, Inputs(vectors.history, alone)))
     best = np.argmax(np.stack(rows), axis=0)
     return {vocabulary[i]: known[int(b)] for i, b in enumerate(best)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import app, schemas
+from edge_agent import app
 from edge_agent.adapters import keyfile
 from edge_agent.adapters.jobs import expire_once
 from edge_agent.adapters.store import Store
@@ -16,7 +16,7 @@ from edge_agent.config import load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.retention import DAY_MS
 from edge_agent.errors import ConfigError
-from tests.helpers import SITE, cli, encode, topic, track
+from tests.helpers import SITE, cli, ingest, track
 
 
 def test_site_key_is_created_once_private_and_kept(tmp_path: Path) -> None:
@@ -45,18 +45,7 @@ def _site(tmp_path: Path) -> Path:
 
 
 def _ingest(config: Path, events: list[dict[str, object]], now_ms: int) -> None:
-    settings = load_settings(config, environ={})
-    key = keyfile.load_or_create(settings.site_key)
-    received, rejected = app.classify(
-        [(topic("loyalty-1"), encode(e), now_ms) for e in events],
-        app.limits_of(settings),
-        schemas.load(),
-        65536,
-        key,
-    )
-    store = Store.open(settings.database)
-    store.commit(received, rejected, "v1", now_ms)
-    store.close()
+    ingest(load_settings(config, environ={}), events, now_ms, device="loyalty-1")
 
 
 def test_retention_deletes_old_raw_events_and_dead_letters(tmp_path: Path) -> None:

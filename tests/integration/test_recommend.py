@@ -15,17 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent import app, schemas
+from edge_agent import app
 from edge_agent.adapters import keyfile
 from edge_agent.adapters.models import Models
 from edge_agent.adapters.recommend import Recommender
+from edge_agent.adapters.shadow import local_shadow
 from edge_agent.adapters.store import Store
 from edge_agent.adapters.training import train_trending
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, TRENDING
 from edge_agent.core.releases import Manifest, release_unsigned
-from tests.helpers import SITE, cli, encode, topic, track
+from tests.helpers import SITE, cli, ingest, track
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +56,7 @@ def _consent(user: str, personalization: bool) -> dict[str, Any]:
 
 
 def _store(settings: Settings, events: list[dict[str, Any]]) -> None:
-    received, rejected = app.classify(
-        [(topic("till-1"), encode(e), app.now_ms()) for e in events],
-        app.limits_of(settings),
-        schemas.load(),
-        65536,
-        keyfile.load_or_create(settings.site_key),
-    )
-    assert rejected == []
-    with Store.open(settings.database) as store:
-        store.commit(received, rejected, "v1", app.now_ms())
+    assert ingest(settings, events) == 0
 
 
 def _item_model(history: np.ndarray, basket: np.ndarray) -> bytes:
@@ -185,3 +177,31 @@ def test_without_personalization_the_list_is_the_anonymous_one(
         assert theirs == anonymous
     else:
         assert PERSONAL in theirs
+
+
+def test_the_shadow_evaluation_uses_the_consenting_peoples_latest_baskets(
+    tmp_path: Path,
+) -> None:
+    settings = _site(tmp_path)
+    events: list[dict[str, Any]] = []
+    for n in range(4):  # person n bought p(n+1), then p(n+2): the chain
+        user = f"member-{n:04d}"
+        events += [
+            _consent(user, personalization=n < 3),  # the fourth one did not consent
+            _order([ITEMS[n]], userId=user),
+            _order([ITEMS[n + 1]], userId=user),
+        ]
+    _store(settings, events)
+    with Store.open(settings.database) as store:
+        assert local_shadow(store, minimum=4) is None  # only three may be used
+        shadow = local_shadow(store, minimum=3)
+        assert shadow is not None
+        models = Models(store, settings.models_folder)
+        _serve(models, PERSONAL, _item_model(CHAIN, np.zeros_like(CHAIN)))
+        chain = models.serving(PERSONAL)
+        assert chain is not None
+        _serve(models, "same-again", _item_model(np.eye(len(ITEMS)), np.zeros_like(CHAIN)))
+        same = models.serving("same-again")
+        assert same is not None
+        assert shadow(chain[1], chain[0])["ndcg@10"] == 1.0
+        assert shadow(same[1], same[0])["ndcg@10"] < 1.0

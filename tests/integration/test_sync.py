@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge_agent import app, schemas
-from edge_agent.adapters import keyfile
+from edge_agent import app
 from edge_agent.adapters.jobs import compute_insights
 from edge_agent.adapters.mosquitto import Mosquitto
 from edge_agent.adapters.store import Store
@@ -36,7 +35,7 @@ from edge_agent.core.aggregate import HOUR_MS, hour_of
 from edge_agent.errors import ConfigError
 from tests.collector_helpers import ADMIN_TOKEN, Server, count, database, rows
 from tests.conftest import AgentProcess
-from tests.helpers import SITE, Publisher, cli, encode, topic, track, wait_for
+from tests.helpers import SITE, Publisher, cli, encode, ingest, topic, track, wait_for
 from tests.proxy import FlakyProxy
 
 pytestmark = pytest.mark.integration
@@ -103,16 +102,7 @@ def _site(tmp_path: Path, url: str, **overrides: object) -> Settings:
 
 
 def _store(settings: Settings, events: list[dict[str, Any]]) -> None:
-    received, rejected = app.classify(
-        [(topic("till-1"), encode(e), NOW) for e in events],
-        app.limits_of(settings),
-        schemas.load(),
-        65536,
-        keyfile.load_or_create(settings.site_key),
-    )
-    assert rejected == []
-    with Store.open(settings.database) as store:
-        store.commit(received, rejected, "v1", app.now_ms())
+    assert ingest(settings, events, NOW) == 0
 
 
 def _iso(ms: int) -> str:
