@@ -63,7 +63,8 @@ def load(model: bytes | Path, manifest: Manifest) -> ort.InferenceSession | Refu
         if kind is None:
             return Refused(f"the model's input {tensor.name} has an unsupported type {tensor.type}")
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in tensor.shape]
-        feed[tensor.name] = np.zeros(shape, dtype=kind)
+        # Ones: an integer input may be a count (a top-k), where zero is no answer at all.
+        feed[tensor.name] = (np.ones if kind is not np.float32 else np.zeros)(shape, dtype=kind)
     try:
         (scores,) = session.run(["scores"], feed)
     except Exception as exc:  # a graph that cannot run on its own declared inputs

@@ -27,10 +27,12 @@ from edge_agent.core.recommend import (
     inputs,
     pick,
 )
+from edge_agent.core.releases import Manifest
 from edge_agent.errors import StorageError
 
 #: How many basket items are tried one by one to say what a complement "goes with".
 _ATTRIBUTE_MAX = 20
+_ONE = np.ones(1, dtype=np.int64)
 
 
 class Recommender:
@@ -88,7 +90,7 @@ class Recommender:
                 continue
             manifest, session = serving
             vocabulary = manifest.vocabulary
-            vectors = inputs(context, vocabulary)
+            vectors = inputs(context, vocabulary, history_decay(manifest))
             row = run_model(session, vectors)
             goes_with = (
                 _attribute(session, vectors, vocabulary, context.basket)
@@ -106,9 +108,17 @@ class Recommender:
         return picks
 
 
+def history_decay(manifest: Manifest) -> float:
+    """The decay of the history input the model was trained with (1: a plain average)."""
+    declared = manifest.inputs.get("history")
+    decay = declared.get("decay", 1.0) if isinstance(declared, dict) else 1.0
+    return float(decay) if isinstance(decay, int | float) and 0 < decay <= 1 else 1.0
+
+
 def run_model(session: ort.InferenceSession, vectors: Inputs) -> npt.NDArray[np.float32]:
-    """The model's score row for these inputs (it is fed only the inputs it declares)."""
-    feeds = {"history": vectors.history, "basket": vectors.basket}
+    """The model's score row for these inputs (it is fed only the inputs it declares; a
+    ``k`` for a graph that also ranks is not used here, the rules rank the full row)."""
+    feeds = {"history": vectors.history, "basket": vectors.basket, "k": _ONE}
     (scores,) = session.run(["scores"], {i.name: feeds[i.name] for i in session.get_inputs()})
     row: npt.NDArray[np.float32] = np.asarray(scores, dtype=np.float32)[0]
     return row

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.core.nbr import decay_weights
+
 #: Share of a person's baskets an item must be in to be called a regular buy.
 REGULAR_SHARE = 0.5
 PERSONAL = "next-basket"
@@ -55,21 +57,26 @@ class Inputs:
     share: Mapping[str, float] = field(default_factory=dict)
 
 
-def inputs(context: Context, vocabulary: Sequence[str]) -> Inputs:
-    """The vectors the models take for ``context`` (unknown items are left out)."""
+def inputs(context: Context, vocabulary: Sequence[str], decay: float = 1.0) -> Inputs:
+    """The vectors the models take for ``context`` (unknown items are left out).
+
+    ``history`` is the decayed average basket the next-basket model was trained on: basket
+    ``j`` of ``n`` (oldest first) weighs ``decay ** (n-1-j)``, normalised; with decay 1 it is
+    the share of baskets holding each item.
+    """
     index = {item: i for i, item in enumerate(vocabulary)}
     history = np.zeros((1, len(vocabulary)), dtype=np.float32)
     basket = np.zeros((1, len(vocabulary)), dtype=np.float32)
     share: dict[str, float] = {}
     if context.personal and context.history:
         counts: dict[str, int] = {}
-        for past in context.history:
+        weights = decay_weights(len(context.history), decay)
+        for past, weight in zip(context.history, weights, strict=True):
             for item in set(past):
                 counts[item] = counts.get(item, 0) + 1
+                if item in index:
+                    history[0, index[item]] += weight
         share = {item: n / len(context.history) for item, n in counts.items()}
-        for item, value in share.items():
-            if item in index:
-                history[0, index[item]] = value
     for item in context.basket:
         if item in index:
             basket[0, index[item]] = 1.0
