@@ -271,16 +271,23 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train the site's own models from its stored data and serve them."""
     from edge_agent import app
-    from edge_agent.adapters.training import train_trending
+    from edge_agent.adapters.training import MIN_PEOPLE, train_next_basket, train_trending
 
     store, models = _registry(settings)
     with store:
-        entry = train_trending(store, models, app.now_ms())
-    if entry is None:
+        trend = train_trending(store, models, app.now_ms())
+        personal = train_next_basket(store, models, app.now_ms())
+    if trend is None:
         print("trending: no orders in the last two weeks, nothing to learn from")
-        return 1
-    print(f"{entry.name} {entry.version}: {entry.status}")
-    return 0
+    if personal is None:
+        print(
+            f"next-basket: fewer than {MIN_PEOPLE} people with personalization consent and a "
+            "repeat visit, nothing personal to learn from yet"
+        )
+    for entry in (e for e in (trend, personal) if e is not None):
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.shadow.items()))
+        print(f"{entry.name} {entry.version}: {entry.status} {figures} {entry.reason}".rstrip())
+    return 0 if trend is not None or personal is not None else 1
 
 
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:

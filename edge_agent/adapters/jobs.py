@@ -105,6 +105,7 @@ def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
 
 
 TRAIN_EVERY_S = 3600
+NIGHTLY_HOUR_UTC = 3
 
 
 def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
@@ -121,6 +122,23 @@ def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
         logs.log(
             logger, logging.INFO, "model_trained", "trending retrained",
             version=entry.version, status=entry.status,
+        )  # fmt: skip
+
+
+def _nightly_job(settings: Settings, clock: Callable[[], int]) -> None:
+    from edge_agent.adapters.models import Models
+    from edge_agent.adapters.training import train_next_basket
+
+    try:
+        with Store.open(settings.database, settings.store.synchronous) as store:
+            entry = train_next_basket(store, Models(store, settings.models_folder), clock())
+    except EdgeAgentError as exc:
+        logs.log(logger, logging.ERROR, "train_failed", str(exc))
+        return
+    if entry is not None:
+        logs.log(
+            logger, logging.INFO, "model_trained", "next-basket retrained",
+            version=entry.version, status=entry.status, reason=entry.reason, **entry.shadow,
         )  # fmt: skip
 
 
@@ -185,6 +203,16 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+    # The personal model is refitted once a night, when the shop is quiet.
+    scheduler.add_job(
+        _nightly_job,
+        "cron",
+        hour=NIGHTLY_HOUR_UTC,
+        args=(settings, clock),
+        id="nightly",
+        max_instances=1,
+        coalesce=True,
+    )
     if settings.sync.url:
         offset = site_offset(settings.site.id, settings.sync.every_s)
         scheduler.add_job(

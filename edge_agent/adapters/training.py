@@ -13,10 +13,19 @@ from datetime import UTC, datetime
 import orjson
 
 from edge_agent.adapters.models import Entry, Models
+from edge_agent.adapters.shadow import cases, local_shadow
 from edge_agent.adapters.store import Store
 from edge_agent.core import trending
+from edge_agent.core.nbr import NbrParams, fit_nbr
+from edge_agent.core.nbr_onnx import serialize
+from edge_agent.core.recommend import PERSONAL
 from edge_agent.core.releases import Manifest, release_unsigned
 from edge_agent.errors import StorageError
+
+#: Fewer consenting people with a repeat visit than this: nothing personal to learn yet.
+MIN_PEOPLE = 30
+#: Anonymous orders this recent also teach which items go together (no person involved).
+ORDERS_WINDOW_DAYS = 90
 
 
 def recent_orders(store: Store, since_ms: int) -> list[tuple[int, dict[str, int]]]:
@@ -67,5 +76,50 @@ def train_trending(store: Store, models: Models, now_ms: int) -> Entry | None:
         outputs={"scores": [1, len(vocabulary)]},
         training={"orders": len(orders), "window_days": trending.WINDOW_DAYS},
     )
+    return _serve(models, manifest, model, now_ms)
+
+
+def _serve(
+    models: Models, manifest: Manifest, model: bytes, now_ms: int, **shadow: object
+) -> Entry:
     raw = orjson.dumps(release_unsigned(manifest, model).document())
-    return models.install(raw, model, None, now_ms)
+    return models.install(raw, model, None, now_ms, **shadow)  # type: ignore[arg-type]
+
+
+def train_next_basket(store: Store, models: Models, now_ms: int) -> Entry | None:
+    """Fit the next-basket model on this site's data and serve it when it is not worse than
+    the serving one on each consenting person's latest basket; None when too few people.
+
+    Personal histories come only from ``profile_purchases`` (people with personalization);
+    each person's latest basket is held out to judge the model, never trained on. Recent
+    anonymous orders add what goes together.
+
+    Raises:
+        StorageError: the database or the model folder cannot be used.
+    """
+    people = cases(store)
+    if len(people) < MIN_PEOPLE:
+        return None
+    orders = recent_orders(store, now_ms - ORDERS_WINDOW_DAYS * trending.DAY_MS)
+    items = sorted(
+        {i for history, latest in people for b in (*history, latest) for i in b}
+        | {i for _, lines in orders for i in lines}
+    )
+    index = {item: n for n, item in enumerate(items)}
+    histories = [[[index[i] for i in b] for b in history] for history, _ in people]
+    histories += [[[index[i] for i in lines]] for _, lines in orders]
+    params = NbrParams(rank=max(8, min(256, len(histories) // 2, len(items) - 1)))
+    fitted = fit_nbr(histories, [None] * len(histories), len(items), params)
+    created = datetime.fromtimestamp(now_ms / 1000, UTC)
+    manifest = Manifest(
+        PERSONAL,
+        f"site-{created:%Y%m%dT%H%M%S}",
+        created.isoformat(timespec="seconds"),
+        tuple(items),
+        "",
+        0,
+        inputs={"history": {"shape": [1, len(items)], "decay": params.decay}, "k": [1]},
+        outputs={"scores": [1, len(items)], "items": [1, "k"], "top_scores": [1, "k"]},
+        training={"people": len(people), "anonymous_orders": len(orders), "rank": params.rank},
+    )
+    return _serve(models, manifest, serialize(fitted), now_ms, shadow=local_shadow(store))

@@ -205,3 +205,39 @@ def test_the_shadow_evaluation_uses_the_consenting_peoples_latest_baskets(
         assert same is not None
         assert shadow(chain[1], chain[0])["ndcg@10"] == 1.0
         assert shadow(same[1], same[0])["ndcg@10"] < 1.0
+
+
+def test_the_site_trains_its_next_basket_model_from_consenting_people(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    catalogue = [f"sku-{n}" for n in range(12)]
+    events: list[dict[str, Any]] = []
+    for person in range(40):
+        user = f"member-{person:04d}"
+        events.append(_consent(user, personalization=person % 8 != 0))  # a few said no
+        for visit in range(3):  # each visit moves one step along the shelf
+            first = (person + visit) % len(catalogue)
+            events.append(_order([catalogue[first], catalogue[(first + 1) % 12]], userId=user))
+    _store(settings, events)
+    config = str(tmp_path / "agent.toml")
+    first = cli("--config", config, "models", "train")
+    assert first.returncode == 0, first.stderr
+    assert "trending site-" in first.stdout
+    (line,) = [x for x in first.stdout.splitlines() if x.startswith("next-basket")]
+    assert ": serving ndcg@10" in line
+    with Store.open(settings.database) as store:
+        models = Models(store, settings.models_folder)
+        serving = models.serving(PERSONAL)
+        assert serving is not None
+        manifest = serving[0]
+        assert manifest.training["people"] == 35  # the five who said no are not in it
+        assert set(manifest.vocabulary) == set(catalogue)
+        (entry,) = [e for e in models.entries() if e.name == PERSONAL]
+        assert entry.shadow["recall@10"] > 0.5  # the next step along the shelf is learnt
+    done = cli("--config", config, "recommend", "--user-id", "member-0001", "--json")
+    picks = json.loads(done.stdout)[PERSONAL]
+    assert picks
+    assert {p["reason"] for p in picks} <= {
+        "you buy this on most visits",
+        "you have bought this before",
+        "shoppers with baskets like yours buy this",
+    }
