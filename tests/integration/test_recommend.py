@@ -215,14 +215,14 @@ def test_the_site_trains_its_next_basket_model_from_consenting_people(tmp_path: 
         user = f"member-{person:04d}"
         events.append(_consent(user, personalization=person % 8 != 0))  # a few said no
         for visit in range(3):  # each visit moves one step along the shelf
-            first = (person + visit) % len(catalogue)
-            events.append(_order([catalogue[first], catalogue[(first + 1) % 12]], userId=user))
+            step = (person + visit) % len(catalogue)
+            events.append(_order([catalogue[step], catalogue[(step + 1) % 12]], userId=user))
     _store(settings, events)
     config = str(tmp_path / "agent.toml")
-    first = cli("--config", config, "models", "train")
-    assert first.returncode == 0, first.stderr
-    assert "trending site-" in first.stdout
-    (line,) = [x for x in first.stdout.splitlines() if x.startswith("next-basket")]
+    trained = cli("--config", config, "models", "train")
+    assert trained.returncode == 0, trained.stderr
+    assert "trending site-" in trained.stdout
+    (line,) = [x for x in trained.stdout.splitlines() if x.startswith("next-basket")]
     assert ": serving ndcg@10" in line
     with Store.open(settings.database) as store:
         models = Models(store, settings.models_folder)
