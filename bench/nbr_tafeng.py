@@ -26,13 +26,16 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from edge_agent.adapters.models import session_options
 from edge_agent.core import nbr
 from edge_agent.core.nbr_onnx import INPUT_HISTORY, INPUT_K, OUTPUT_ITEMS, serialize
+from edge_agent.core.releases import Manifest, release
 
 DEFAULT_DATA = Path("/work/shared/data/tafeng")
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -138,13 +141,65 @@ def fit_shipped(folder: str, index: int, onnx_path: str) -> dict[str, object]:
 
 
 def session(path: str) -> ort.InferenceSession:
-    """An onnxruntime session on one thread, spinning off."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    """An onnxruntime session as the agent runs it (one thread, spinning off)."""
+    return ort.InferenceSession(
+        path, sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
+
+
+def fit_default(folder: str, onnx_path: str, ridge: float, weight: float) -> None:
+    """Child process: the shipped default, fit on every user's baskets (the last ones too)."""
+    data = Data.load(Path(folder))
+    users = list(data.baskets)
+    histories = [data.baskets[u][:-1] for u in users]
+    lasts: list[nbr.Basket | None] = [data.baskets[u][-1] for u in users]
+    params = nbr.NbrParams(ridge=ridge, repeat_weight=weight)
+    Path(onnx_path).write_bytes(serialize(nbr.fit_nbr(histories, lasts, data.n_items, params)))
+
+
+def export_default(
+    folder: Path, out: Path, key_file: Path, means: Sequence[float], chosen: list[dict[str, object]]
+) -> Path:
+    """Write the shipped default release (ONNX + signed manifest) under ``out``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SystemExit(f"{key_file} is not an Ed25519 private key")
+    # The hyperparameters validation chose most often across the keysets.
+    ridge = statistics.mode(float(str(c["ridge"])) for c in chosen)
+    weight = statistics.mode(float(str(c["repeat_weight"])) for c in chosen)
+    data = Data.load(folder)
+    target = out / "next-basket" / "tafeng-2001"
+    target.mkdir(parents=True, exist_ok=True)
+    model_path = target / "model.onnx"
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(fit_default, (str(folder), str(model_path), ridge, weight))
+    model = model_path.read_bytes()
+    unsigned = Manifest(
+        "next-basket",
+        "tafeng-2001",
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        tuple(f"tafeng:{i}" for i in range(data.n_items)),
+        "",
+        0,
+        inputs={"history": {"shape": [1, data.n_items], "decay": nbr.NbrParams().decay}, "k": [1]},
+        outputs={"scores": [1, data.n_items], "items": [1, "k"], "top_scores": [1, "k"]},
+        training={
+            "data": "Ta Feng grocery, Nov 2000 - Feb 2001, Reality-Check preprocessing",
+            "users": len(data.baskets),
+            "baskets": sum(len(h) for h in data.baskets.values()),
+            "ridge": ridge,
+            "repeat_weight": weight,
+            "metrics_from": "the keyset protocol of bench.nbr_tafeng (mean of the keysets); "
+            "this file is fit on every user",
+        },
+        metrics=dict(zip(METRICS, means, strict=True)),
+    )
+    manifest = release(unsigned, model, key)
+    (target / "manifest.json").write_text(json.dumps(manifest.document(), indent=1) + "\n")
+    return target
 
 
 def onnx_recommend(
@@ -202,7 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--keysets", default="0,1,2", help="comma-separated keyset indices")
+    parser.add_argument("--export", type=Path, help="also write the shipped default release here")
+    parser.add_argument("--key", type=Path, help="the publisher's Ed25519 key to sign it with")
     args = parser.parse_args(argv)
+    if args.export and not args.key:
+        parser.error("--export needs --key")
     folder: Path = args.data
     indices = [int(i) for i in args.keysets.split(",")]
     data = Data.load(folder)
@@ -300,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{max(float(str(e['p99_ms'])) for e in extras):.3f} ms (worst keyset); "
         f"bench process peak RSS {peak_rss_mb():.0f} MB"
     )
+    if args.export:
+        target = export_default(folder, args.export, args.key, means[SHIPPED], extras)
+        print(f"shipped default release written to {target}")
     return 0
 
 

@@ -271,10 +271,17 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train the site's own models from its stored data and serve them."""
     from edge_agent import app
-    from edge_agent.adapters.training import MIN_PEOPLE, train_next_basket, train_trending
+    from edge_agent.adapters.training import (
+        MIN_PEOPLE,
+        install_shipped,
+        train_next_basket,
+        train_trending,
+    )
 
     store, models = _registry(settings)
     with store:
+        for shipped in install_shipped(models, app.now_ms()):
+            print(f"{shipped.name} {shipped.version} (shipped default): {shipped.status}")
         trend = train_trending(store, models, app.now_ms())
         personal = train_next_basket(store, models, app.now_ms())
     if trend is None:

@@ -110,11 +110,13 @@ NIGHTLY_HOUR_UTC = 3
 
 def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
     from edge_agent.adapters.models import Models
-    from edge_agent.adapters.training import train_trending
+    from edge_agent.adapters.training import install_shipped, train_trending
 
     try:
         with Store.open(settings.database, settings.store.synchronous) as store:
-            entry = train_trending(store, Models(store, settings.models_folder), clock())
+            models = Models(store, settings.models_folder)
+            install_shipped(models, clock())
+            entry = train_trending(store, models, clock())
     except EdgeAgentError as exc:
         logs.log(logger, logging.ERROR, "train_failed", str(exc))
         return

@@ -7,10 +7,13 @@ of persons learn only from ``profile_purchases``, which holds purchases of peopl
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.adapters.models import Entry, Models
 from edge_agent.adapters.shadow import cases, local_shadow
@@ -21,6 +24,9 @@ from edge_agent.core.nbr_onnx import serialize
 from edge_agent.core.recommend import PERSONAL
 from edge_agent.core.releases import Manifest, release_unsigned
 from edge_agent.errors import StorageError
+
+#: The releases that ship with the project, signed by the project's release key.
+SHIPPED = Path(__file__).resolve().parents[2] / "models"
 
 #: Fewer consenting people with a repeat visit than this: nothing personal to learn yet.
 MIN_PEOPLE = 30
@@ -49,6 +55,28 @@ def recent_orders(store: Store, since_ms: int) -> list[tuple[int, dict[str, int]
             lines[item] = lines.get(item, 0) + int(line.get("quantity", 1))
         orders.append((int(ts_ms), lines))
     return orders
+
+
+def install_shipped(models: Models, now_ms: int, folder: Path = SHIPPED) -> list[Entry]:
+    """Serve the shipped default of any model nothing serves yet (and that was never judged
+    here), verified against the release key shipped beside it.
+
+    Raises:
+        StorageError: the registry cannot be written.
+    """
+    public = folder / "publisher.pub"
+    if not public.is_file():
+        return []
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public.read_text().strip()))
+    judged = {(e.name, e.version) for e in models.entries()}
+    installed = []
+    for manifest_file in sorted(folder.glob("*/*/manifest.json")):
+        name, version = manifest_file.parent.parent.name, manifest_file.parent.name
+        if (name, version) in judged or models.serving(name) is not None:
+            continue
+        model = (manifest_file.parent / "model.onnx").read_bytes()
+        installed.append(models.install(manifest_file.read_bytes(), model, key, now_ms))
+    return installed
 
 
 def train_trending(store: Store, models: Models, now_ms: int) -> Entry | None:

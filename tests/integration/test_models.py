@@ -4,6 +4,7 @@ evaluation, every refusal with its reason while the old model keeps serving, and
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.adapters.models import Models
 from edge_agent.adapters.store import Store
+from edge_agent.adapters.training import SHIPPED, install_shipped
 from edge_agent.collector.app import create_app
 from edge_agent.collector.store import CentralStore
 from edge_agent.core.releases import Manifest, Refused, release
@@ -208,3 +210,26 @@ def test_releases_published_at_central_are_pulled_checked_and_rolled_back(
             assert "next-basket 1 is serving again" in back.stdout
     finally:
         store.close()
+
+
+def test_the_shipped_default_verifies_loads_and_a_damaged_copy_is_refused(
+    tmp_path: Path, models: Models
+) -> None:
+    (installed,) = install_shipped(models, 1)
+    assert (installed.name, installed.version, installed.status) == (
+        "next-basket",
+        "tafeng-2001",
+        "serving",
+    )
+    assert installed.metrics["recall@10"] >= 0.14  # what bench.nbr_tafeng measured
+    assert install_shipped(models, 2) == []  # judged once
+    copy = tmp_path / "shipped"
+    shutil.copytree(SHIPPED, copy)
+    model = copy / "next-basket" / "tafeng-2001" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    fresh = Models(Store.open(tmp_path / "other.db"), tmp_path / "other-models")
+    (refused,) = install_shipped(fresh, 1, copy)
+    assert refused.status == "refused"
+    assert "sha256" in refused.reason

@@ -222,7 +222,7 @@ def test_the_site_trains_its_next_basket_model_from_consenting_people(tmp_path: 
     trained = cli("--config", config, "models", "train")
     assert trained.returncode == 0, trained.stderr
     assert "trending site-" in trained.stdout
-    (line,) = [x for x in trained.stdout.splitlines() if x.startswith("next-basket")]
+    (line,) = [x for x in trained.stdout.splitlines() if x.startswith("next-basket site-")]
     assert ": serving ndcg@10" in line
     with Store.open(settings.database) as store:
         models = Models(store, settings.models_folder)
@@ -231,7 +231,7 @@ def test_the_site_trains_its_next_basket_model_from_consenting_people(tmp_path: 
         manifest = serving[0]
         assert manifest.training["people"] == 35  # the five who said no are not in it
         assert set(manifest.vocabulary) == set(catalogue)
-        (entry,) = [e for e in models.entries() if e.name == PERSONAL]
+        (entry,) = [e for e in models.entries() if e.name == PERSONAL and e.status == "serving"]
         assert entry.shadow["recall@10"] > 0.5  # the next step along the shelf is learnt
     done = cli("--config", config, "recommend", "--user-id", "member-0001", "--json")
     picks = json.loads(done.stdout)[PERSONAL]
