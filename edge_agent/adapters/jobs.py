@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -106,6 +108,7 @@ def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
 
 TRAIN_EVERY_S = 3600
 NIGHTLY_HOUR_UTC = 3
+NIGHTLY_TIMEOUT_S = 3 * 3600
 
 
 def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
@@ -128,20 +131,26 @@ def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
 
 
 def _nightly_job(settings: Settings, clock: Callable[[], int]) -> None:
-    from edge_agent.adapters.models import Models
-    from edge_agent.adapters.training import train_next_basket
-
+    # A process of its own: fitting needs several times the memory of serving, and the
+    # agent's own footprint must stay that of serving.
+    config = [] if settings.source == "defaults" else ["--config", settings.source]
     try:
-        with Store.open(settings.database, settings.store.synchronous) as store:
-            entry = train_next_basket(store, Models(store, settings.models_folder), clock())
-    except EdgeAgentError as exc:
-        logs.log(logger, logging.ERROR, "train_failed", str(exc))
+        done = subprocess.run(
+            [sys.executable, "-m", "edge_agent", *config, "models", "train"],
+            capture_output=True,
+            text=True,
+            timeout=NIGHTLY_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        logs.log(logger, logging.ERROR, "train_failed", "models train ran over its time")
         return
-    if entry is not None:
-        logs.log(
-            logger, logging.INFO, "model_trained", "next-basket retrained",
-            version=entry.version, status=entry.status, reason=entry.reason, **entry.shadow,
-        )  # fmt: skip
+    logs.log(
+        logger,
+        logging.INFO if done.returncode in (0, 1) else logging.ERROR,
+        "model_trained",
+        (done.stdout + done.stderr).strip()[-2000:],
+    )
 
 
 def _pull_job(settings: Settings, clock: Callable[[], int]) -> None:
