@@ -272,8 +272,10 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train the site's own models from its stored data and serve them."""
     from edge_agent import app
     from edge_agent.adapters.training import (
+        HOLDOUT_ORDERS,
         MIN_PEOPLE,
         install_shipped,
+        train_complements,
         train_next_basket,
         train_trending,
     )
@@ -284,6 +286,7 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{shipped.name} {shipped.version} (shipped default): {shipped.status}")
         trend = train_trending(store, models, app.now_ms())
         personal = train_next_basket(store, models, app.now_ms())
+        pairs = train_complements(store, models, app.now_ms())
     if trend is None:
         print("trending: no orders in the last two weeks, nothing to learn from")
     if personal is None:
@@ -291,10 +294,12 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
             f"next-basket: fewer than {MIN_PEOPLE} people with personalization consent and a "
             "repeat visit, nothing personal to learn from yet"
         )
-    for entry in (e for e in (trend, personal) if e is not None):
+    if pairs is None:
+        print(f"complements: fewer than {2 * HOLDOUT_ORDERS} recent orders to learn from yet")
+    for entry in (e for e in (trend, personal, pairs) if e is not None):
         figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.shadow.items()))
         print(f"{entry.name} {entry.version}: {entry.status} {figures} {entry.reason}".rstrip())
-    return 0 if trend is not None or personal is not None else 1
+    return 0 if any(e is not None for e in (trend, personal, pairs)) else 1
 
 
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.adapters.models import Entry, Models
+from edge_agent.adapters.models import Entry, Models, Shadow
+from edge_agent.adapters.recommend import run_model
 from edge_agent.adapters.shadow import cases, local_shadow
 from edge_agent.adapters.store import Store
-from edge_agent.core import trending
-from edge_agent.core.nbr import NbrParams, fit_nbr
+from edge_agent.core import complements, trending
+from edge_agent.core.nbr import NbrParams, evaluate, fit_nbr, top_k
 from edge_agent.core.nbr_onnx import serialize
-from edge_agent.core.recommend import PERSONAL
+from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, Context, inputs
 from edge_agent.core.releases import Manifest, release_unsigned
 from edge_agent.errors import StorageError
 
@@ -108,10 +112,10 @@ def train_trending(store: Store, models: Models, now_ms: int) -> Entry | None:
 
 
 def _serve(
-    models: Models, manifest: Manifest, model: bytes, now_ms: int, **shadow: object
+    models: Models, manifest: Manifest, model: bytes, now_ms: int, shadow: Shadow | None = None
 ) -> Entry:
     raw = orjson.dumps(release_unsigned(manifest, model).document())
-    return models.install(raw, model, None, now_ms, **shadow)  # type: ignore[arg-type]
+    return models.install(raw, model, None, now_ms, shadow)
 
 
 def train_next_basket(store: Store, models: Models, now_ms: int) -> Entry | None:
@@ -151,3 +155,58 @@ def train_next_basket(store: Store, models: Models, now_ms: int) -> Entry | None
         training={"people": len(people), "anonymous_orders": len(orders), "rank": params.rank},
     )
     return _serve(models, manifest, serialize(fitted), now_ms, shadow=local_shadow(store))
+
+
+#: The newest orders of this many items or more are held out to judge a complements model.
+HOLDOUT_ORDERS = 300
+
+
+def train_complements(store: Store, models: Models, now_ms: int) -> Entry | None:
+    """Fit the complements model on recent orders and serve it when, on the newest orders
+    held out (each with one item hidden), it finds the hidden item at least as well as the
+    serving one; None when the site has too few orders.
+
+    Raises:
+        StorageError: the database or the model folder cannot be used.
+    """
+    orders = [
+        lines for _, lines in recent_orders(store, now_ms - ORDERS_WINDOW_DAYS * trending.DAY_MS)
+    ]
+    if len(orders) < 2 * HOLDOUT_ORDERS:
+        return None
+    items = sorted({i for lines in orders for i in lines})
+    index = {item: n for n, item in enumerate(items)}
+    held = [sorted(lines) for lines in orders[-HOLDOUT_ORDERS:] if len(lines) >= 2]
+    fitted = complements.fit(
+        [[index[i] for i in lines] for lines in orders[:-HOLDOUT_ORDERS]], len(items)
+    )
+    created = datetime.fromtimestamp(now_ms / 1000, UTC)
+    manifest = Manifest(
+        COMPLEMENTS,
+        f"site-{created:%Y%m%dT%H%M%S}",
+        created.isoformat(timespec="seconds"),
+        tuple(items),
+        "",
+        0,
+        inputs={"basket": [1, len(items)]},
+        outputs={"scores": [1, len(items)]},
+        training={"orders": len(orders) - HOLDOUT_ORDERS, "rank": int(fitted.shape[1])},
+    )
+    return _serve(models, manifest, complements.graph(fitted), now_ms, _hidden_item(held))
+
+
+def _hidden_item(held: list[list[str]]) -> Shadow:
+    """Scores a complements model by finding each held-out order's last item from the rest."""
+
+    def shadow(session: ort.InferenceSession, manifest: Manifest) -> Mapping[str, float]:
+        truths, rankings = [], []
+        index = {item: n for n, item in enumerate(manifest.vocabulary)}
+        for lines in held:
+            shown, hidden = tuple(lines[:-1]), lines[-1]
+            row = run_model(session, inputs(Context(shown), manifest.vocabulary))
+            row[[index[i] for i in shown if i in index]] = -np.inf
+            truths.append([index.get(hidden, -1)])
+            rankings.append([int(i) for i in top_k(row[None, :], 10)[0]])
+        return evaluate(truths, rankings, ks=(10,))
+
+    return shadow

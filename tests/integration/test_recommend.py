@@ -241,3 +241,18 @@ def test_the_site_trains_its_next_basket_model_from_consenting_people(tmp_path: 
         "you have bought this before",
         "shoppers with baskets like yours buy this",
     }
+
+
+def test_the_site_learns_which_items_go_together(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    pairs = [(f"tea-{n}", f"lemon-{n}") for n in range(10)]
+    orders = [_order([*pairs[n % 10], f"bread-{n % 7}"]) for n in range(700)]
+    _store(settings, orders)
+    trained = cli("--config", str(tmp_path / "agent.toml"), "models", "train")
+    (line,) = [x for x in trained.stdout.splitlines() if x.startswith("complements site-")]
+    assert ": serving" in line
+    done = cli(
+        "--config", str(tmp_path / "agent.toml"), "recommend", "--basket", "tea-3", "--json"
+    )  # fmt: skip
+    top = json.loads(done.stdout)[COMPLEMENTS][0]
+    assert (top["item"], top["reason"]) == ("lemon-3", "goes with tea-3 in the basket")
