@@ -13,7 +13,6 @@ it), and the serving process's peak RSS with every model loaded.
 from __future__ import annotations
 
 import argparse
-import itertools
 import random
 import subprocess
 import sys
@@ -22,18 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from bench.sync import DAY_MS, SITE
-from edge_agent import app, schemas
-from edge_agent.adapters import keyfile
+from bench.sync import DAY_MS, SITE, store_days
 from edge_agent.adapters.models import Models
 from edge_agent.adapters.recommend import Recommender, run_model
 from edge_agent.adapters.store import Store
-from edge_agent.catalogue import load_tafeng
 from edge_agent.config import load_settings
 from edge_agent.core.recommend import PERSONAL, Context, inputs
-from edge_agent.simulate import iso_timestamp, site_stream
 
 
 def _peak_rss_mb() -> float:
@@ -65,22 +59,7 @@ def main() -> None:
             f"[ingest]\nmax_past_age_s = {args.days * 86400 + 86400}\n"
         )
         settings = load_settings(config, environ={})
-        key = keyfile.load_or_create(settings.site_key)
-        limits, compiled = app.limits_of(settings), schemas.load()
-        stream = site_stream(random.Random(args.seed), start, SITE, load_tafeng())
-        with Store.open(settings.database, "NORMAL") as store:
-            in_days = itertools.takewhile(lambda p: p.at_ms < now, stream)
-            while chunk := list(itertools.islice(in_days, 2000)):
-                items = [
-                    (
-                        p.topic,
-                        orjson.dumps({**p.payload, "timestamp": iso_timestamp(p.at_ms)}),
-                        p.at_ms,
-                    )
-                    for p in chunk
-                ]
-                received, rejected = app.classify(items, limits, compiled, 65536, key)
-                store.commit(received, rejected, "v1", chunk[-1].at_ms)
+        store_days(settings, start, now, args.seed)
         # Trained the way the agent's nightly job does it: in a child process of its own,
         # so that the serving process's memory is the serving memory.
         began = time.perf_counter()

@@ -29,13 +29,36 @@ from edge_agent.adapters.store import Store
 from edge_agent.adapters.sync import client_for, drain
 from edge_agent.catalogue import load_tafeng
 from edge_agent.collector.local import LocalCollector
-from edge_agent.config import load_settings
+from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.simulate import iso_timestamp, site_stream
 
 SITE = "bench-site"
 DAY_MS = 24 * HOUR_MS
 BATCH = 2000
+
+
+def store_days(settings: Settings, start: int, end: int, seed: int) -> tuple[int, int]:
+    """The demo site's simulated events from ``start`` to ``end`` through the agent's real
+    ingest path; returns how many, and their bytes as published."""
+    key = keyfile.load_or_create(settings.site_key)
+    limits, compiled = app.limits_of(settings), schemas.load()
+    stream = site_stream(random.Random(seed), start, SITE, load_tafeng())
+    raw_bytes = events = 0
+    with Store.open(settings.database, "NORMAL") as store:
+        in_days = itertools.takewhile(lambda p: p.at_ms < end, stream)
+        while chunk := list(itertools.islice(in_days, BATCH)):
+            items = []
+            for p in chunk:
+                payload = orjson.dumps({**p.payload, "timestamp": iso_timestamp(p.at_ms)})
+                raw_bytes += len(payload)
+                items.append((p.topic, payload, p.at_ms))
+            received, rejected = app.classify(
+                items, limits, compiled, settings.store.dead_letter_raw_bytes, key
+            )
+            store.commit(received, rejected, "v1", chunk[-1].at_ms)
+            events += len(items)
+    return events, raw_bytes
 
 
 def main() -> None:
@@ -61,24 +84,9 @@ def main() -> None:
             f"[ingest]\nmax_past_age_s = {args.days * 86400 + 86400}\n"
         )
         settings = load_settings(config, environ={})
-        key = keyfile.load_or_create(settings.site_key)
-        limits, compiled = app.limits_of(settings), schemas.load()
-        stream = site_stream(random.Random(args.seed), start, SITE, load_tafeng())
-        raw_bytes = events = 0
         started = time.perf_counter()
+        events, raw_bytes = store_days(settings, start, end, args.seed)
         with Store.open(settings.database, "NORMAL") as store:
-            in_days = itertools.takewhile(lambda p: p.at_ms < end, stream)
-            while chunk := list(itertools.islice(in_days, BATCH)):
-                items = []
-                for p in chunk:
-                    payload = orjson.dumps({**p.payload, "timestamp": iso_timestamp(p.at_ms)})
-                    raw_bytes += len(payload)
-                    items.append((p.topic, payload, p.at_ms))
-                received, rejected = app.classify(
-                    items, limits, compiled, settings.store.dead_letter_raw_bytes, key
-                )
-                store.commit(received, rejected, "v1", chunk[-1].at_ms)
-                events += len(items)
             compute_insights(store, settings, end)
             queued = sum(
                 n for _, n in store.db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind")

@@ -96,19 +96,31 @@ def train_trending(store: Store, models: Models, now_ms: int) -> Entry | None:
         return None
     vocabulary = tuple(sorted(by_item))
     model = trending.graph(vocabulary, by_item)
+    training = {"orders": len(orders), "window_days": trending.WINDOW_DAYS}
+    manifest = _site_manifest("trending", vocabulary, now_ms, {}, training)
+    return _serve(models, manifest, model, now_ms)
+
+
+def _site_manifest(
+    name: str,
+    vocabulary: tuple[str, ...],
+    now_ms: int,
+    inputs: Mapping[str, object],
+    training: Mapping[str, object],
+) -> Manifest:
+    """The manifest of a model trained here (its version is when it was made)."""
     created = datetime.fromtimestamp(now_ms / 1000, UTC)
-    manifest = Manifest(
-        "trending",
+    return Manifest(
+        name,
         f"site-{created:%Y%m%dT%H%M%S}",
         created.isoformat(timespec="seconds"),
         vocabulary,
         "",
         0,
-        inputs={},
+        inputs=inputs,
         outputs={"scores": [1, len(vocabulary)]},
-        training={"orders": len(orders), "window_days": trending.WINDOW_DAYS},
+        training=training,
     )
-    return _serve(models, manifest, model, now_ms)
 
 
 def _serve(
@@ -142,17 +154,12 @@ def train_next_basket(store: Store, models: Models, now_ms: int) -> Entry | None
     histories += [[[index[i] for i in lines]] for _, lines in orders]
     params = NbrParams(rank=max(8, min(256, len(histories) // 2, len(items) - 1)))
     fitted = fit_nbr(histories, [None] * len(histories), len(items), params)
-    created = datetime.fromtimestamp(now_ms / 1000, UTC)
-    manifest = Manifest(
+    manifest = _site_manifest(
         PERSONAL,
-        f"site-{created:%Y%m%dT%H%M%S}",
-        created.isoformat(timespec="seconds"),
         tuple(items),
-        "",
-        0,
-        inputs={"history": {"shape": [1, len(items)], "decay": params.decay}, "k": [1]},
-        outputs={"scores": [1, len(items)], "items": [1, "k"], "top_scores": [1, "k"]},
-        training={"people": len(people), "anonymous_orders": len(orders), "rank": params.rank},
+        now_ms,
+        {"history": {"shape": [1, len(items)], "decay": params.decay}, "k": [1]},
+        {"people": len(people), "anonymous_orders": len(orders), "rank": params.rank},
     )
     return _serve(models, manifest, serialize(fitted), now_ms, shadow=local_shadow(store))
 
@@ -180,17 +187,12 @@ def train_complements(store: Store, models: Models, now_ms: int) -> Entry | None
     fitted = complements.fit(
         [[index[i] for i in lines] for lines in orders[:-HOLDOUT_ORDERS]], len(items)
     )
-    created = datetime.fromtimestamp(now_ms / 1000, UTC)
-    manifest = Manifest(
+    manifest = _site_manifest(
         COMPLEMENTS,
-        f"site-{created:%Y%m%dT%H%M%S}",
-        created.isoformat(timespec="seconds"),
         tuple(items),
-        "",
-        0,
-        inputs={"basket": [1, len(items)]},
-        outputs={"scores": [1, len(items)]},
-        training={"orders": len(orders) - HOLDOUT_ORDERS, "rank": int(fitted.shape[1])},
+        now_ms,
+        {"basket": [1, len(items)]},
+        {"orders": len(orders) - HOLDOUT_ORDERS, "rank": int(fitted.shape[1])},
     )
     return _serve(models, manifest, complements.graph(fitted), now_ms, _hidden_item(held))
 
