@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from edge_agent import logs, schemas
 from edge_agent.adapters import jobs, keyfile
@@ -50,6 +50,9 @@ from edge_agent.core.identity import (
 from edge_agent.core.noise import Refusal, noisy
 from edge_agent.core.topics import SiteId
 from edge_agent.errors import BudgetSpent, StorageError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +172,7 @@ class Agent:
         )
         self.store.set_state("heartbeat", "alive", now_ms())
         scheduler = jobs.start(s, now_ms)
+        server = _serve_http(s) if s.http.enabled else None
         process, pipe = self._start_receiver()
         last_progress = time.monotonic()
         try:
@@ -198,6 +202,8 @@ class Agent:
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
         finally:
+            if server is not None:
+                server.should_exit = True
             scheduler.shutdown(wait=True)
             self._stop_receiver(process, pipe)
             self.store.set_state("heartbeat", "stopped", now_ms())
@@ -268,6 +274,30 @@ class Agent:
             process.terminate()
             process.wait(5)
         pipe.close()
+
+
+def _serve_http(settings: Settings) -> uvicorn.Server:
+    """The screens' API under uvicorn, in a thread of the agent (stopped with it)."""
+    import uvicorn
+
+    from edge_agent.web import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, now_ms),
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        access_log=False,
+        limit_concurrency=64,
+    )
+    server = uvicorn.Server(config)
+    # Run from a thread, uvicorn leaves the process's signal handlers to the agent.
+    threading.Thread(target=server.run, name="http", daemon=True).start()
+    logs.log(
+        logger, logging.INFO, "http_started", "screens API listening",
+        host=settings.http.host, port=settings.http.port,
+    )  # fmt: skip
+    return server
 
 
 def run(settings: Settings) -> None:

@@ -327,6 +327,59 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_screens_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Register a screen and print its one-time pairing code."""
+    from edge_agent import app
+    from edge_agent.adapters.screens import PAIRING_TTL_MS, Screens
+    from edge_agent.adapters.store import Store
+
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        screen_id, code = Screens(store).add(args.device, args.label or args.device, app.now_ms())
+    base = f"http://{settings.http.host}:{settings.http.port}"
+    print(f"screen {screen_id} for {args.device}: pairing code {code}")
+    print(
+        f"valid once, for {PAIRING_TTL_MS // 60000} minutes: the screen sends it to "
+        f"POST {base}/v1/pair and keeps the token it gets back"
+    )
+    return 0
+
+
+def cmd_screens_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List the registered screens."""
+    from edge_agent.adapters.screens import Screens
+    from edge_agent.adapters.store import Store
+
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        found = Screens(store).all()
+    if not found:
+        print("no screens (edge-agent screens add --device DEVICE)")
+    for s in found:
+        state = (
+            f"revoked {_when(s.revoked_ms)}"
+            if s.revoked_ms
+            else f"paired {_when(s.paired_ms)}"
+            if s.paired_ms
+            else "waiting for its pairing code"
+        )
+        print(f"{s.id:>4}  {s.device:<16}{s.label:<20}{state}")
+    return 0
+
+
+def cmd_screens_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Lock a screen out at once."""
+    from edge_agent import app
+    from edge_agent.adapters.screens import Screens
+    from edge_agent.adapters.store import Store
+
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        done = Screens(store).revoke(args.id, app.now_ms())
+    if not done:
+        print(f"edge-agent: no screen {args.id} to revoke", file=sys.stderr)
+        return 1
+    print(f"screen {args.id} is locked out")
+    return 0
+
+
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     """Erase a person and print the receipt."""
     from edge_agent import app
@@ -595,6 +648,24 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train the site's own models from its stored data and serve them"
     )
     training.set_defaults(handler=cmd_models_train)
+
+    screens = commands.add_parser(
+        "screens",
+        help="staff screens: add (prints a pairing code), list, revoke",
+        description="A screen is registered to a device (a till, a kiosk); it pairs once with "
+        "the printed code and then uses its own token, stored only as a hash here.",
+    )
+    screen_commands = screens.add_subparsers(dest="screens_command", required=True)
+    adding = screen_commands.add_parser("add", help="register a screen by a device")
+    adding.add_argument("--device", required=True, help="the device id it stands by, e.g. till-3")
+    adding.add_argument("--label", help="a name for it (default: the device)")
+    adding.set_defaults(handler=cmd_screens_add)
+    screen_commands.add_parser("list", help="the screens and their state").set_defaults(
+        handler=cmd_screens_list
+    )
+    revoking = screen_commands.add_parser("revoke", help="lock a screen out at once")
+    revoking.add_argument("id", type=int, help="the screen's number (screens list)")
+    revoking.set_defaults(handler=cmd_screens_revoke)
 
     recommend = commands.add_parser(
         "recommend",

@@ -188,6 +188,15 @@ class ModelsSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """``[http]``: the agent's API for staff screens (loopback unless said otherwise)."""
+
+    enabled: bool = _setting(False, lambda v: True, "true or false")
+    host: str = _setting("127.0.0.1", bool, "an address to listen on")
+    port: int = _setting(8080, _port, "1-65535")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """``[log]``: JSON lines on stdout."""
 
@@ -210,6 +219,7 @@ class Settings:
     insights: InsightsSettings = field(default_factory=InsightsSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
 
@@ -242,6 +252,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "insights": InsightsSettings,
     "sync": SyncSettings,
     "models": ModelsSettings,
+    "http": HttpSettings,
     "log": LogSettings,
 }
 

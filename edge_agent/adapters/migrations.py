@@ -235,3 +235,22 @@ def _models(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0008_screens")
+def _screens(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE screens (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL,                 -- the device or zone it stands by
+            label TEXT NOT NULL,
+            pairing_sha256 TEXT UNIQUE,           -- the one-time code's hash, until used
+            pairing_expires_ms INTEGER,
+            token_sha256 TEXT UNIQUE,             -- the screen's own token's hash, once paired
+            created_ms INTEGER NOT NULL,
+            paired_ms INTEGER,
+            revoked_ms INTEGER
+        )
+        """
+    )

@@ -71,6 +71,23 @@ class Recommender:
         )
         return Context(basket, history, personal=True)
 
+    def first_name(self, visitor: Pseudonym) -> str | None:
+        """The name a screen may greet the visitor by: only with personalization (the store
+        keeps a profile only then), and only if they gave one.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            row = self.store.db.execute(
+                "SELECT p.first_name FROM profiles p JOIN consent c ON c.pseudonym = p.pseudonym "
+                "AND c.purpose = 'personalization' AND c.granted WHERE p.pseudonym = ?",
+                (visitor,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.store.path} cannot be read: {exc}") from exc
+        return None if row is None else row[0]
+
     def recommend(
         self, visitor: Pseudonym | None, basket: tuple[str, ...], k: int = 5
     ) -> dict[str, list[Pick]]:
@@ -142,3 +159,51 @@ def _attribute(
         rows.append(run_model(session, Inputs(vectors.history, alone)))
     best = np.argmax(np.stack(rows), axis=0)
     return {vocabulary[i]: known[int(b)] for i, b in enumerate(best)}
+
+
+#: How long after its last event a visit still counts as the one in front of a screen.
+PRESENT_MS = 15 * 60 * 1000
+
+
+def at_device(
+    store: Store, device: str, now_ms: int
+) -> tuple[Pseudonym | None, tuple[str, ...], bool]:
+    """Who stands at ``device`` now: the person (when the visit is linked to one), the basket
+    being rung up (added minus removed items, or the order just completed), and whether any
+    visit was seen there in the last ``PRESENT_MS``.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    try:
+        row = store.db.execute(
+            "SELECT anonymous_id FROM events WHERE ts_ms >= ? AND device_id = ? "
+            "AND anonymous_id IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1",
+            (now_ms - PRESENT_MS, device),
+        ).fetchone()
+        if row is None:
+            return None, (), False
+        visit = row[0]
+        person = store.db.execute(
+            "SELECT coalesce((SELECT pseudonym FROM events WHERE anonymous_id = ? "
+            "AND pseudonym IS NOT NULL ORDER BY id DESC LIMIT 1), "
+            "(SELECT pseudonym FROM visit_links WHERE anonymous_id = ?))",
+            (visit, visit),
+        ).fetchone()[0]
+        events = store.db.execute(
+            "SELECT event, body FROM events WHERE anonymous_id = ? AND event IN "
+            "('Product Added', 'Product Removed', 'Order Completed') ORDER BY ts_ms, id",
+            (visit,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"database {store.path} cannot be read: {exc}") from exc
+    basket: dict[str, None] = {}
+    for name, body in events:
+        properties = orjson.loads(body).get("properties", {})
+        if name == "Order Completed":
+            basket = {str(line.get("product_id")): None for line in properties.get("products", [])}
+        elif name == "Product Added":
+            basket[str(properties.get("product_id"))] = None
+        else:
+            basket.pop(str(properties.get("product_id")), None)
+    return (Pseudonym(person) if person else None), tuple(basket), True

@@ -1,0 +1,108 @@
+"""Staff screens: registered to a device, paired once with a code, then known by a token.
+
+Codes and tokens are random (``secrets``) and only their sha256 is stored; a code works once
+and for ``PAIRING_TTL_MS``; a revoked screen's token stops working at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+from dataclasses import dataclass
+
+from edge_agent.adapters.store import Store
+from edge_agent.errors import StorageError
+
+PAIRING_TTL_MS = 10 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """A registered screen."""
+
+    id: int
+    device: str
+    label: str
+    created_ms: int
+    paired_ms: int | None
+    revoked_ms: int | None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Screens:
+    """The screens of one agent's store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _fail(self, exc: sqlite3.Error) -> StorageError:
+        return StorageError(f"database {self.store.path}: the screens table: {exc}")
+
+    def add(self, device: str, label: str, now_ms: int) -> tuple[int, str]:
+        """Register a screen by ``device``; returns its id and one-time pairing code."""
+        code = secrets.token_urlsafe(9)
+        try:
+            with self.store.db.atomic():
+                cursor = self.store.db.execute(
+                    "INSERT INTO screens (device, label, pairing_sha256, pairing_expires_ms, "
+                    "created_ms) VALUES (?, ?, ?, ?, ?)",
+                    (device, label, _digest(code), now_ms + PAIRING_TTL_MS, now_ms),
+                )
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return int(cursor.lastrowid or 0), code
+
+    def pair(self, code: str, now_ms: int) -> str | None:
+        """The screen's new token for a valid, unused, unexpired code; else None."""
+        token = secrets.token_urlsafe(32)
+        try:
+            with self.store.db.atomic():
+                changed = self.store.db.execute(
+                    "UPDATE screens SET token_sha256 = ?, paired_ms = ?, pairing_sha256 = NULL, "
+                    "pairing_expires_ms = NULL WHERE pairing_sha256 = ? "
+                    "AND pairing_expires_ms >= ? AND revoked_ms IS NULL",
+                    (_digest(token), now_ms, _digest(code), now_ms),
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return token if changed == 1 else None
+
+    def by_token(self, token: str) -> Screen | None:
+        """The screen this token belongs to, unless revoked."""
+        try:
+            row = self.store.db.execute(
+                "SELECT id, device, label, created_ms, paired_ms, revoked_ms FROM screens "
+                "WHERE token_sha256 = ? AND revoked_ms IS NULL",
+                (_digest(token),),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return None if row is None else Screen(*row)
+
+    def all(self) -> list[Screen]:
+        """Every screen ever registered, oldest first."""
+        try:
+            rows = self.store.db.execute(
+                "SELECT id, device, label, created_ms, paired_ms, revoked_ms FROM screens "
+                "ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return [Screen(*row) for row in rows]
+
+    def revoke(self, screen_id: int, now_ms: int) -> bool:
+        """Lock a screen out now; False when there is no such screen (or it was revoked)."""
+        try:
+            with self.store.db.atomic():
+                changed = self.store.db.execute(
+                    "UPDATE screens SET revoked_ms = ?, token_sha256 = NULL, pairing_sha256 = NULL "
+                    "WHERE id = ? AND revoked_ms IS NULL",
+                    (now_ms, screen_id),
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        return bool(changed)
