@@ -304,8 +304,9 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     """Print what a staff screen would show for a visitor and a basket."""
+    from edge_agent import app
     from edge_agent.adapters import keyfile
-    from edge_agent.adapters.recommend import Recommender
+    from edge_agent.adapters.recommend import Recommender, available_items
     from edge_agent.core.identity import pseudonym
 
     visitor = (
@@ -314,7 +315,8 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     basket = tuple(item for item in (args.basket or "").split(",") if item)
     store, models = _registry(settings)
     with store:
-        lists = Recommender(store, models).recommend(visitor, basket, args.k)
+        stocked = available_items(store, app.now_ms())
+        lists = Recommender(store, models, stocked).recommend(visitor, basket, args.k)
     if args.json:
         print(json.dumps({k: [asdict(p) for p in v] for k, v in lists.items()}, indent=2))
         return 0

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from edge_agent import logs
 from edge_agent.adapters.models import Models
-from edge_agent.adapters.recommend import Recommender, at_device
+from edge_agent.adapters.recommend import Recommender, at_device, available_items
 from edge_agent.adapters.screens import Screen, Screens
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
@@ -31,6 +31,7 @@ from edge_agent.errors import EdgeAgentError
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 4096
+AVAILABLE_REFRESH_MS = 5 * 60 * 1000
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, clock: Callable[[], int]) -> Starlette:
     lock = threading.Lock()
     screens = Screens(store)
     recommender = Recommender(store, Models(store, settings.models_folder))
+    stocked: list[tuple[int, frozenset[str]]] = []
 
     def locked(work: Callable[[], Any]) -> Any:
         with lock:
@@ -98,7 +100,12 @@ def create_app(settings: Settings, clock: Callable[[], int]) -> Starlette:
             return _error(400, "bad_request", "k must be a number from 1 to 20")
 
         def answer() -> dict[str, object]:
-            person, basket, present = at_device(store, found.device, clock())
+            now = clock()
+            if not stocked or now - stocked[0][0] > AVAILABLE_REFRESH_MS:
+                # Read again every few minutes, not on every request: it scans the orders.
+                stocked[:] = [(now, available_items(store, now))]
+            recommender.available = stocked[0][1]
+            person, basket, present = at_device(store, found.device, now)
             lists = recommender.recommend(person, basket, k)
             first_name = recommender.first_name(person) if person else None
             return {

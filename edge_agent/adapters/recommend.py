@@ -207,3 +207,25 @@ def at_device(
         else:
             basket.pop(str(properties.get("product_id")), None)
     return (Pseudonym(person) if person else None), tuple(basket), True
+
+
+#: Items sold at the site this recently count as available (the POS data says they are stocked).
+AVAILABLE_DAYS = 30
+
+
+def available_items(store: Store, now_ms: int) -> frozenset[str]:
+    """What the site's tills sold in the last ``AVAILABLE_DAYS``: the items a screen may offer.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    try:
+        rows = store.db.execute(
+            "SELECT DISTINCT json_extract(line.value, '$.product_id') FROM events, "
+            "json_each(json_extract(events.body, '$.properties.products')) AS line "
+            "WHERE events.event = 'Order Completed' AND events.ts_ms >= ?",
+            (now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"database {store.path} cannot be read: {exc}") from exc
+    return frozenset(str(item) for (item,) in rows if item is not None)

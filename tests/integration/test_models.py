@@ -155,12 +155,19 @@ def test_releases_published_at_central_are_pulled_checked_and_rolled_back(
     vocabulary = tmp_path / "vocabulary.json"
     vocabulary.write_text(orjson.dumps(list(VOCABULARY)).decode())
 
-    def publish(version: str, model: bytes, recall: float) -> None:
+    other_key = tmp_path / "impostor.pem"
+    assert collector_cli("keygen", "--out", str(other_key)).returncode == 0
+    longer = tmp_path / "vocabulary-4.json"
+    longer.write_text(orjson.dumps([*VOCABULARY, "p4"]).decode())
+
+    def publish(
+        version: str, model: bytes, recall: float, key: Path = key_file, words: Path = vocabulary
+    ) -> None:
         path = tmp_path / f"model-{version}.onnx"
         path.write_bytes(model)
         done = collector_cli(
             "publish", "next-basket", version, "--db", central_db, "--model", str(path),
-            "--vocabulary", str(vocabulary), "--key", str(key_file),
+            "--vocabulary", str(words), "--key", str(key),
             "--metrics", orjson.dumps({"recall@10": recall, "ndcg@10": recall}).decode(),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -200,11 +207,30 @@ def test_releases_published_at_central_are_pulled_checked_and_rolled_back(
             assert "refused" in tampered.stdout
             assert "the file was altered" in tampered.stdout or "truncated" in tampered.stdout
 
+            for version, model, key, words, reason in (
+                ("3a", BETTER, other_key, vocabulary, "pinned publisher key"),
+                ("3b", BETTER, key_file, longer, "vocabulary has 4"),
+                ("3c", BETTER[: len(BETTER) // 2], key_file, vocabulary, "not a loadable ONNX"),
+            ):
+                publish(version, model, 0.15, key, words)
+                refused = pull()
+                assert refused.returncode == 1
+                assert "refused" in refused.stdout
+                assert reason in refused.stdout
+
             publish("4", BETTER, 0.15)
             assert pull().returncode == 0
             listing = cli("--config", str(config), "models", "list", "--json")
             status = {e["version"]: e["status"] for e in orjson.loads(listing.stdout)}
-            assert status == {"1": "previous", "2": "held", "3": "refused", "4": "serving"}
+            assert status == {
+                "1": "previous",
+                "2": "held",
+                "3": "refused",
+                "3a": "refused",
+                "3b": "refused",
+                "3c": "refused",
+                "4": "serving",
+            }
             back = cli("--config", str(config), "models", "rollback", "next-basket")
             assert back.returncode == 0, back.stderr
             assert "next-basket 1 is serving again" in back.stdout

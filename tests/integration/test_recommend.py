@@ -114,6 +114,7 @@ def test_the_screen_lists_with_reasons(tmp_path: Path) -> None:
             _order(["p1", "p2"], userId=member),
             _order(["p1"], userId=member),
             *[_order(["p6", "p5"]) for _ in range(5)],
+            _order(["p4"]),  # p3 is never sold here: not stocked, never offered
         ],
     )
     with Store.open(settings.database) as store:
