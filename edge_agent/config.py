@@ -185,6 +185,8 @@ class ModelsSettings:
         "", _public_key, "empty, or the base64 public key edge-agent-collector keygen printed"
     )
     pull_every_s: int = _setting(3600, lambda v: 60 <= v <= 7 * 86400, "60-604800 seconds")
+    #: How often trending is retrained (the personal model is refitted nightly).
+    train_every_s: int = _setting(3600, lambda v: 30 <= v <= 86400, "30-86400 seconds")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -132,13 +133,18 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     except EdgeAgentError:
         central.stop()
         raise
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        http_port = probe.getsockname()[1]
     config = folder / "agent.toml"
     config.write_text(
         f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n\n'
         f"[mqtt]\nport = {broker.port}\n\n"
         f"[insights]\nevery_s = 60\n\n"
         f'[sync]\nurl = "{central.url}"\ntoken = "{token}"\nevery_s = {_SYNC_EVERY_S}\n'
-        "jitter_s = 5\n"
+        "jitter_s = 5\n\n"
+        f"[http]\nenabled = true\nport = {http_port}\n\n"
+        "[models]\ntrain_every_s = 60\n"
     )
     log = folder / "agent.log"
     stop = threading.Event()
@@ -183,6 +189,8 @@ See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
   {me} --config {config} dead-letters list
   {me} --config {config} insights
   {me} --config {config} sync
+Staff screens' API on http://127.0.0.1:{http_port} (pair one with
+  {me} --config {config} screens add --device till-1)
 Central (a local collector, {central.url}, syncs every {_SYNC_EVERY_S} s):
   {me}-collector summary --db {central.db} --by hour --k 1
 Ctrl-C stops the demo.""",

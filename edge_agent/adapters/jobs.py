@@ -106,7 +106,6 @@ def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
         logs.log(logger, logging.INFO, "sync_done", "outbox drained", **report.as_dict())
 
 
-TRAIN_EVERY_S = 3600
 NIGHTLY_HOUR_UTC = 3
 NIGHTLY_TIMEOUT_S = 3 * 3600
 
@@ -196,7 +195,7 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
     for name, job, every_s in (
         ("retention", _retention_job, settings.retention.every_s),
         ("insights", _insights_job, settings.insights.every_s),
-        ("train", _train_job, TRAIN_EVERY_S),
+        ("train", _train_job, settings.models.train_every_s),
         *(
             [("pull", _pull_job, settings.models.pull_every_s)]
             if settings.sync.url and settings.models.publisher_key

@@ -86,6 +86,7 @@ def test_demo_runs_a_site_with_good_and_bad_devices(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "edge-agent --config" in done.stdout
+    assert "Staff screens' API on http://127.0.0.1:" in done.stdout
     assert "status" in done.stdout
     settings = load_settings(tmp_path / "demo" / "agent.toml", environ={})
     status = app.status(settings)
