@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import uvicorn
 from bench.sync import DAY_MS, SITE, store_days
 from edge_agent import app
 from edge_agent.adapters.models import Models
+from edge_agent.adapters.mosquitto import free_port
 from edge_agent.adapters.recommend import Recommender, run_model
 from edge_agent.adapters.screens import Screens
 from edge_agent.adapters.store import Store
@@ -52,9 +52,7 @@ def _percentiles(times: list[float]) -> tuple[float, float]:
 
 def _http_phase(settings: Settings, requests: int) -> dict[str, list[float]]:
     """Latency of the screens' API in a real uvicorn, alone and with 20 screens at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, app.now_ms), port=port, log_config=None, access_log=False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.adapters.mosquitto import Mosquitto, free_port
 from edge_agent.adapters.store import Store
 from edge_agent.collector.local import LocalCollector
 from edge_agent.errors import EdgeAgentError, StorageError
@@ -133,9 +132,7 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     except EdgeAgentError:
         central.stop()
         raise
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        http_port = probe.getsockname()[1]
+    http_port = free_port()
     config = folder / "agent.toml"
     config.write_text(
         f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n\n'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from edge_agent.adapters.mosquitto import free_port
 from edge_agent.errors import CollectorError
 
 _START_TIMEOUT_S = 30.0
@@ -26,9 +26,7 @@ class LocalCollector:
         self.db = db or str(folder / "central.db")
         self.log = folder / "collector.log"
         self.admin_token = secrets.token_urlsafe(24)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -7,7 +7,6 @@ import base64
 import gzip
 import hashlib
 import ipaddress
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -25,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from edge_agent import app
 from edge_agent.adapters.jobs import compute_insights
-from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.adapters.mosquitto import Mosquitto, free_port
 from edge_agent.adapters.store import Store
 from edge_agent.adapters.sync import SyncReport, client_for, drain
 from edge_agent.collector.app import create_app
@@ -53,9 +52,7 @@ class Central:
         self.target = target
         self.store = CentralStore.open(target)
         self.store.add_site(SITE, "venue-1", hashlib.sha256(TOKEN.encode()).hexdigest())
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: Server | None = None
 

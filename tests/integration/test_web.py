@@ -3,14 +3,13 @@ tokens, the visitor at the screen's device and their lists, and hostile requests
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.adapters.mosquitto import Mosquitto, free_port
 from tests.conftest import AgentProcess
 from tests.helpers import Publisher, cli, encode, topic, track, wait_for
 
@@ -19,10 +18,16 @@ pytestmark = pytest.mark.integration
 MEMBER = "member-5e1f00"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _serving(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> tuple[AgentProcess, str]:
+    """A running agent with its screens' API up; returns it and the API's base URL."""
+    port = free_port()
+    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n")
+    agent.start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(base), 20, "the screens API")
+    return agent, base
 
 
 def _pair(agent: AgentProcess, base: str, device: str = "till-1") -> str:
@@ -60,11 +65,7 @@ def _visit(personalization: bool) -> list[dict[str, Any]]:
 def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
     broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
 ) -> None:
-    port = _free_port()
-    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n")
-    agent.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base), 20, "the screens API")
+    agent, base = _serving(broker, agent_factory)
     token = _pair(agent, base)
     headers = {"Authorization": f"Bearer {token}"}
     empty = httpx.get(f"{base}/v1/screen", headers=headers).json()
@@ -136,11 +137,7 @@ def test_hostile_requests_get_clear_errors(
     kwargs: dict[str, Any],
     status: int,
 ) -> None:
-    port = _free_port()
-    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n")
-    agent.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base), 20, "the screens API")
+    _, base = _serving(broker, agent_factory)
     answer = httpx.request(method, base + path, **kwargs)
     assert answer.status_code == status
     assert set(answer.json()) == {"error", "detail"}
