@@ -316,7 +316,7 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     store, models = _registry(settings)
     with store:
         stocked = available_items(store, app.now_ms())
-        lists = Recommender(store, models, stocked).recommend(visitor, basket, args.k)
+        lists = Recommender(store, models).recommend(visitor, basket, args.k, stocked)
     if args.json:
         print(json.dumps({k: [asdict(p) for p in v] for k, v in lists.items()}, indent=2))
         return 0

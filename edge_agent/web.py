@@ -104,9 +104,8 @@ def create_app(settings: Settings, clock: Callable[[], int]) -> Starlette:
             if not stocked or now - stocked[0][0] > AVAILABLE_REFRESH_MS:
                 # Read again every few minutes, not on every request: it scans the orders.
                 stocked[:] = [(now, available_items(store, now))]
-            recommender.available = stocked[0][1]
             person, basket, present = at_device(store, found.device, now)
-            lists = recommender.recommend(person, basket, k)
+            lists = recommender.recommend(person, basket, k, stocked[0][1])
             first_name = recommender.first_name(person) if person else None
             return {
                 "screen": {"id": found.id, "device": found.device, "label": found.label},

@@ -7,8 +7,6 @@ profile only then, and it is checked again here); otherwise the models see none 
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -28,7 +26,6 @@ from edge_agent.core.recommend import (
     pick,
 )
 from edge_agent.core.releases import Manifest
-from edge_agent.errors import StorageError
 
 #: How many basket items are tried one by one to say what a complement "goes with".
 _ATTRIBUTE_MAX = 20
@@ -38,10 +35,9 @@ _ONE = np.ones(1, dtype=np.int64)
 class Recommender:
     """Ranked lists with reasons, from the models serving in ``models``."""
 
-    def __init__(self, store: Store, models: Models, available: frozenset[str] | None = None):
+    def __init__(self, store: Store, models: Models) -> None:
         self.store = store
         self.models = models
-        self.available = available
 
     def context(self, visitor: Pseudonym | None, basket: tuple[str, ...]) -> Context:
         """What may be used about ``visitor``: their baskets only with personalization.
@@ -51,20 +47,16 @@ class Recommender:
         """
         if visitor is None:
             return Context(basket)
-        try:
-            consented = self.store.db.execute(
-                "SELECT 1 FROM consent WHERE pseudonym = ? AND purpose = 'personalization' "
-                "AND granted",
-                (visitor,),
-            ).fetchone()
-            if consented is None:
-                return Context(basket)
-            rows = self.store.db.execute(
-                "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms, rowid",
-                (visitor,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"database {self.store.path} cannot be read: {exc}") from exc
+        consented = self.store.read(
+            "SELECT 1 FROM consent WHERE pseudonym = ? AND purpose = 'personalization' AND granted",
+            (visitor,),
+        )
+        if not consented:
+            return Context(basket)
+        rows = self.store.read(
+            "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms, rowid",
+            (visitor,),
+        )
         history = tuple(
             tuple(str(line.get("product_id")) for line in orjson.loads(products))
             for (products,) in rows
@@ -78,20 +70,22 @@ class Recommender:
         Raises:
             StorageError: the database cannot be read.
         """
-        try:
-            row = self.store.db.execute(
-                "SELECT p.first_name FROM profiles p JOIN consent c ON c.pseudonym = p.pseudonym "
-                "AND c.purpose = 'personalization' AND c.granted WHERE p.pseudonym = ?",
-                (visitor,),
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise StorageError(f"database {self.store.path} cannot be read: {exc}") from exc
-        return None if row is None else row[0]
+        rows = self.store.read(
+            "SELECT p.first_name FROM profiles p JOIN consent c ON c.pseudonym = p.pseudonym "
+            "AND c.purpose = 'personalization' AND c.granted WHERE p.pseudonym = ?",
+            (visitor,),
+        )
+        return rows[0][0] if rows else None
 
     def recommend(
-        self, visitor: Pseudonym | None, basket: tuple[str, ...], k: int = 5
+        self,
+        visitor: Pseudonym | None,
+        basket: tuple[str, ...],
+        k: int = 5,
+        available: frozenset[str] | None = None,
     ) -> dict[str, list[Pick]]:
-        """Up to ``k`` picks per list for the visitor in front of the screen.
+        """Up to ``k`` picks per list for the visitor in front of the screen, among the
+        ``available`` items (None: any).
 
         Raises:
             StorageError: the database or a serving model cannot be read.
@@ -116,9 +110,7 @@ class Recommender:
             )
             # Each list is picked over its own vocabulary; earlier lists' items are not repeated.
             shown = Context(tuple(taken | set(basket)), context.history, context.personal)
-            found = pick(
-                {name: row}, vocabulary, shown, self.available, k, vectors.share, goes_with
-            )
+            found = pick({name: row}, vocabulary, shown, available, k, vectors.share, goes_with)
             for source, chosen in found.items():
                 picks[source] = chosen
                 taken.update(p.item for p in chosen)
@@ -175,28 +167,25 @@ def at_device(
     Raises:
         StorageError: the database cannot be read.
     """
-    try:
-        row = store.db.execute(
-            "SELECT anonymous_id FROM events WHERE ts_ms >= ? AND device_id = ? "
-            "AND anonymous_id IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1",
-            (now_ms - PRESENT_MS, device),
-        ).fetchone()
-        if row is None:
-            return None, (), False
-        visit = row[0]
-        person = store.db.execute(
-            "SELECT coalesce((SELECT pseudonym FROM events WHERE anonymous_id = ? "
-            "AND pseudonym IS NOT NULL ORDER BY id DESC LIMIT 1), "
-            "(SELECT pseudonym FROM visit_links WHERE anonymous_id = ?))",
-            (visit, visit),
-        ).fetchone()[0]
-        events = store.db.execute(
-            "SELECT event, body FROM events WHERE anonymous_id = ? AND event IN "
-            "('Product Added', 'Product Removed', 'Order Completed') ORDER BY ts_ms, id",
-            (visit,),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StorageError(f"database {store.path} cannot be read: {exc}") from exc
+    latest = store.read(
+        "SELECT anonymous_id FROM events WHERE ts_ms >= ? AND device_id = ? "
+        "AND anonymous_id IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        (now_ms - PRESENT_MS, device),
+    )
+    if not latest:
+        return None, (), False
+    visit = latest[0][0]
+    ((person,),) = store.read(
+        "SELECT coalesce((SELECT pseudonym FROM events WHERE anonymous_id = ? "
+        "AND pseudonym IS NOT NULL ORDER BY id DESC LIMIT 1), "
+        "(SELECT pseudonym FROM visit_links WHERE anonymous_id = ?))",
+        (visit, visit),
+    )
+    events = store.read(
+        "SELECT event, body FROM events WHERE anonymous_id = ? AND event IN "
+        "('Product Added', 'Product Removed', 'Order Completed') ORDER BY ts_ms, id",
+        (visit,),
+    )
     basket: dict[str, None] = {}
     for name, body in events:
         properties = orjson.loads(body).get("properties", {})
@@ -219,13 +208,10 @@ def available_items(store: Store, now_ms: int) -> frozenset[str]:
     Raises:
         StorageError: the database cannot be read.
     """
-    try:
-        rows = store.db.execute(
-            "SELECT DISTINCT json_extract(line.value, '$.product_id') FROM events, "
-            "json_each(json_extract(events.body, '$.properties.products')) AS line "
-            "WHERE events.event = 'Order Completed' AND events.ts_ms >= ?",
-            (now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000,),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StorageError(f"database {store.path} cannot be read: {exc}") from exc
+    rows = store.read(
+        "SELECT DISTINCT json_extract(line.value, '$.product_id') FROM events, "
+        "json_each(json_extract(events.body, '$.properties.products')) AS line "
+        "WHERE events.event = 'Order Completed' AND events.ts_ms >= ?",
+        (now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000,),
+    )
     return frozenset(str(item) for (item,) in rows if item is not None)

@@ -8,7 +8,6 @@ registry falls back to the releases' offline metrics.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 
 import onnxruntime as ort
@@ -20,7 +19,6 @@ from edge_agent.adapters.store import Store
 from edge_agent.core.nbr import evaluate, top_k
 from edge_agent.core.recommend import Context, inputs
 from edge_agent.core.releases import Manifest
-from edge_agent.errors import StorageError
 
 #: Fewer people than this with two or more baskets: not enough to tell two models apart.
 MIN_CASES = 30
@@ -32,12 +30,9 @@ def cases(store: Store) -> list[tuple[tuple[tuple[str, ...], ...], tuple[str, ..
     Raises:
         StorageError: the database cannot be read.
     """
-    try:
-        rows = store.db.execute(
-            "SELECT pseudonym, products FROM profile_purchases ORDER BY pseudonym, ts_ms, rowid"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StorageError(f"database {store.path} cannot be read: {exc}") from exc
+    rows = store.read(
+        "SELECT pseudonym, products FROM profile_purchases ORDER BY pseudonym, ts_ms, rowid"
+    )
     baskets: dict[str, list[tuple[str, ...]]] = {}
     for person, products in rows:
         items = tuple(str(line.get("product_id")) for line in orjson.loads(products))

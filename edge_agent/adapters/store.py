@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlite_utils import Database
@@ -530,6 +531,17 @@ class Store:
             outbox=outbox.depth(),
             outbox_losses=outbox.losses(),
         )
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query, for the adapters that read the store.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            return list(self.db.conn.execute(sql, tuple(params)).fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
 
     def state(self) -> dict[str, tuple[str, int]]:
         """The agent's state entries: key -> (value, when it was set).

@@ -187,8 +187,7 @@ def _send_notices_and_insights(
     while (rows := outbox.pending(_COLLECTOR_KINDS, s.batch_max_items)) or even_empty:
         even_empty = False
         if rows:
-            sizes = [r.size for r in rows]
-            rows = rows[: len(batches(sizes, s.batch_max_items, s.batch_max_bytes)[0])]
+            rows = _first_batch(rows, settings)
         losses = outbox.losses()
         body = {
             "protocol": PROTOCOL,
@@ -208,6 +207,12 @@ def _send_notices_and_insights(
 def _reported_losses(store: Store) -> dict[str, dict[str, int]]:
     reported: dict[str, dict[str, int]] = orjson.loads(store.state().get(_LOSSES_KEY, ("{}", 0))[0])
     return reported
+
+
+def _first_batch(rows: list[Row], settings: Settings) -> list[Row]:
+    """The oldest rows that fit one batch (``[sync] batch_max_items`` and ``_bytes``)."""
+    s = settings.sync
+    return rows[: len(batches([r.size for r in rows], s.batch_max_items, s.batch_max_bytes)[0])]
 
 
 def _collector_item(row: Row, k: int) -> dict[str, object]:
@@ -242,7 +247,7 @@ def _send_identified(
             outbox.settle(withdrawn, ("identified", "withdrawn"))
             report.withdrawn += len(withdrawn)
             continue
-        rows = rows[: len(batches([r.size for r in rows], s.batch_max_items, s.batch_max_bytes)[0])]
+        rows = _first_batch(rows, settings)
         body = {
             "batch": [_segment_item(r, holders[str(r.subject)], settings.site.id) for r in rows],
             "sentAt": _iso(max(r.created_ms for r in rows)),

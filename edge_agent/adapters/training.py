@@ -8,7 +8,6 @@ of persons learn only from ``profile_purchases``, which holds purchases of peopl
 from __future__ import annotations
 
 import base64
-import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,6 @@ from edge_agent.core.nbr import NbrParams, evaluate, fit_nbr, top_k
 from edge_agent.core.nbr_onnx import serialize
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, Context, inputs
 from edge_agent.core.releases import Manifest, release_unsigned
-from edge_agent.errors import StorageError
 
 #: The releases that ship with the project, signed by the project's release key.
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
@@ -44,13 +42,10 @@ def recent_orders(store: Store, since_ms: int) -> list[tuple[int, dict[str, int]
     Raises:
         StorageError: the database cannot be read.
     """
-    try:
-        rows = store.db.execute(
-            "SELECT ts_ms, body FROM events WHERE event = 'Order Completed' AND ts_ms >= ?",
-            (since_ms,),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StorageError(f"database {store.path} cannot be read: {exc}") from exc
+    rows = store.read(
+        "SELECT ts_ms, body FROM events WHERE event = 'Order Completed' AND ts_ms >= ?",
+        (since_ms,),
+    )
     orders = []
     for ts_ms, body in rows:
         lines: dict[str, int] = {}
@@ -72,11 +67,15 @@ def install_shipped(models: Models, now_ms: int, folder: Path = SHIPPED) -> list
     if not public.is_file():
         return []
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public.read_text().strip()))
-    judged = {(e.name, e.version) for e in models.entries()}
+    entries = models.entries()
+    judged = {(e.name, e.version) for e in entries}
+    # Read from the registry alone: loading a serving model only to see that it serves
+    # would cost a session every run.
+    served = {e.name for e in entries if e.status == "serving"}
     installed = []
     for manifest_file in sorted(folder.glob("*/*/manifest.json")):
         name, version = manifest_file.parent.parent.name, manifest_file.parent.name
-        if (name, version) in judged or models.serving(name) is not None:
+        if (name, version) in judged or name in served:
             continue
         model = (manifest_file.parent / "model.onnx").read_bytes()
         installed.append(models.install(manifest_file.read_bytes(), model, key, now_ms))
