@@ -4,11 +4,11 @@ Run: ``python -m bench.recommend [--days 3] [--requests 500]``. The demo site's 
 go through the real ingest path into SQLite; the site trains its own models (trending and
 next-basket, from the people who granted personalization); then requests for consenting
 visitors with a basket are answered by `Recommender.recommend` (consent read, history read,
-three models in onnxruntime on one thread, the business rules, the reasons), then through the
-HTTP API a screen calls (uvicorn), alone and from 20 screens at once. Printed: request
+three models in onnxruntime on one thread, the business rules, the reasons). Printed: request
 latency p50/p99, the reference (one bare onnxruntime run of the next-basket model, the floor)
 and the ratio, training time (``models train`` in its own process, as the nightly job runs
-it), and the serving process's peak RSS with every model loaded.
+it), and the serving process's peak RSS with every model loaded. The same request through the
+agent's HTTP API, from one and from 20 screens, is measured by `bench.screen`.
 """
 
 from __future__ import annotations
@@ -18,24 +18,17 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
-import uvicorn
 
 from bench.sync import DAY_MS, SITE, store_days
-from edge_agent import app
 from edge_agent.adapters.models import Models
-from edge_agent.adapters.mosquitto import free_port
 from edge_agent.adapters.recommend import Recommender, run_model
-from edge_agent.adapters.screens import Screens
 from edge_agent.adapters.store import Store
-from edge_agent.config import Settings, load_settings
+from edge_agent.config import load_settings
 from edge_agent.core.recommend import PERSONAL, Context, inputs
-from edge_agent.web import create_app
 
 
 def _peak_rss_mb() -> float:
@@ -48,49 +41,6 @@ def _peak_rss_mb() -> float:
 def _percentiles(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
     return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def _http_phase(settings: Settings, requests: int) -> dict[str, list[float]]:
-    """Latency of the screens' API in a real uvicorn, alone and with 20 screens at once."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, app.now_ms), port=port, log_config=None, access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    with Store.open(settings.database) as store:
-        codes = [Screens(store).add("till-1", f"bench-{n}", app.now_ms())[1] for n in range(20)]
-    tokens = [httpx.post(f"{base}/v1/pair", json={"code": c}).json()["token"] for c in codes]
-    one: list[float] = []
-    with httpx.Client(headers={"Authorization": f"Bearer {tokens[0]}"}) as client:
-        for _ in range(requests):
-            t = time.perf_counter()
-            client.get(f"{base}/v1/screen").raise_for_status()
-            one.append((time.perf_counter() - t) * 1000)
-    many: list[float] = []
-
-    def screen(token: str) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as client:
-            for _ in range(requests // 20):
-                t = time.perf_counter()
-                client.get(f"{base}/v1/screen").raise_for_status()
-                many.append((time.perf_counter() - t) * 1000)
-
-    began = time.perf_counter()
-    workers = [threading.Thread(target=screen, args=(t,)) for t in tokens]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    per_s = len(many) / (time.perf_counter() - began)
-    server.should_exit = True
-    thread.join(10)
-    return {"one": one, "many": many, "per_s": [per_s]}
 
 
 def main() -> None:
@@ -147,7 +97,6 @@ def main() -> None:
                 t = time.perf_counter()
                 recommender.recommend(visitor, basket)
                 times.append((time.perf_counter() - t) * 1000)
-            http = _http_phase(settings, args.requests)
             serving = models.serving(PERSONAL)
             assert serving is not None
             manifest, session = serving
@@ -166,12 +115,6 @@ def main() -> None:
     print(f"  reference, one bare next-basket run: p50 {f50:.2f} ms, p99 {f99:.2f} ms")
     print(f"  ratio p50 {p50 / f50:.1f}x; peak RSS with every model loaded {_peak_rss_mb():.0f} MB")
     print(f"  requests/s on one thread: {1000 / float(np.mean(times)):.0f}")
-    h50, h99 = _percentiles(http["one"])
-    print(
-        f"  through the HTTP API (GET /v1/screen, uvicorn, visitor at till-1): "
-        f"p50 {h50:.2f} ms, p99 {h99:.2f} ms; 20 screens at once: "
-        f"{http['per_s'][0]:.0f} requests/s, p99 {_percentiles(http['many'])[1]:.1f} ms"
-    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edge_agent import logs, schemas
 from edge_agent.adapters import jobs, keyfile
+from edge_agent.adapters.changes import Changes, touched
 from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
@@ -118,6 +119,8 @@ class Agent:
         self.limits = limits_of(settings)
         self.stop_requested = threading.Event()
         self.totals = {"stored": 0, "duplicates": 0, "dead_letters": 0}
+        # News for the screens' streams, when the agent serves screens.
+        self.changes = Changes() if settings.http.enabled else None
 
     def _options(self) -> ReceiverOptions:
         s = self.settings
@@ -172,7 +175,7 @@ class Agent:
         )
         self.store.set_state("heartbeat", "alive", now_ms())
         scheduler = jobs.start(s, now_ms)
-        server = _serve_http(s) if s.http.enabled else None
+        server = _serve_http(s, self.changes) if self.changes else None
         process, pipe = self._start_receiver()
         last_progress = time.monotonic()
         try:
@@ -251,6 +254,8 @@ class Agent:
                 logs.log(logger, logging.ERROR, "commit_failed", str(exc))
                 if self.stop_requested.wait(_RETRY_COMMIT_S):
                     raise
+        if self.changes is not None:
+            self.changes.seen(*touched(r.event for r in received))
         self.totals["stored"] += result.stored
         self.totals["duplicates"] += result.duplicates
         self.totals["dead_letters"] += result.dead_letters
@@ -276,25 +281,27 @@ class Agent:
         pipe.close()
 
 
-def _serve_http(settings: Settings) -> uvicorn.Server:
-    """The screens' API under uvicorn, in a thread of the agent (stopped with it)."""
+def _serve_http(settings: Settings, changes: Changes) -> uvicorn.Server:
+    """The staff screens' page and API under uvicorn, in a thread of the agent (stopped with
+    it; open streams are cut after a short grace)."""
     import uvicorn
 
     from edge_agent.web import create_app
 
     config = uvicorn.Config(
-        create_app(settings, now_ms),
+        create_app(settings, now_ms, changes),
         host=settings.http.host,
         port=settings.http.port,
         log_config=None,
         access_log=False,
-        limit_concurrency=64,
+        limit_concurrency=128,
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
     # Run from a thread, uvicorn leaves the process's signal handlers to the agent.
     threading.Thread(target=server.run, name="http", daemon=True).start()
     logs.log(
-        logger, logging.INFO, "http_started", "screens API listening",
+        logger, logging.INFO, "http_started", "staff screens listening",
         host=settings.http.host, port=settings.http.port,
     )  # fmt: skip
     return server

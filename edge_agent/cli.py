@@ -306,7 +306,7 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     """Print what a staff screen would show for a visitor and a basket."""
     from edge_agent import app
     from edge_agent.adapters import keyfile
-    from edge_agent.adapters.recommend import Recommender, available_items
+    from edge_agent.adapters.recommend import Recommender, stocked_items
     from edge_agent.core.identity import pseudonym
 
     visitor = (
@@ -315,7 +315,7 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     basket = tuple(item for item in (args.basket or "").split(",") if item)
     store, models = _registry(settings)
     with store:
-        stocked = available_items(store, app.now_ms())
+        stocked = frozenset(stocked_items(store, app.now_ms()))
         lists = Recommender(store, models).recommend(visitor, basket, args.k, stocked)
     if args.json:
         print(json.dumps({k: [asdict(p) for p in v] for k, v in lists.items()}, indent=2))
@@ -337,11 +337,10 @@ def cmd_screens_add(args: argparse.Namespace, settings: Settings) -> int:
 
     with Store.open(settings.database, settings.store.synchronous) as store:
         screen_id, code = Screens(store).add(args.device, args.label or args.device, app.now_ms())
-    base = f"http://{settings.http.host}:{settings.http.port}"
     print(f"screen {screen_id} for {args.device}: pairing code {code}")
     print(
-        f"valid once, for {PAIRING_TTL_MS // 60000} minutes: the screen sends it to "
-        f"POST {base}/v1/pair and keeps the token it gets back"
+        f"open {settings.http.base_url()}/#pair={code} on the screen (the code works once, "
+        f"for {PAIRING_TTL_MS // 60000} minutes; the page keeps the token it gets for it)"
     )
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,6 +197,19 @@ class HttpSettings:
     enabled: bool = _setting(False, lambda v: True, "true or false")
     host: str = _setting("127.0.0.1", bool, "an address to listen on")
     port: int = _setting(8080, _port, "1-65535")
+    public_url: str = _setting(
+        "",
+        lambda v: v == "" or v.startswith(("http://", "https://")),
+        "empty, or the http:// or https:// address screens open",
+    )
+
+    def base_url(self) -> str:
+        """Where a screen reaches the agent: ``public_url``, else the address it listens on
+        (the machine's name when it listens on every address)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,41 @@
-"""The agent's HTTP API for staff screens (Starlette under uvicorn).
+"""The agent's staff screens: a page and its JSON API (Starlette under uvicorn).
 
-A screen pairs once with the code ``edge-agent screens add`` printed and then sends its own
-token. It gets the visitor in front of its device (by the latest visit seen there) and their
-recommendations, with reasons. Nothing in an answer identifies anyone: no id, pseudonym,
-e-mail or phone; a first name only when the person granted personalization and gave one.
+A screen is opened once at the address ``edge-agent screens add`` printed, whose one-time code
+the page trades for the screen's own token (kept in the browser, stored here only hashed). With
+that token it gets the visitor in front of its device and their lists (`GET /v1/screen`), the
+site's figures today (`GET /v1/site`), and both pushed as they change (`GET /v1/screen/stream`,
+Server-Sent Events). Answers identify nobody; see `edge_agent.adapters.answers`.
+
+Everything the page loads comes from this server (the site may have no internet), under a
+Content-Security-Policy that allows nothing else and no inline script.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent import logs
-from edge_agent.adapters.models import Models
-from edge_agent.adapters.recommend import Recommender, at_device, available_items
+from edge_agent.adapters import answers
+from edge_agent.adapters.changes import Changes
+from edge_agent.adapters.models import Models, Sessions
+from edge_agent.adapters.recommend import Recommender, stocked_items
 from edge_agent.adapters.screens import Screen, Screens
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
@@ -31,40 +43,146 @@ from edge_agent.errors import EdgeAgentError
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 4096
-AVAILABLE_REFRESH_MS = 5 * 60 * 1000
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+MAX_QUERY = 64
+STATIC = Path(__file__).parent / "static"
+#: What the tills sold lately is read again this often, not on every request: it scans orders.
+STOCKED_REFRESH_S = 5 * 60
+#: The site's figures are computed at most this often, whatever the number of screens.
+SITE_REFRESH_S = 30
+#: A stream checks its screen is still allowed this often (revocation locks it out by then) ...
+RECHECK_S = 1.0
+#: ... and, with no news from ingest, answers again this often (a CLI erasure, a visit going
+#: stale), and says something at least this often so that a dead connection is noticed.
+REFRESH_S = 10.0
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_SECURITY = [
+    (b"content-security-policy", _CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+_NO_STORE = {"Cache-Control": "no-store"}
+_UNAUTHORIZED = (
+    "send Authorization: Bearer <this screen's token>; pair the screen again if it was revoked"
+)
+T = TypeVar("T")
 
 
 def _json(status: int, body: object) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json", headers=_HEADERS)
+    return Response(orjson.dumps(body), status, media_type="application/json", headers=_NO_STORE)
 
 
 def _error(status: int, error: str, detail: str) -> Response:
     return _json(status, {"error": error, "detail": detail})
 
 
-def create_app(settings: Settings, clock: Callable[[], int]) -> Starlette:
-    """The API over the agent's store and models (one connection, used under a lock)."""
-    store = Store.open(settings.database, settings.store.synchronous)
-    lock = threading.Lock()
-    screens = Screens(store)
-    recommender = Recommender(store, Models(store, settings.models_folder))
-    stocked: list[tuple[int, frozenset[str]]] = []
+def _sse(event: str, body: object) -> bytes:
+    # orjson never writes a raw newline, so the data fits on the one line SSE wants.
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
-    def locked(work: Callable[[], Any]) -> Any:
-        with lock:
-            return work()
 
-    async def screen_of(request: Request) -> Screen | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token or len(token) > 256:
-            return None
-        found: Screen | None = await run_in_threadpool(locked, lambda: screens.by_token(token))
+class Hardened:
+    """ASGI middleware: every answer carries the security headers (a pure ASGI wrapper, so
+    streamed answers stream)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_SECURITY]
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """One thread's read-only view of the store (SQLite connections stay in their thread)."""
+
+    store: Store
+    screens: Screens
+    recommender: Recommender
+
+
+class _Cached:
+    """A value computed at most every ``every_s`` by whichever thread asks first."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.value: Any = None
+        self.at = float("-inf")
+
+    def get(self, compute: Callable[[], T]) -> T:
+        with self.lock:
+            if time.monotonic() - self.at >= self.every_s:
+                self.value = compute()
+                self.at = time.monotonic()
+            value: T = self.value
+            return value
+
+
+def _k(request: Request) -> int | None:
+    if len(request.url.query) > MAX_QUERY:
+        return None
+    try:
+        k = int(request.query_params.get("k", "5"))
+    except ValueError:
+        return None
+    return k if 1 <= k <= 20 else None
+
+
+def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -> ASGIApp:
+    """The page and API over the agent's store and models.
+
+    Requests read through one read-only connection per worker thread and share the loaded
+    models; only pairing writes, through one connection under a lock.
+    """
+    writer = Store.open(settings.database, settings.store.synchronous)
+    write_lock = threading.Lock()
+    sessions = Sessions()
+    local = threading.local()
+    stocked = _Cached(STOCKED_REFRESH_S)
+    site = _Cached(SITE_REFRESH_S)
+
+    def reader() -> _Reader:
+        found: _Reader | None = getattr(local, "reader", None)
+        if found is None:
+            store = Store.open(settings.database, readonly=True)
+            models = Models(store, settings.models_folder, sessions)
+            found = local.reader = _Reader(store, Screens(store), Recommender(store, models))
         return found
+
+    def token_of(request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token if scheme.lower() == "bearer" and 0 < len(token) <= 256 else None
+
+    async def screen_of(token: str | None) -> Screen | None:
+        if token is None:
+            return None
+        return await run_in_threadpool(lambda: reader().screens.by_token(token))
+
+    def stocked_now() -> dict[str, str]:
+        return stocked.get(lambda: stocked_items(reader().store, clock()))
+
+    def visitor_now(screen: Screen, k: int) -> dict[str, object]:
+        return answers.visitor(reader().recommender, screen, k, stocked_now(), clock())
+
+    def site_now() -> dict[str, object]:
+        return site.get(
+            lambda: answers.site_today(reader().store, settings.insights.k, stocked_now(), clock())
+        )
 
     async def healthz(_: Request) -> Response:
         return _json(200, {"status": "ok"})
+
+    async def page(_: Request) -> Response:
+        return FileResponse(STATIC / "screen.html", headers=_NO_STORE)
 
     async def pair(request: Request) -> Response:
         raw = await request.body()
@@ -73,10 +191,15 @@ def create_app(settings: Settings, clock: Callable[[], int]) -> Starlette:
         try:
             code = orjson.loads(raw).get("code")
         except (orjson.JSONDecodeError, AttributeError):
-            return _error(400, "bad_request", 'send JSON: {"code": "<the pairing code>"}')
+            code = None
         if not isinstance(code, str) or not 0 < len(code) <= 64:
             return _error(400, "bad_request", 'send JSON: {"code": "<the pairing code>"}')
-        token = await run_in_threadpool(locked, lambda: screens.pair(code, clock()))
+
+        def paired() -> str | None:
+            with write_lock:
+                return Screens(writer).pair(code, clock())
+
+        token = await run_in_threadpool(paired)
         if token is None:
             return _error(
                 403,
@@ -85,59 +208,91 @@ def create_app(settings: Settings, clock: Callable[[], int]) -> Starlette:
             )
         return _json(200, {"token": token})
 
-    async def screen(request: Request) -> Response:
-        found = await screen_of(request)
+    async def answer(request: Request, work: Callable[[Screen, int], object]) -> Response:
+        found = await screen_of(token_of(request))
         if found is None:
-            return _error(
-                401, "unauthorized", "send Authorization: Bearer <this screen's token>; pair again "
-                "if the screen was revoked",
-            )  # fmt: skip
-        try:
-            k = int(request.query_params.get("k", "5"))
-        except ValueError:
-            k = 0
-        if not 1 <= k <= 20 or len(request.url.query) > 64:
+            return _error(401, "unauthorized", _UNAUTHORIZED)
+        k = _k(request)
+        if k is None:
             return _error(400, "bad_request", "k must be a number from 1 to 20")
-
-        def answer() -> dict[str, object]:
-            now = clock()
-            if not stocked or now - stocked[0][0] > AVAILABLE_REFRESH_MS:
-                # Read again every few minutes, not on every request: it scans the orders.
-                stocked[:] = [(now, available_items(store, now))]
-            person, basket, present = at_device(store, found.device, now)
-            lists = recommender.recommend(person, basket, k, stocked[0][1])
-            first_name = recommender.first_name(person) if person else None
-            return {
-                "screen": {"id": found.id, "device": found.device, "label": found.label},
-                "visitor": {"present": present, "first_name": first_name},
-                "basket": list(basket),
-                "lists": {
-                    name: [{"item": p.item, "reason": p.reason} for p in picks]
-                    for name, picks in lists.items()
-                },
-            }
-
         try:
-            body = await run_in_threadpool(locked, answer)
+            body = await run_in_threadpool(work, found, k)
         except EdgeAgentError as exc:
             logs.log(logger, logging.ERROR, "screen_failed", str(exc), screen=found.id)
             return _error(503, "unavailable", "the agent cannot answer now; it retries by itself")
         return _json(200, body)
+
+    async def screen(request: Request) -> Response:
+        return await answer(request, visitor_now)
+
+    async def site_figures(request: Request) -> Response:
+        return await answer(request, lambda _screen, _k: site_now())
+
+    async def stream(request: Request) -> Response:
+        token = token_of(request)
+        found = await screen_of(token)
+        if found is None:
+            return _error(401, "unauthorized", _UNAUTHORIZED)
+        k = _k(request)
+        if k is None:
+            return _error(400, "bad_request", "k must be a number from 1 to 20")
+        return StreamingResponse(
+            _pushes(found, k, token or ""),
+            media_type="text/event-stream",
+            headers={**_NO_STORE, "X-Accel-Buffering": "no"},
+        )
+
+    async def _pushes(found: Screen, k: int, token: str) -> AsyncIterator[bytes]:
+        sent: dict[str, object] = {}
+        answered = float("-inf")
+        since = (-1, -1)
+        yield b"retry: 1000\n\n"
+        while True:
+            if await screen_of(token) is None:
+                yield _sse("locked", {"detail": _UNAUTHORIZED})
+                return
+            now = time.monotonic()
+            if changes.version(found.device) != since or now - answered >= REFRESH_S:
+                since = changes.version(found.device)
+                answered = now
+                quiet = True
+                for name, work in (("visitor", lambda: visitor_now(found, k)), ("site", site_now)):
+                    try:
+                        body = await run_in_threadpool(work)
+                    except EdgeAgentError as exc:
+                        logs.log(logger, logging.ERROR, "screen_failed", str(exc), screen=found.id)
+                        sent.pop(name, None)  # sent again once it can be answered
+                        yield _sse("trouble", {"detail": "the agent cannot answer now; it retries"})
+                        quiet = False
+                        continue
+                    if sent.get(name) != body:
+                        sent[name] = body
+                        quiet = False
+                        yield _sse(name, body)
+                if quiet:
+                    yield b": still here\n\n"
+            await changes.wait(found.device, since, RECHECK_S)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(404, "not_found", "no such page")
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        changes.attach(asyncio.get_running_loop())
         yield
-        store.close()
+        writer.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
+            Route("/", page),
             Route("/healthz", healthz),
             Route("/v1/pair", pair, methods=["POST"]),
             Route("/v1/screen", screen),
+            Route("/v1/screen/stream", stream),
+            Route("/v1/site", site_figures),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={404: not_found, 405: not_found},
         lifespan=lifespan,
     )
+    return Hardened(app)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +91,22 @@ class Entry:
     changed_ms: int
 
 
+class Sessions:
+    """The serving sessions loaded so far, by model name: one copy in memory, shared by the
+    registries of several connections (the screens' API reads from one per thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_name: dict[str, tuple[str, Manifest, ort.InferenceSession]] = {}
+
+
 class Models:
     """The releases of one agent: files under ``folder``, status in the store."""
 
-    def __init__(self, store: Store, folder: Path) -> None:
+    def __init__(self, store: Store, folder: Path, sessions: Sessions | None = None) -> None:
         self.store = store
         self.folder = folder
-        self._sessions: dict[str, tuple[str, Manifest, ort.InferenceSession]] = {}
+        self._sessions = sessions or Sessions()
 
     def _fail(self, exc: sqlite3.Error) -> StorageError:
         return StorageError(f"database {self.store.path}: the model registry: {exc}")
@@ -161,7 +171,11 @@ class Models:
             raise self._fail(exc) from exc
         if version is None:
             return None
-        cached = self._sessions.get(name)
+        with self._sessions.lock:
+            return self._load(name, version)
+
+    def _load(self, name: str, version: str) -> tuple[Manifest, ort.InferenceSession]:
+        cached = self._sessions.by_name.get(name)
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
         folder = self.folder / name / version
@@ -175,7 +189,7 @@ class Models:
         if isinstance(session, Refused) or isinstance(manifest, Refused):
             reason = session.reason if isinstance(session, Refused) else ""
             raise StorageError(f"the serving model {name} {version} cannot be loaded: {reason}")
-        self._sessions[name] = (version, manifest, session)
+        self._sessions.by_name[name] = (version, manifest, session)
         return manifest, session
 
     def install(
@@ -324,5 +338,5 @@ class Models:
                 self._set(name, previous, "serving", now_ms)
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
-        self._sessions.pop(name, None)
+        self._sessions.by_name.pop(name, None)
         return self._entry(name, previous)

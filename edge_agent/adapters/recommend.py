@@ -7,6 +7,8 @@ profile only then, and it is checked again here); otherwise the models see none 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -157,12 +159,22 @@ def _attribute(
 PRESENT_MS = 15 * 60 * 1000
 
 
-def at_device(
-    store: Store, device: str, now_ms: int
-) -> tuple[Pseudonym | None, tuple[str, ...], bool]:
-    """Who stands at ``device`` now: the person (when the visit is linked to one), the basket
-    being rung up (added minus removed items, or the order just completed), and whether any
-    visit was seen there in the last ``PRESENT_MS``.
+@dataclass(frozen=True, slots=True)
+class InFront:
+    """Who stands at a device now."""
+
+    #: The person, when the visit is linked to one (else None).
+    person: Pseudonym | None
+    #: The basket being rung up: items added minus removed, or the order just completed.
+    basket: tuple[str, ...]
+    #: Whether any visit was seen there in the last ``PRESENT_MS``.
+    present: bool
+    #: The names the till gave the basket's items (item -> name), where it gave one.
+    names: dict[str, str]
+
+
+def at_device(store: Store, device: str, now_ms: int) -> InFront:
+    """The visit seen last at ``device``, within ``PRESENT_MS``.
 
     Raises:
         StorageError: the database cannot be read.
@@ -173,7 +185,7 @@ def at_device(
         (now_ms - PRESENT_MS, device),
     )
     if not latest:
-        return None, (), False
+        return InFront(None, (), False, {})
     visit = latest[0][0]
     ((person,),) = store.read(
         "SELECT coalesce((SELECT pseudonym FROM events WHERE anonymous_id = ? "
@@ -187,31 +199,38 @@ def at_device(
         (visit,),
     )
     basket: dict[str, None] = {}
+    names: dict[str, str] = {}
     for name, body in events:
         properties = orjson.loads(body).get("properties", {})
+        lines = properties.get("products", []) if name == "Order Completed" else [properties]
+        for line in lines:
+            if isinstance(line.get("name"), str):
+                names[str(line.get("product_id"))] = line["name"]
         if name == "Order Completed":
-            basket = {str(line.get("product_id")): None for line in properties.get("products", [])}
+            basket = {str(line.get("product_id")): None for line in lines}
         elif name == "Product Added":
             basket[str(properties.get("product_id"))] = None
         else:
             basket.pop(str(properties.get("product_id")), None)
-    return (Pseudonym(person) if person else None), tuple(basket), True
+    return InFront(Pseudonym(person) if person else None, tuple(basket), True, names)
 
 
 #: Items sold at the site this recently count as available (the POS data says they are stocked).
 AVAILABLE_DAYS = 30
 
 
-def available_items(store: Store, now_ms: int) -> frozenset[str]:
-    """What the site's tills sold in the last ``AVAILABLE_DAYS``: the items a screen may offer.
+def stocked_items(store: Store, now_ms: int) -> dict[str, str]:
+    """What the site's tills sold in the last ``AVAILABLE_DAYS`` (the items a screen may
+    offer), each with the name the tills gave it ("" when they gave none).
 
     Raises:
         StorageError: the database cannot be read.
     """
     rows = store.read(
-        "SELECT DISTINCT json_extract(line.value, '$.product_id') FROM events, "
+        "SELECT json_extract(line.value, '$.product_id') AS item, "
+        "max(json_extract(line.value, '$.name')) FROM events, "
         "json_each(json_extract(events.body, '$.properties.products')) AS line "
-        "WHERE events.event = 'Order Completed' AND events.ts_ms >= ?",
+        "WHERE events.event = 'Order Completed' AND events.ts_ms >= ? GROUP BY item",
         (now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000,),
     )
-    return frozenset(str(item) for (item,) in rows if item is not None)
+    return {str(item): name if isinstance(name, str) else "" for item, name in rows if item}

@@ -1,5 +1,6 @@
-"""The screens' API of a running agent (uvicorn in the agent process, a real broker): pairing,
-tokens, the visitor at the screen's device and their lists, and hostile requests."""
+"""The staff screens' API of a running agent (uvicorn in the agent process, a real broker):
+pairing, tokens, the visitor at the screen's device and their lists, the push stream, the
+security headers, and hostile requests."""
 
 from __future__ import annotations
 
@@ -9,31 +10,19 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.adapters.mosquitto import Mosquitto, free_port
+from edge_agent.adapters.mosquitto import Mosquitto
 from tests.conftest import AgentProcess
-from tests.helpers import Publisher, cli, encode, topic, track, wait_for
+from tests.helpers import Publisher, encode, topic, track, wait_for
+from tests.screens import add_screen, answers, revoke, serving
 
 pytestmark = pytest.mark.integration
 
 MEMBER = "member-5e1f00"
 
 
-def _serving(
-    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
-) -> tuple[AgentProcess, str]:
-    """A running agent with its screens' API up; returns it and the API's base URL."""
-    port = free_port()
-    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n")
-    agent.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base), 20, "the screens API")
-    return agent, base
-
-
 def _pair(agent: AgentProcess, base: str, device: str = "till-1") -> str:
-    added = cli("--config", str(agent.config), "screens", "add", "--device", device)
-    assert added.returncode == 0, added.stderr
-    code = added.stdout.split("pairing code ")[1].split()[0]
+    _, url = add_screen(agent, device)
+    code = url.split("#pair=")[1]
     paired = httpx.post(f"{base}/v1/pair", json={"code": code})
     assert paired.status_code == 200, paired.text
     again = httpx.post(f"{base}/v1/pair", json={"code": code})
@@ -65,7 +54,7 @@ def _visit(personalization: bool) -> list[dict[str, Any]]:
 def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
     broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
 ) -> None:
-    agent, base = _serving(broker, agent_factory)
+    agent, base = serving(broker, agent_factory)
     token = _pair(agent, base)
     headers = {"Authorization": f"Bearer {token}"}
     empty = httpx.get(f"{base}/v1/screen", headers=headers).json()
@@ -75,7 +64,10 @@ def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
     try:
         publisher.publish_all((topic("till-1"), encode(e)) for e in _visit(True))
         wait_for(
-            lambda: httpx.get(f"{base}/v1/screen", headers=headers).json()["basket"] == ["p2"],
+            lambda: (
+                httpx.get(f"{base}/v1/screen", headers=headers).json()["basket"]
+                == [{"item": "p2", "name": ""}]
+            ),
             20,
             "the visit at the till",
         )
@@ -98,19 +90,10 @@ def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
     finally:
         publisher.close()
 
-    listed = cli("--config", str(agent.config), "screens", "list")
-    screen_id = listed.stdout.split()[0]
-    assert cli("--config", str(agent.config), "screens", "revoke", screen_id).returncode == 0
+    revoke(agent, "1")
     locked = httpx.get(f"{base}/v1/screen", headers=headers)
     assert locked.status_code == 401
     assert "Bearer" in locked.json()["detail"]
-
-
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.mark.parametrize(
@@ -125,8 +108,18 @@ def _answers(base: str) -> bool:
         ("POST", "/v1/pair", {"json": {"code": "x" * 100}}, 400),
         ("POST", "/v1/pair", {"json": {"code": "never-issued"}}, 403),
         ("POST", "/v1/pair", {"content": b"x" * 10_000}, 413),
+        ("GET", "/v1/screen/stream", {}, 401),
+        ("GET", "/v1/screen/stream", {"headers": {"Authorization": "Bearer nope"}}, 401),
+        ("GET", "/v1/site", {"headers": {"Authorization": "Bearer nope"}}, 401),
         ("GET", "/../../etc/passwd", {}, 404),
+        ("GET", "/static/%2e%2e/%2e%2e/config.py", {}, 404),
+        ("GET", "/static/..%2f..%2fweb.py", {}, 404),
+        ("GET", "/static/%2e%2e%2fweb.py", {}, 404),
+        ("GET", "/static/vendor/%2e%2e/%2e%2e/%2e%2e/pyproject.toml", {}, 404),
+        ("GET", "/static/" + "a/" * 2000, {}, 404),
+        ("GET", "/static/%00.js", {}, 404),
         ("DELETE", "/v1/screen", {}, 404),
+        ("POST", "/", {"content": b"<script>"}, 404),
     ],
 )
 def test_hostile_requests_get_clear_errors(
@@ -137,8 +130,86 @@ def test_hostile_requests_get_clear_errors(
     kwargs: dict[str, Any],
     status: int,
 ) -> None:
-    _, base = _serving(broker, agent_factory)
+    _, base = serving(broker, agent_factory)
     answer = httpx.request(method, base + path, **kwargs)
     assert answer.status_code == status
     assert set(answer.json()) == {"error", "detail"}
-    assert _answers(base)  # still serving
+    assert answers(base)  # still serving
+
+
+def test_bad_query_strings_and_another_screens_token(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    agent, base = serving(broker, agent_factory)
+    at_till_1 = {"Authorization": f"Bearer {_pair(agent, base, 'till-1')}"}
+    at_till_2 = {"Authorization": f"Bearer {_pair(agent, base, 'till-2')}"}
+    for query in ("k=0", "k=21", "k=five", "k=5&" + "x" * 5000, "k=" + "9" * 5000):
+        for path in ("/v1/screen", "/v1/screen/stream", "/v1/site"):
+            answer = httpx.get(f"{base}{path}?{query}", headers=at_till_1)
+            assert answer.status_code == 400, (path, query[:20])
+            assert "k must be" in answer.json()["detail"]
+
+    publisher = Publisher(broker.port)
+    try:
+        publisher.publish_all((topic("till-1"), encode(e)) for e in _visit(True))
+        wait_for(
+            lambda: httpx.get(f"{base}/v1/screen", headers=at_till_1).json()["visitor"]["present"],
+            20,
+            "the visit at till 1",
+        )
+    finally:
+        publisher.close()
+    # A screen sees its own device only: till 2's screen knows nothing of till 1's visitor.
+    other = httpx.get(f"{base}/v1/screen", headers=at_till_2).json()
+    assert other["screen"]["device"] == "till-2"
+    assert other["visitor"] == {"present": False, "first_name": None}
+    assert other["basket"] == []
+
+
+def test_every_answer_carries_a_strict_content_security_policy(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    _, base = serving(broker, agent_factory)
+    for path in ("/", "/static/screen.js", "/static/vendor/uPlot.iife.min.js", "/healthz", "/nope"):
+        answer = httpx.get(base + path)
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+    page = httpx.get(base + "/").text
+    # Nothing from elsewhere, and no inline script the policy would have to allow.
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<script>" not in page
+
+
+def test_the_stream_pushes_the_visitor_and_ends_when_the_screen_is_revoked(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    agent, base = serving(broker, agent_factory)
+    headers = {"Authorization": f"Bearer {_pair(agent, base)}"}
+    publisher = Publisher(broker.port)
+    events: list[str] = []
+    try:
+        with httpx.stream("GET", f"{base}/v1/screen/stream", headers=headers, timeout=30) as feed:
+            assert feed.headers["content-type"].startswith("text/event-stream")
+            lines = feed.iter_lines()
+            for line in lines:
+                if line.startswith("event: "):
+                    events.append(line[7:])
+                if events.count("visitor") == 1 and "site" in events:
+                    break
+            publisher.publish_all((topic("till-1"), encode(e)) for e in _visit(True))
+            for line in lines:
+                if line.startswith("data: ") and '"first_name":"Mei"' in line:
+                    break
+            revoke(agent, "1")
+            for line in lines:
+                if line.startswith("event: "):
+                    events.append(line[7:])
+            # The server ended the stream after saying so.
+            assert events[-1] == "locked"
+    finally:
+        publisher.close()

@@ -1,0 +1,257 @@
+// The staff screen: pairs once, then listens to the agent's pushes and draws them.
+// Text goes in with textContent only, never as HTML: names and traits come from devices.
+"use strict";
+
+const TOKEN_KEY = "edge-agent.screen-token";
+const LISTS = ["personal", "complements", "trending"];
+// No byte for this long (the agent says something every 10 s) means the link is dead.
+const SILENT_MS = 25000;
+const BACKOFF_MS = [500, 1000, 2000, 5000];
+
+const $ = (id) => document.getElementById(id);
+const charts = {};
+
+function notice(title, text) {
+  $("notice-title").textContent = title;
+  $("notice-text").textContent = text;
+  $("notice").hidden = false;
+  document.body.dataset.state = "notice";
+}
+
+function setLink(state, text) {
+  document.body.dataset.link = state;
+  $("link").textContent = text;
+}
+
+function showView(view) {
+  document.body.dataset.view = view;
+  $("tab-visitor").setAttribute("aria-pressed", String(view === "visitor"));
+  $("tab-site").setAttribute("aria-pressed", String(view === "site"));
+  Object.values(charts).forEach((chart) => fit(chart));
+}
+
+function label(entry) {
+  return entry.name || `Product ${entry.item}`;
+}
+
+function fill(list, entries, withReason) {
+  const items = entries.map((entry) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = label(entry);
+    li.append(name);
+    if (withReason) {
+      const reason = document.createElement("span");
+      reason.className = "reason";
+      reason.textContent = entry.reason;
+      li.append(reason);
+    }
+    return li;
+  });
+  list.replaceChildren(...items);
+}
+
+function drawVisitor(body) {
+  $("where").textContent = `${body.screen.label} · ${body.screen.device}`;
+  const visitor = body.visitor;
+  $("greeting").textContent = !visitor.present
+    ? "Waiting for a customer"
+    : visitor.first_name
+      ? `Serving ${visitor.first_name}`
+      : "Customer at this till";
+  $("personal-title").textContent = visitor.first_name
+    ? `Picked for ${visitor.first_name}`
+    : "Picked for this customer";
+  $("basket-row").hidden = body.basket.length === 0;
+  const basket = body.basket.map((entry) => {
+    const li = document.createElement("li");
+    li.textContent = label(entry);
+    return li;
+  });
+  $("basket").replaceChildren(...basket);
+  for (const name of LISTS) {
+    const panel = $(`panel-${name}`);
+    const entries = body.lists[name] || [];
+    panel.hidden = entries.length === 0;
+    fill(panel.querySelector("ol"), entries, true);
+  }
+}
+
+function shown(value, style) {
+  if (value === null || value === undefined) return "–";
+  if (style === "percent") return `${(value * 100).toFixed(1)} %`;
+  if (style === "money") return value.toFixed(2);
+  return String(Math.round(value));
+}
+
+function fit(chart) {
+  const box = chart.root.parentElement;
+  if (box.clientWidth > 0) chart.setSize({ width: box.clientWidth, height: box.clientHeight });
+}
+
+function chart(id, data, bars) {
+  if (typeof uPlot === "undefined") return;
+  if (charts[id]) {
+    charts[id].setData(data);
+    return;
+  }
+  const box = $(id);
+  const paths = bars && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7] }) : undefined;
+  charts[id] = new uPlot(
+    {
+      width: Math.max(box.clientWidth, 200),
+      height: Math.max(box.clientHeight, 120),
+      legend: { show: false },
+      cursor: { show: false },
+      scales: { x: { time: true } },
+      axes: [{}, { size: 60 }],
+      series: [{}, { stroke: "#0b6e4f", fill: "#0b6e4f33", width: 3, paths, points: { show: !bars } }],
+    },
+    data,
+    box,
+  );
+}
+
+function drawSite(body) {
+  const total = body.total || {};
+  for (const [key, style] of [
+    ["footfall_in"], ["occupancy"], ["conversion", "percent"], ["nps"], ["orders"], ["revenue", "money"],
+  ]) {
+    $(`fig-${key}`).textContent = shown(total[key], style);
+  }
+  fill($("top-products"), (total.top_products || []).map((p) => ({ ...p, reason: "" })), false);
+  const x = body.hours.map((h) => h.start_ms / 1000);
+  const value = (key) => body.hours.map((h) => (h.suppressed ? null : h[key]));
+  chart("chart-footfall", [x, value("footfall_in")], true);
+  chart("chart-occupancy", [x, value("occupancy")], false);
+  const hidden = body.suppressed_hours;
+  $("site-note").textContent =
+    (hidden ? `${hidden} hour(s) hidden: fewer than ${body.k} visitors. ` : "") +
+    "The hour under way counts what has happened so far.";
+}
+
+function frames(buffer, onFrame) {
+  let rest = buffer;
+  for (let at = rest.indexOf("\n\n"); at >= 0; at = rest.indexOf("\n\n")) {
+    const frame = { event: "message", data: "" };
+    for (const line of rest.slice(0, at).split("\n")) {
+      if (line.startsWith("event: ")) frame.event = line.slice(7);
+      else if (line.startsWith("data: ")) frame.data += line.slice(6);
+    }
+    if (frame.data) onFrame(frame.event, JSON.parse(frame.data));
+    rest = rest.slice(at + 2);
+  }
+  return rest;
+}
+
+function lockOut() {
+  localStorage.removeItem(TOKEN_KEY);
+  setLink("down", "Locked out");
+  notice(
+    "This screen is locked out",
+    "Its token was revoked or is no longer valid. Ask the site's installer to pair it again " +
+      "(edge-agent screens add).",
+  );
+}
+
+// One connection to the push stream; resolves "locked" when the screen may not listen any more.
+async function listen(token) {
+  const abort = new AbortController();
+  let watchdog = setTimeout(() => abort.abort(), SILENT_MS);
+  try {
+    const response = await fetch("/v1/screen/stream?k=5", {
+      headers: { Authorization: `Bearer ${token}` },
+      cache: "no-store",
+      signal: abort.signal,
+    });
+    if (response.status === 401) return "locked";
+    if (!response.ok) throw new Error(`the agent answered ${response.status}`);
+    setLink("live", "Live");
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let locked = false;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return "closed";
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => abort.abort(), SILENT_MS);
+      buffer = frames(buffer + decoder.decode(value, { stream: true }), (event, body) => {
+        if (event === "visitor") drawVisitor(body);
+        else if (event === "site") drawSite(body);
+        else if (event === "trouble") setLink("down", "Agent busy, retrying");
+        else if (event === "locked") locked = true;
+      });
+      if (locked) return "locked";
+    }
+  } finally {
+    clearTimeout(watchdog);
+    abort.abort();
+  }
+}
+
+async function stayConnected(token) {
+  for (let failures = 0; ; ) {
+    let outcome;
+    try {
+      outcome = await listen(token);
+      failures = 0;
+    } catch (error) {
+      outcome = "failed";
+    }
+    if (outcome === "locked") {
+      lockOut();
+      return;
+    }
+    setLink("down", "Reconnecting…");
+    await new Promise((resolve) => setTimeout(resolve, BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)]));
+    failures += 1;
+  }
+}
+
+async function pair(code) {
+  // The code leaves the address bar at once: it must not linger in history.
+  history.replaceState(null, "", location.pathname);
+  const response = await fetch("/v1/pair", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code }),
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({ detail: `the agent answered ${response.status}` }));
+    notice("This pairing code does not work", body.detail);
+    return null;
+  }
+  const { token } = await response.json();
+  localStorage.setItem(TOKEN_KEY, token);
+  return token;
+}
+
+async function start() {
+  $("tab-visitor").addEventListener("click", () => showView("visitor"));
+  $("tab-site").addEventListener("click", () => showView("site"));
+  window.addEventListener("resize", () => Object.values(charts).forEach((c) => fit(c)));
+  const code = new URLSearchParams(location.hash.slice(1)).get("pair");
+  let token = localStorage.getItem(TOKEN_KEY);
+  if (code) {
+    try {
+      token = await pair(code);
+    } catch (error) {
+      notice("The agent cannot be reached", "Check the screen's network, then open the pairing address again.");
+      return;
+    }
+    if (!token) return;
+  }
+  if (!token) {
+    setLink("down", "Not paired");
+    notice(
+      "This screen is not paired",
+      "Run edge-agent screens add --device <till> on the agent and open the address it prints here.",
+    );
+    return;
+  }
+  stayConnected(token);
+}
+
+start();

@@ -1,0 +1,46 @@
+"""Helpers of the staff screens' tests: an agent serving screens, and screens added to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from edge_agent.adapters.mosquitto import Mosquitto, free_port
+from tests.conftest import AgentProcess
+from tests.helpers import cli, wait_for
+
+
+def answers(base: str) -> bool:
+    """Whether the agent's HTTP server answers its health check."""
+    try:
+        return httpx.get(f"{base}/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def serving(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], extra: str = ""
+) -> tuple[AgentProcess, str]:
+    """A running agent with its staff screens up; returns it and their base URL."""
+    port = free_port()
+    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n{extra}")
+    agent.start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: answers(base), 20, "the staff screens' server")
+    return agent, base
+
+
+def add_screen(agent: AgentProcess, device: str) -> tuple[str, str]:
+    """Register a screen at ``device``; returns its id and the address that pairs it."""
+    added = cli("--config", str(agent.config), "screens", "add", "--device", device)
+    assert added.returncode == 0, added.stderr
+    screen_id = added.stdout.split()[1]
+    url = added.stdout.split("open ")[1].split()[0]
+    return screen_id, url
+
+
+def revoke(agent: AgentProcess, screen_id: str) -> None:
+    """Lock a screen out through the CLI, as an installer would."""
+    revoked = cli("--config", str(agent.config), "screens", "revoke", screen_id)
+    assert revoked.returncode == 0, revoked.stderr
