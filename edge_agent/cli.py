@@ -315,7 +315,7 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     basket = tuple(item for item in (args.basket or "").split(",") if item)
     store, models = _registry(settings)
     with store:
-        stocked = frozenset(stocked_items(store, app.now_ms()))
+        stocked = frozenset(stocked_items(store, app.now_ms())[0])
         lists = Recommender(store, models).recommend(visitor, basket, args.k, stocked)
     if args.json:
         print(json.dumps({k: [asdict(p) for p in v] for k, v in lists.items()}, indent=2))

@@ -197,6 +197,7 @@ class HttpSettings:
     enabled: bool = _setting(False, lambda v: True, "true or false")
     host: str = _setting("127.0.0.1", bool, "an address to listen on")
     port: int = _setting(8080, _port, "1-65535")
+    site_refresh_s: int = _setting(30, lambda v: 1 <= v <= 3600, "1-3600 seconds")
     public_url: str = _setting(
         "",
         lambda v: v == "" or v.startswith(("http://", "https://")),

@@ -35,7 +35,7 @@ from edge_agent import logs
 from edge_agent.adapters import answers
 from edge_agent.adapters.changes import Changes
 from edge_agent.adapters.models import Models, Sessions
-from edge_agent.adapters.recommend import Recommender, stocked_items
+from edge_agent.adapters.recommend import Recommender, Stocked
 from edge_agent.adapters.screens import Screen, Screens
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
@@ -45,10 +45,6 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 4096
 MAX_QUERY = 64
 STATIC = Path(__file__).parent / "static"
-#: What the tills sold lately is read again this often, not on every request: it scans orders.
-STOCKED_REFRESH_S = 5 * 60
-#: The site's figures are computed at most this often, whatever the number of screens.
-SITE_REFRESH_S = 30
 #: A stream checks its screen is still allowed this often (revocation locks it out by then) ...
 RECHECK_S = 1.0
 #: ... and, with no news from ingest, answers again this often (a CLI erasure, a visit going
@@ -147,8 +143,9 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
     write_lock = threading.Lock()
     sessions = Sessions()
     local = threading.local()
-    stocked = _Cached(STOCKED_REFRESH_S)
-    site = _Cached(SITE_REFRESH_S)
+    stocked = Stocked()
+    # The site's figures are computed at most this often, whatever the number of screens.
+    site = _Cached(settings.http.site_refresh_s)
 
     def reader() -> _Reader:
         found: _Reader | None = getattr(local, "reader", None)
@@ -168,7 +165,7 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
         return await run_in_threadpool(lambda: reader().screens.by_token(token))
 
     def stocked_now() -> dict[str, str]:
-        return stocked.get(lambda: stocked_items(reader().store, clock()))
+        return stocked.get(reader().store, clock())
 
     def visitor_now(screen: Screen, k: int) -> dict[str, object]:
         return answers.visitor(reader().recommender, screen, k, stocked_now(), clock())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from edge_agent.adapters.mosquitto import Mosquitto
 from tests.helpers import SITE, wait_for
@@ -35,6 +37,26 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosquitto
     mosquitto.stop()
     if getattr(request.node, "failed", False):
         print(f"--- mosquitto log ---\n{mosquitto.log_tail(80)}")
+
+
+#: Where tests leave what a person should be able to look at afterwards (screenshots).
+ARTEFACTS = Path(__file__).parent.parent / "build" / "test-artefacts"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (no browser is downloaded)."""
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.fail("chromium is missing: run scripts/setup, which installs Debian's chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

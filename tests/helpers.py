@@ -49,6 +49,22 @@ def track(
     return event
 
 
+def identify(
+    user_id: str, traits: dict[str, Any], device: str = "till-1", **extra: Any
+) -> dict[str, Any]:
+    """A valid identify event for ``device``."""
+    event: dict[str, Any] = {
+        "type": "identify",
+        "messageId": str(uuid.uuid4()),
+        "timestamp": iso_now(),
+        "userId": user_id,
+        "traits": traits,
+        "context": {"device": {"id": device}},
+    }
+    event.update(extra)
+    return event
+
+
 def one_of_each(device: str = "till-1") -> list[dict[str, Any]]:
     """One valid event of every kind the schemas accept."""
     product = {

@@ -7,6 +7,7 @@ profile only then, and it is checked again here); otherwise the models see none 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,18 +220,50 @@ def at_device(store: Store, device: str, now_ms: int) -> InFront:
 AVAILABLE_DAYS = 30
 
 
-def stocked_items(store: Store, now_ms: int) -> dict[str, str]:
+def stocked_items(store: Store, now_ms: int, after_id: int = 0) -> tuple[dict[str, str], int]:
     """What the site's tills sold in the last ``AVAILABLE_DAYS`` (the items a screen may
-    offer), each with the name the tills gave it ("" when they gave none).
+    offer), each with the name the tills gave it ("" when they gave none), from the orders
+    stored after event ``after_id``; and the event id to read on from next time.
 
     Raises:
         StorageError: the database cannot be read.
     """
+    ((last,),) = store.read("SELECT coalesce(max(id), 0) FROM events")
     rows = store.read(
         "SELECT json_extract(line.value, '$.product_id') AS item, "
         "max(json_extract(line.value, '$.name')) FROM events, "
         "json_each(json_extract(events.body, '$.properties.products')) AS line "
-        "WHERE events.event = 'Order Completed' AND events.ts_ms >= ? GROUP BY item",
-        (now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000,),
+        "WHERE events.id > ? AND events.id <= ? AND events.event = 'Order Completed' "
+        "AND events.ts_ms >= ? GROUP BY item",
+        (after_id, last, now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000),
     )
-    return {str(item): name if isinstance(name, str) else "" for item, name in rows if item}
+    names = {str(item): name if isinstance(name, str) else "" for item, name in rows if item}
+    return names, int(last)
+
+
+class Stocked:
+    """`stocked_items`, kept current for a server: each look reads only the orders stored
+    since the last one, and every ``full_every_ms`` all of them again (old sales leave)."""
+
+    def __init__(self, full_every_ms: int = 3600 * 1000) -> None:
+        self.full_every_ms = full_every_ms
+        self._lock = threading.Lock()
+        self._names: dict[str, str] = {}
+        self._after = 0
+        self._full_ms: int | None = None
+
+    def get(self, store: Store, now_ms: int) -> dict[str, str]:
+        """The items on sale and their names (a fresh dict whenever it changes).
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self._lock:
+            if self._full_ms is None or now_ms - self._full_ms >= self.full_every_ms:
+                self._names, self._after = stocked_items(store, now_ms)
+                self._full_ms = now_ms
+            else:
+                more, self._after = stocked_items(store, now_ms, self._after)
+                if more:
+                    self._names = {**self._names, **more}
+            return self._names

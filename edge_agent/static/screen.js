@@ -3,13 +3,16 @@
 "use strict";
 
 const TOKEN_KEY = "edge-agent.screen-token";
-const LISTS = ["personal", "complements", "trending"];
+// The API's lists (by the model that made them) and the panels that show them.
+const PANELS = { "next-basket": "personal", complements: "complements", trending: "trending" };
 // No byte for this long (the agent says something every 10 s) means the link is dead.
 const SILENT_MS = 25000;
 const BACKOFF_MS = [500, 1000, 2000, 5000];
 
 const $ = (id) => document.getElementById(id);
 const charts = {};
+// The charts span the whole day shown, whatever hours have figures yet (in seconds).
+let day = [0, 86400];
 
 function notice(title, text) {
   $("notice-title").textContent = title;
@@ -70,9 +73,9 @@ function drawVisitor(body) {
     return li;
   });
   $("basket").replaceChildren(...basket);
-  for (const name of LISTS) {
+  for (const [list, name] of Object.entries(PANELS)) {
     const panel = $(`panel-${name}`);
-    const entries = body.lists[name] || [];
+    const entries = body.lists[list] || [];
     panel.hidden = entries.length === 0;
     fill(panel.querySelector("ol"), entries, true);
   }
@@ -104,7 +107,7 @@ function chart(id, data, bars) {
       height: Math.max(box.clientHeight, 120),
       legend: { show: false },
       cursor: { show: false },
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: () => day }, y: { range: (_u, _min, max) => [0, Math.max(max ?? 0, 5)] } },
       axes: [{}, { size: 60 }],
       series: [{}, { stroke: "#0b6e4f", fill: "#0b6e4f33", width: 3, paths, points: { show: !bars } }],
     },
@@ -121,8 +124,15 @@ function drawSite(body) {
     $(`fig-${key}`).textContent = shown(total[key], style);
   }
   fill($("top-products"), (total.top_products || []).map((p) => ({ ...p, reason: "" })), false);
-  const x = body.hours.map((h) => h.start_ms / 1000);
-  const value = (key) => body.hours.map((h) => (h.suppressed ? null : h[key]));
+  day = [body.day_start_ms / 1000, body.day_start_ms / 1000 + 86400];
+  // Every hour of the day has a slot (empty until it has figures), so bars keep their width.
+  const x = Array.from({ length: 24 }, (_, hour) => day[0] + hour * 3600);
+  const byHour = new Map(body.hours.map((h) => [h.start_ms / 1000, h]));
+  const value = (key) =>
+    x.map((at) => {
+      const h = byHour.get(at);
+      return h && !h.suppressed ? h[key] : null;
+    });
   chart("chart-footfall", [x, value("footfall_in")], true);
   chart("chart-occupancy", [x, value("occupancy")], false);
   const hidden = body.suppressed_hours;

@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.adapters.mosquitto import Mosquitto
 from tests.conftest import AgentProcess
-from tests.helpers import Publisher, encode, topic, track, wait_for
+from tests.helpers import Publisher, encode, identify, topic, track, wait_for
 from tests.screens import add_screen, answers, revoke, serving
 
 pytestmark = pytest.mark.integration
@@ -35,18 +35,11 @@ def _visit(personalization: bool) -> list[dict[str, Any]]:
     user = {"userId": MEMBER, "anonymousId": "visit-at-till"}
     purposes = {"analytics": True, "personalization": personalization, "crm_sync": False}
     product = {"product_id": "p2", "price": 2.0, "quantity": 1, "cart_id": "c1"}
-    identify = {
-        "type": "identify",
-        "messageId": f"identify-{personalization}",
-        "timestamp": track("x", {})["timestamp"],
-        "traits": {"first_name": "Mei", "email": "mei@example.org", "phone": "+886912345678"},
-        "context": {"device": {"id": "till-1"}},
-        **user,
-    }
+    traits = {"first_name": "Mei", "email": "mei@example.org", "phone": "+886912345678"}
     # Consent first: a name given before personalization is granted is not kept.
     return [
         track("Consent Updated", {"purposes": purposes, "source": "till"}, **user),
-        identify,
+        identify(MEMBER, traits, anonymousId=user["anonymousId"]),
         track("Product Added", product, **user),
     ]
 
