@@ -43,7 +43,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from queue import Empty
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -90,6 +90,9 @@ _FORK = multiprocessing.get_context("fork")
 _SPAWN = multiprocessing.get_context("spawn")
 
 Item = tuple[str, bytes]
+
+
+Number = TypeVar("Number", int, float)
 
 
 class BenchError(Exception):
@@ -158,7 +161,7 @@ def process_label(pid: int, root: int) -> str:
     return command[:60]
 
 
-def percentile(ordered: Sequence[int], fraction: float) -> int:
+def percentile(ordered: Sequence[Number], fraction: float) -> Number:
     """Nearest-rank percentile of sorted values."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 

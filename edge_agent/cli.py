@@ -332,12 +332,15 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_screens_add(args: argparse.Namespace, settings: Settings) -> int:
     """Register a screen and print its one-time pairing code."""
     from edge_agent import app
-    from edge_agent.adapters.screens import PAIRING_TTL_MS, Screens
+    from edge_agent.adapters.screens import PAIRING_TTL_MS, Kind, Screens
     from edge_agent.adapters.store import Store
 
+    kind: Kind = "zone" if args.zone else "device"
+    name = args.zone or args.device
     with Store.open(settings.database, settings.store.synchronous) as store:
-        screen_id, code = Screens(store).add(args.device, args.label or args.device, app.now_ms())
-    print(f"screen {screen_id} for {args.device}: pairing code {code}")
+        screen_id, code = Screens(store).add(name, args.label or name, app.now_ms(), kind)
+    where = name if kind == "device" else f"zone {name}"
+    print(f"screen {screen_id} for {where}: pairing code {code}")
     print(
         f"open {settings.http.base_url()}/#pair={code} on the screen (the code works once, "
         f"for {PAIRING_TTL_MS // 60000} minutes; the page keeps the token it gets for it)"
@@ -362,7 +365,7 @@ def cmd_screens_list(args: argparse.Namespace, settings: Settings) -> int:
             if s.paired_ms
             else "waiting for its pairing code"
         )
-        print(f"{s.id:>4}  {s.device:<16}{s.label:<20}{state}")
+        print(f"{s.id:>4}  {s.place:<16}{s.label:<20}{state}")
     return 0
 
 
@@ -653,13 +656,16 @@ def build_parser() -> argparse.ArgumentParser:
     screens = commands.add_parser(
         "screens",
         help="staff screens: add (prints a pairing code), list, revoke",
-        description="A screen is registered to a device (a till, a kiosk); it pairs once with "
-        "the printed code and then uses its own token, stored only as a hash here.",
+        description="A screen is registered to a device (a till, a kiosk) or a zone (a booth); "
+        "it pairs once with the printed address and then uses its own token, stored only as a "
+        "hash here.",
     )
     screen_commands = screens.add_subparsers(dest="screens_command", required=True)
-    adding = screen_commands.add_parser("add", help="register a screen by a device")
-    adding.add_argument("--device", required=True, help="the device id it stands by, e.g. till-3")
-    adding.add_argument("--label", help="a name for it (default: the device)")
+    adding = screen_commands.add_parser("add", help="register a screen by a device or in a zone")
+    place = adding.add_mutually_exclusive_group(required=True)
+    place.add_argument("--device", help="the device id it stands by, e.g. till-3")
+    place.add_argument("--zone", help="the zone it stands in (as zone sensors name it)")
+    adding.add_argument("--label", help="a name for it (default: the device or zone)")
     adding.set_defaults(handler=cmd_screens_add)
     screen_commands.add_parser("list", help="the screens and their state").set_defaults(
         handler=cmd_screens_list

@@ -18,10 +18,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.adapters.mosquitto import Mosquitto, free_port
+from edge_agent.adapters.screens import Screens
 from edge_agent.adapters.store import Store
 from edge_agent.collector.local import LocalCollector
 from edge_agent.errors import EdgeAgentError, StorageError
-from edge_agent.simulate import SimulatorOptions, run_simulator
+from edge_agent.simulate import TILLS, SimulatorOptions, run_simulator
 
 DEMO_SITE = "demo-site"
 _FAULT_EVERY_S = 4.0
@@ -186,8 +187,8 @@ See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
   {me} --config {config} dead-letters list
   {me} --config {config} insights
   {me} --config {config} sync
-Staff screens' API on http://127.0.0.1:{http_port} (pair one with
-  {me} --config {config} screens add --device till-1)
+Staff screens on http://127.0.0.1:{http_port} (one for each till is printed below once the
+  agent is up; more with {me} --config {config} screens add --device till-1)
 Central (a local collector, {central.url}, syncs every {_SYNC_EVERY_S} s):
   {me}-collector summary --db {central.db} --by hour --k 1
 Ctrl-C stops the demo.""",
@@ -196,6 +197,10 @@ Ctrl-C stops the demo.""",
     try:
         # Until the agent's session exists, the broker would keep nothing for it.
         _wait_subscribed(agent, db, log)
+        with Store.open(db) as store:
+            for till in TILLS:
+                code = Screens(store).add(till, f"Till {till[-1]}", int(time.time() * 1000))[1]
+                print(f"Staff screen at {till}: open http://127.0.0.1:{http_port}/#pair={code}")
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + duration if duration > 0 else float("inf")

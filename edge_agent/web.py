@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent import logs
 from edge_agent.adapters import answers
-from edge_agent.adapters.changes import Changes
+from edge_agent.adapters.changes import Changes, place
 from edge_agent.adapters.models import Models, Sessions
 from edge_agent.adapters.recommend import Recommender, Stocked
 from edge_agent.adapters.screens import Screen, Screens
@@ -241,6 +241,7 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
 
     async def _pushes(found: Screen, k: int, token: str) -> AsyncIterator[bytes]:
         sent: dict[str, object] = {}
+        where = place(found.kind, found.device)
         answered = float("-inf")
         since = (-1, -1)
         yield b"retry: 1000\n\n"
@@ -249,8 +250,8 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
                 yield _sse("locked", {"detail": _UNAUTHORIZED})
                 return
             now = time.monotonic()
-            if changes.version(found.device) != since or now - answered >= REFRESH_S:
-                since = changes.version(found.device)
+            if changes.version(where) != since or now - answered >= REFRESH_S:
+                since = changes.version(where)
                 answered = now
                 quiet = True
                 for name, work in (("visitor", lambda: visitor_now(found, k)), ("site", site_now)):
@@ -268,7 +269,7 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
                         yield _sse(name, body)
                 if quiet:
                     yield b": still here\n\n"
-            await changes.wait(found.device, since, RECHECK_S)
+            await changes.wait(where, since, RECHECK_S)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(404, "not_found", "no such page")

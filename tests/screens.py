@@ -31,9 +31,10 @@ def serving(
     return agent, base
 
 
-def add_screen(agent: AgentProcess, device: str) -> tuple[str, str]:
-    """Register a screen at ``device``; returns its id and the address that pairs it."""
-    added = cli("--config", str(agent.config), "screens", "add", "--device", device)
+def add_screen(agent: AgentProcess, place: str, kind: str = "--device") -> tuple[str, str]:
+    """Register a screen at a device (or, with ``--zone``, in a zone); returns its id and the
+    address that pairs it."""
+    added = cli("--config", str(agent.config), "screens", "add", kind, place)
     assert added.returncode == 0, added.stderr
     screen_id = added.stdout.split()[1]
     url = added.stdout.split("open ")[1].split()[0]

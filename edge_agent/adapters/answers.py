@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import cast
 
 from edge_agent.adapters import jobs
-from edge_agent.adapters.recommend import Recommender, at_device
+from edge_agent.adapters.recommend import Recommender, in_front
 from edge_agent.adapters.screens import Screen
 from edge_agent.adapters.store import Store
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
@@ -45,17 +45,23 @@ def visitor(
     stocked: Mapping[str, str],
     now_ms: int,
 ) -> dict[str, object]:
-    """The visitor at ``screen``'s device and up to ``k`` picks per list, among the
+    """The visitor at ``screen``'s device (or in its zone) and up to ``k`` picks per list, among the
     ``stocked`` items (item -> name), each with its name and reason.
 
     Raises:
         StorageError: the database or a serving model cannot be read.
     """
-    front = at_device(recommender.store, screen.device, now_ms)
+    front = in_front(recommender.store, screen.kind, screen.device, now_ms)
     lists = recommender.recommend(front.person, front.basket, k, frozenset(stocked))
     names = {**stocked, **{item: name for item, name in front.names.items() if name}}
     return {
-        "screen": {"id": screen.id, "device": screen.device, "label": screen.label},
+        "screen": {
+            "id": screen.id,
+            "kind": screen.kind,
+            "device": screen.device,
+            "place": screen.place,
+            "label": screen.label,
+        },
         "visitor": {
             "present": front.present,
             "first_name": recommender.first_name(front.person) if front.person else None,

@@ -1,4 +1,5 @@
-"""What just changed at which device: the ingest loop tells, the screens' streams wait for it.
+"""What just changed at which device or zone: the ingest loop tells, the screens' streams wait
+for it.
 
 The ingest loop commits in the agent's main thread while the screens' API runs in uvicorn's
 event loop, in another thread, so news crosses over with ``call_soon_threadsafe`` and is only
@@ -12,21 +13,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+import orjson
+
 from edge_agent.core.events import Event
 
-#: Events about a person rather than a place: the person may stand at any device.
+#: Events about a person rather than a place: the person may stand anywhere.
 _ABOUT_A_PERSON = frozenset({"Consent Updated", "Erasure Requested"})
+_ZONE_EVENTS = frozenset({"Zone Entered", "Zone Exited"})
+
+
+def place(kind: str, name: str) -> str:
+    """The key of a device (``kind`` device) or a zone (``kind`` zone) in `Changes`."""
+    return name if kind == "device" else f"zone:{name}"
 
 
 def touched(events: Iterable[Event]) -> tuple[frozenset[str], bool]:
-    """The devices whose visitor may have changed with ``events``, and whether every device's
-    may have (a consent, an erasure or an identify is about a person, wherever they stand)."""
-    devices: set[str] = set()
+    """The places (devices, zones) whose visitor may have changed with ``events``, and whether
+    every place's may have (a consent, an erasure or an identify is about a person, wherever
+    they stand)."""
+    places: set[str] = set()
     everyone = False
     for event in events:
-        devices.add(event.device_id)
+        places.add(place("device", event.device_id))
+        if event.name in _ZONE_EVENTS:
+            zone = orjson.loads(event.body).get("properties", {}).get("zone")
+            places.add(place("zone", str(zone)))
         everyone = everyone or event.type == "identify" or event.name in _ABOUT_A_PERSON
-    return frozenset(devices), everyone
+    return frozenset(places), everyone
 
 
 class Changes:

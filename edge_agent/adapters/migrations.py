@@ -254,3 +254,10 @@ def _screens(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0009_screens_by_zone")
+def _screens_by_zone(db: Database) -> None:
+    # A screen stands by a device (its ``device`` column names it) or in a zone (it names
+    # the zone): a booth or a kiosk corner where visitors are seen by zone sensors.
+    db.execute("ALTER TABLE screens ADD COLUMN kind TEXT NOT NULL DEFAULT 'device'")

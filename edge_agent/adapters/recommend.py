@@ -174,17 +174,30 @@ class InFront:
     names: dict[str, str]
 
 
-def at_device(store: Store, device: str, now_ms: int) -> InFront:
-    """The visit seen last at ``device``, within ``PRESENT_MS``.
+def in_front(store: Store, kind: str, place: str, now_ms: int) -> InFront:
+    """The visit seen last, within ``PRESENT_MS``, at the device ``place`` (``kind``
+    device), or in the zone ``place`` (``kind`` zone: the latest visitor to enter it who has
+    not left it).
 
     Raises:
         StorageError: the database cannot be read.
     """
-    latest = store.read(
-        "SELECT anonymous_id FROM events WHERE ts_ms >= ? AND device_id = ? "
-        "AND anonymous_id IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1",
-        (now_ms - PRESENT_MS, device),
-    )
+    if kind == "zone":
+        latest = store.read(
+            "SELECT e.anonymous_id FROM events e WHERE e.event = 'Zone Entered' "
+            "AND e.ts_ms >= ? AND json_extract(e.body, '$.properties.zone') = ? "
+            "AND NOT EXISTS (SELECT 1 FROM events x WHERE x.anonymous_id = e.anonymous_id "
+            "AND x.event = 'Zone Exited' AND x.ts_ms >= e.ts_ms "
+            "AND json_extract(x.body, '$.properties.zone') = ?) "
+            "ORDER BY e.ts_ms DESC, e.id DESC LIMIT 1",
+            (now_ms - PRESENT_MS, place, place),
+        )
+    else:
+        latest = store.read(
+            "SELECT anonymous_id FROM events WHERE ts_ms >= ? AND device_id = ? "
+            "AND anonymous_id IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1",
+            (now_ms - PRESENT_MS, place),
+        )
     if not latest:
         return InFront(None, (), False, {})
     visit = latest[0][0]

@@ -1,4 +1,5 @@
-"""Staff screens: registered to a device, paired once with a code, then known by a token.
+"""Staff screens: registered to a device or a zone, paired once with a code, then known by a
+token.
 
 Codes and tokens are random (``secrets``) and only their sha256 is stored; a code works once
 and for ``PAIRING_TTL_MS``; a revoked screen's token stops working at once.
@@ -10,11 +11,14 @@ import hashlib
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from typing import Literal
 
 from edge_agent.adapters.store import Store
 from edge_agent.errors import StorageError
 
 PAIRING_TTL_MS = 10 * 60 * 1000
+Kind = Literal["device", "zone"]
+_COLUMNS = "id, device, label, created_ms, paired_ms, revoked_ms, kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +26,18 @@ class Screen:
     """A registered screen."""
 
     id: int
+    #: The device it stands by, or the zone it stands in (see ``kind``).
     device: str
     label: str
     created_ms: int
     paired_ms: int | None
     revoked_ms: int | None
+    kind: Kind = "device"
+
+    @property
+    def place(self) -> str:
+        """Where it stands, for people: ``till-3`` or ``zone entrance``."""
+        return self.device if self.kind == "device" else f"zone {self.device}"
 
 
 def _digest(secret: str) -> str:
@@ -42,15 +53,16 @@ class Screens:
     def _fail(self, exc: sqlite3.Error) -> StorageError:
         return StorageError(f"database {self.store.path}: the screens table: {exc}")
 
-    def add(self, device: str, label: str, now_ms: int) -> tuple[int, str]:
-        """Register a screen by ``device``; returns its id and one-time pairing code."""
+    def add(self, device: str, label: str, now_ms: int, kind: Kind = "device") -> tuple[int, str]:
+        """Register a screen by ``device`` (or in that zone, with ``kind`` zone); returns its
+        id and one-time pairing code."""
         code = secrets.token_urlsafe(9)
         try:
             with self.store.db.atomic():
                 cursor = self.store.db.execute(
                     "INSERT INTO screens (device, label, pairing_sha256, pairing_expires_ms, "
-                    "created_ms) VALUES (?, ?, ?, ?, ?)",
-                    (device, label, _digest(code), now_ms + PAIRING_TTL_MS, now_ms),
+                    "created_ms, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                    (device, label, _digest(code), now_ms + PAIRING_TTL_MS, now_ms, kind),
                 )
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
@@ -75,8 +87,7 @@ class Screens:
         """The screen this token belongs to, unless revoked."""
         try:
             row = self.store.db.execute(
-                "SELECT id, device, label, created_ms, paired_ms, revoked_ms FROM screens "
-                "WHERE token_sha256 = ? AND revoked_ms IS NULL",
+                f"SELECT {_COLUMNS} FROM screens WHERE token_sha256 = ? AND revoked_ms IS NULL",
                 (_digest(token),),
             ).fetchone()
         except sqlite3.Error as exc:
@@ -86,10 +97,7 @@ class Screens:
     def all(self) -> list[Screen]:
         """Every screen ever registered, oldest first."""
         try:
-            rows = self.store.db.execute(
-                "SELECT id, device, label, created_ms, paired_ms, revoked_ms FROM screens "
-                "ORDER BY id"
-            ).fetchall()
+            rows = self.store.db.execute(f"SELECT {_COLUMNS} FROM screens ORDER BY id").fetchall()
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         return [Screen(*row) for row in rows]

@@ -56,13 +56,13 @@ function fill(list, entries, withReason) {
 }
 
 function drawVisitor(body) {
-  $("where").textContent = `${body.screen.label} · ${body.screen.device}`;
+  $("where").textContent = `${body.screen.label} · ${body.screen.place}`;
   const visitor = body.visitor;
   $("greeting").textContent = !visitor.present
     ? "Waiting for a customer"
     : visitor.first_name
       ? `Serving ${visitor.first_name}`
-      : "Customer at this till";
+      : "Customer here";
   $("personal-title").textContent = visitor.first_name
     ? `Picked for ${visitor.first_name}`
     : "Picked for this customer";

@@ -86,8 +86,11 @@ def test_demo_runs_a_site_with_good_and_bad_devices(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "edge-agent --config" in done.stdout
-    assert "Staff screens' API on http://127.0.0.1:" in done.stdout
+    assert "Staff screens on http://127.0.0.1:" in done.stdout
+    assert "Staff screen at till-1: open http://127.0.0.1:" in done.stdout
     assert "status" in done.stdout
+    screens = cli("--config", str(tmp_path / "demo" / "agent.toml"), "screens", "list")
+    assert screens.stdout.count("waiting for its pairing code") == 2  # one per till
     settings = load_settings(tmp_path / "demo" / "agent.toml", environ={})
     status = app.status(settings)
     assert status.stored > 100

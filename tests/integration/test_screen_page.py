@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from edge_agent.adapters.mosquitto import Mosquitto
 from tests.conftest import ARTEFACTS, AgentProcess
@@ -64,23 +64,37 @@ def publisher(broker: Mosquitto) -> Iterator[Publisher]:
     device.close()
 
 
-def _open(browser: Browser, url: str, width: int, height: int) -> tuple[Page, list[str]]:
-    """The page at ``url`` in a fresh browser profile; also returns what went wrong in it
-    (script errors, policy violations, requests to anywhere but the agent)."""
-    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
-    trouble: list[str] = []
-    base = url.split("/#")[0]
-    page.on("pageerror", lambda error: trouble.append(f"script error: {error}"))
-    page.on(
-        "console",
-        lambda message: trouble.append(message.text) if message.type == "error" else None,
-    )
-    page.on(
-        "request",
-        lambda request: None if request.url.startswith(base) else trouble.append(request.url),
-    )
-    page.goto(url)
-    return page, trouble
+Opener = Callable[[str, int, int], tuple[Page, list[str]]]
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Opener]:
+    """Open the page at an address in a fresh browser profile of the given size; also gives
+    what went wrong in it (script errors, policy violations, requests to anywhere but the
+    agent). Every profile is closed after the test."""
+    contexts: list[BrowserContext] = []
+
+    def open_(url: str, width: int, height: int) -> tuple[Page, list[str]]:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        trouble: list[str] = []
+        base = url.split("/#")[0]
+        page.on("pageerror", lambda error: trouble.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda message: trouble.append(message.text) if message.type == "error" else None,
+        )
+        page.on(
+            "request",
+            lambda request: None if request.url.startswith(base) else trouble.append(request.url),
+        )
+        page.goto(url)
+        return page, trouble
+
+    yield open_
+    for context in contexts:
+        context.close()
 
 
 def _publish(publisher: Publisher, events: list[dict[str, Any]]) -> None:
@@ -90,12 +104,12 @@ def _publish(publisher: Publisher, events: list[dict[str, Any]]) -> None:
 def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
     broker: Mosquitto,
     agent_factory: Callable[..., AgentProcess],
-    browser: Browser,
+    open_page: Opener,
     publisher: Publisher,
 ) -> None:
     agent, _ = serving(broker, agent_factory, "site_refresh_s = 1\n[insights]\nk = 1\n")
     screen_id, url = add_screen(agent, "till-1")
-    page, trouble = _open(browser, url, 1280, 800)
+    page, trouble = open_page(url, 1280, 800)
     expect(page.locator("#greeting")).to_have_text("Waiting for a customer")
     expect(page.locator("#link")).to_have_text("Live")
     assert "pair" not in page.url  # the code left the address bar and the history
@@ -123,7 +137,7 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
     # Withdrawn at the till: the personal list and the name go at once.
     _publish(publisher, [_consent(False, "visit-2")])
     expect(personal).to_be_hidden(timeout=DEADLINE_MS)
-    expect(page.locator("#greeting")).to_have_text("Customer at this till")
+    expect(page.locator("#greeting")).to_have_text("Customer here")
 
     revoke(agent, screen_id)
     expect(page.locator("#notice-title")).to_have_text(
@@ -136,13 +150,13 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
 
 
 def test_a_used_code_is_refused_in_the_page(
-    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], browser: Browser
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], open_page: Opener
 ) -> None:
     agent, _ = serving(broker, agent_factory)
     _, url = add_screen(agent, "till-1")
-    first, _ = _open(browser, url, 1280, 800)
+    first, _ = open_page(url, 1280, 800)
     expect(first.locator("#link")).to_have_text("Live")
-    second, _ = _open(browser, url, 1280, 800)
+    second, _ = open_page(url, 1280, 800)
     expect(second.locator("#notice-title")).to_have_text("This pairing code does not work")
     expect(second.locator("#notice-text")).to_contain_text("edge-agent screens add")
 
@@ -150,12 +164,12 @@ def test_a_used_code_is_refused_in_the_page(
 def test_the_page_reconnects_after_the_agent_restarts(
     broker: Mosquitto,
     agent_factory: Callable[..., AgentProcess],
-    browser: Browser,
+    open_page: Opener,
     publisher: Publisher,
 ) -> None:
     agent, _ = serving(broker, agent_factory)
     _, url = add_screen(agent, "till-1")
-    page, _ = _open(browser, url, 1920, 1080)
+    page, _ = open_page(url, 1920, 1080)
     expect(page.locator("#link")).to_have_text("Live")
     # On a TV both views are shown side by side: nothing to press.
     expect(page.locator("#site-view")).to_be_visible()
@@ -173,12 +187,12 @@ def test_the_page_reconnects_after_the_agent_restarts(
 def test_names_and_traits_are_shown_as_text_and_inline_script_is_blocked(
     broker: Mosquitto,
     agent_factory: Callable[..., AgentProcess],
-    browser: Browser,
+    open_page: Opener,
     publisher: Publisher,
 ) -> None:
     agent, _ = serving(broker, agent_factory)
     _, url = add_screen(agent, "till-1")
-    page, trouble = _open(browser, url, 1280, 800)
+    page, trouble = open_page(url, 1280, 800)
     expect(page.locator("#link")).to_have_text("Live")
     name = "<img src=x onerror=\"window.pwned='name'\">"
     product = "<script>window.pwned='product'</script>"

@@ -206,3 +206,31 @@ def test_the_stream_pushes_the_visitor_and_ends_when_the_screen_is_revoked(
             assert events[-1] == "locked"
     finally:
         publisher.close()
+
+
+def test_a_screen_in_a_zone_sees_who_entered_it_until_they_leave(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    agent, base = serving(broker, agent_factory)
+    screen_id, url = add_screen(agent, "booth", "--zone")
+    assert screen_id == "1"
+    token = httpx.post(f"{base}/v1/pair", json={"code": url.split("#pair=")[1]}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def in_zone() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{base}/v1/screen", headers=headers).json()
+        return answer
+
+    assert in_zone()["screen"]["place"] == "zone booth"
+    sensor = {"device": "zone-sensor-2", "anonymousId": "track-81"}
+    publisher = Publisher(broker.port)
+    try:
+        for name, zone in (("Zone Entered", "aisle"), ("Zone Entered", "booth")):
+            publisher.publish(topic("zone-sensor-2"), encode(track(name, {"zone": zone}, **sensor)))
+        wait_for(lambda: in_zone()["visitor"]["present"], 20, "the visitor in the booth")
+        publisher.publish(
+            topic("zone-sensor-2"), encode(track("Zone Exited", {"zone": "booth"}, **sensor))
+        )
+        wait_for(lambda: not in_zone()["visitor"]["present"], 20, "the visitor to leave")
+    finally:
+        publisher.close()
