@@ -73,12 +73,15 @@ function drawVisitor(body) {
     return li;
   });
   $("basket").replaceChildren(...basket);
+  let picks = 0;
   for (const [list, name] of Object.entries(PANELS)) {
     const panel = $(`panel-${name}`);
     const entries = body.lists[list] || [];
     panel.hidden = entries.length === 0;
+    picks += entries.length;
     fill(panel.querySelector("ol"), entries, true);
   }
+  $("no-picks").hidden = !visitor.present || picks > 0;
 }
 
 function shown(value, style) {

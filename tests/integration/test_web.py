@@ -4,6 +4,7 @@ security headers, and hostile requests."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -141,6 +142,12 @@ def test_bad_query_strings_and_another_screens_token(
             answer = httpx.get(f"{base}{path}?{query}", headers=at_till_1)
             assert answer.status_code == 400, (path, query[:20])
             assert "k must be" in answer.json()["detail"]
+    # Past what the HTTP parser takes at all, the server refuses the request line itself.
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"GET /v1/screen?k=5&" + b"x" * 200_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert raw.recv(64).split()[1] in (b"400", b"414", b"431")
+    assert answers(base)
 
     publisher = Publisher(broker.port)
     try:
