@@ -43,9 +43,11 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosquitto
 ARTEFACTS = Path(__file__).parent.parent / "build" / "test-artefacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (no browser is downloaded)."""
+    """Debian's Chromium, headless, driven by Playwright (no browser is downloaded). Per
+    module: Playwright's sync API keeps an event loop running in this thread while it is open,
+    and tests with an event loop of their own must not find it."""
     executable = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(executable).exists():
         pytest.fail("chromium is missing: run scripts/setup, which installs Debian's chromium")
