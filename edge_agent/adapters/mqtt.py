@@ -22,6 +22,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -47,6 +48,16 @@ def _given(path: Path) -> bool:
     return str(path) not in ("", ".")
 
 
+def _load(key: str, path: Path, load: Callable[[], None]) -> None:
+    # ssl's errors do not name the file (FileNotFoundError.filename is None): say it here.
+    try:
+        load()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"[mqtt] {key}: {path} does not exist") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[mqtt] {key}: {path} cannot be used: {exc}") from exc
+
+
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     """The TLS context for the broker (None for plaintext), with every file loaded now.
 
@@ -68,18 +79,14 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     if _given(settings.cert_file) != _given(settings.key_file):
         raise ConfigError("[mqtt] cert_file and key_file go together: set both or neither")
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    try:
-        if _given(settings.ca_file):
-            context.load_verify_locations(cafile=settings.ca_file)
-        if _given(settings.cert_file):
-            context.load_cert_chain(settings.cert_file, settings.key_file)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"[mqtt] TLS file {exc.filename} does not exist") from exc
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"[mqtt] TLS files {', '.join(str(p) for p in files.values() if _given(p))} "
-            f"cannot be used: {exc}"
-        ) from exc
+    if _given(settings.ca_file):
+        _load("ca_file", settings.ca_file, lambda: context.load_verify_locations(settings.ca_file))
+    if _given(settings.cert_file):
+        _load(
+            "cert_file and key_file",
+            settings.cert_file,
+            lambda: context.load_cert_chain(settings.cert_file, settings.key_file),
+        )
     return context
 
 
