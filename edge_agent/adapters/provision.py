@@ -443,8 +443,9 @@ def _devices(site: _Site) -> list[DeviceId]:
 
 
 def _save_broker_files(site: _Site) -> bool:
-    # Password file first: a device being added has no ACL line yet and can do nothing; a
-    # device being revoked loses its password before its ACL line.
+    # The broker reads both only on SIGHUP or start. Should it start between the two writes,
+    # the password file goes first: a new device has no ACL line yet and can do nothing, a
+    # revoked one has already lost its password.
     write_file(site.folder.passwd, password_file(site.users).encode())
     write_file(site.folder.acl, acl_text(site.site, _devices(site)).encode())
     _match_owner(site.folder.passwd, site.folder.broker)
