@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from edge_agent import logs, schemas
-from edge_agent.adapters import jobs, keyfile
+from edge_agent.adapters import jobs, keyfile, mqtt
 from edge_agent.adapters.changes import Changes, touched
 from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.personal import Receipt
@@ -113,6 +113,9 @@ class Agent:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The receiver process would only log a bad TLS file or password file and retry
+        # forever; checked here, it stops the agent with one line naming the file.
+        mqtt.check(settings.mqtt)
         self.store = Store.open(settings.database, settings.store.synchronous)
         self.key = keyfile.load_or_create(settings.site_key)
         self.schemas = schemas.load()

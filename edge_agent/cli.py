@@ -10,6 +10,7 @@ import calendar
 import csv
 import json
 import random
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from edge_agent.errors import EdgeAgentError
 if TYPE_CHECKING:
     # The command line imports its adapters lazily: `--help` stays fast and light.
     from edge_agent.adapters.models import Models
+    from edge_agent.adapters.provision import Change
     from edge_agent.adapters.store import Store
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -512,6 +514,73 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def cmd_provision_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a site's folder: CA, broker certificate, credentials, configurations."""
+    from edge_agent.adapters import provision
+
+    if bool(args.collector_url) != bool(args.site_token):
+        print("edge-agent: --collector-url and --site-token go together", file=sys.stderr)
+        return 2
+    folder = provision.init_site(
+        args.out,
+        args.site,
+        args.broker_host,
+        args.broker_port,
+        broker_user=args.broker_user,
+        data_dir=args.data_dir,
+        sync_url=args.collector_url or "",
+        sync_token=args.site_token or "",
+        devices=tuple(args.device or ()),
+    )
+    print(f"site {args.site} provisioned in {folder.root}")
+    print(f"  broker:  mosquitto -c {folder.broker_config}")
+    print(f"  agent:   edge-agent --config {folder.agent_config} run")
+    for device in dict.fromkeys(args.device or ()):
+        print(f"  device {device}: bundle {folder.bundle(device)}")
+    return 0
+
+
+def _print_change(change: Change, done: str) -> None:
+    print(done)
+    if change.bundle is not None:
+        print(f"  bundle: {change.bundle}")
+    print(
+        "  broker reloaded"
+        if change.reloaded
+        else "  the broker is not running: it reads the new files when it starts"
+    )
+
+
+def cmd_provision_add_device(args: argparse.Namespace, settings: Settings) -> int:
+    """Provision one more device."""
+    from edge_agent.adapters import provision
+
+    _print_change(provision.add_device(args.dir, args.device), f"device {args.device} added")
+    return 0
+
+
+def cmd_provision_revoke_device(args: argparse.Namespace, settings: Settings) -> int:
+    """Take a device's credential and topic away."""
+    from edge_agent.adapters import provision
+
+    change = provision.revoke_device(args.dir, args.device)
+    _print_change(change, f"device {args.device} revoked")
+    return 0
+
+
+def cmd_provision_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """Replace a device's or the agent's password."""
+    from edge_agent.adapters import provision
+
+    if args.agent:
+        change = provision.rotate_agent(args.dir)
+        _print_change(change, "the agent's password replaced (it reconnects with the new one)")
+    else:
+        change = provision.rotate_device(args.dir, args.device)
+        _print_change(change, f"device {args.device}'s password replaced")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run a whole demo site on this machine."""
     from edge_agent.demo import run_demo
@@ -731,6 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     insights.set_defaults(handler=cmd_insights)
 
+    _provision_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="run a whole demo site on this machine",
@@ -754,6 +825,81 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, help="random seed (default: a new one)")
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _provision_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    provision = commands.add_parser(
+        "provision",
+        help="set up a site: CA, broker TLS, device credentials, ACL",
+        description="Write a site's folder: a local CA and the broker's certificate, the "
+        "broker's configuration, password file and ACL (each device may publish only to its "
+        "own topic, the agent may only read them), the agent's configuration and one bundle "
+        "per device. Secrets are written with mode 0600 and never printed.",
+    )
+    actions = provision.add_subparsers(dest="provision_command", required=True, metavar="ACTION")
+    init = actions.add_parser(
+        "init",
+        help="create a site's folder",
+        description="Create a site's folder. Start the broker with its mosquitto.conf and the "
+        "agent with its agent.toml.",
+    )
+    init.add_argument("--out", type=Path, required=True, help="the folder to create")
+    init.add_argument("--site", required=True, help="the site id, e.g. shop-12")
+    init.add_argument(
+        "--broker-host",
+        default=socket.gethostname(),
+        help="the name or address devices and the agent reach the broker by; it goes in the "
+        "broker's certificate with localhost and 127.0.0.1 (default: this machine's name)",
+    )
+    init.add_argument(
+        "--broker-port", type=int, default=8883, help="the broker's TLS port (default 8883)"
+    )
+    init.add_argument(
+        "--broker-user",
+        default="mosquitto",
+        help="the account Mosquitto runs as; it is given the broker's files when this runs as "
+        "root (default mosquitto)",
+    )
+    init.add_argument(
+        "--data-dir", type=Path, help="the agent's data folder (default: agent/data in --out)"
+    )
+    init.add_argument("--collector-url", help="central collector URL, for [sync] url")
+    init.add_argument("--site-token", help="the site's token from the collector, for [sync]")
+    init.add_argument("--device", action="append", help="a device to provision (repeatable)")
+    init.set_defaults(handler=cmd_provision_init)
+
+    add = actions.add_parser(
+        "add-device",
+        help="give a new device a credential and its topic",
+        description="Add a device: a password, the right to publish to its own topic, and a "
+        "bundle (device.json, ca.crt); the running broker is reloaded.",
+    )
+    add.add_argument("--dir", type=Path, required=True, help="the site's folder")
+    add.add_argument("--device", required=True, help="the device id (letters, digits, - _ .)")
+    add.set_defaults(handler=cmd_provision_add_device)
+
+    revoke = actions.add_parser(
+        "revoke-device",
+        help="take a device's credential and topic away",
+        description="Remove a device from the password file and ACL, delete its bundle and "
+        "reload the running broker, which disconnects it.",
+    )
+    revoke.add_argument("--dir", type=Path, required=True, help="the site's folder")
+    revoke.add_argument("--device", required=True, help="the device id")
+    revoke.set_defaults(handler=cmd_provision_revoke_device)
+
+    rotate = actions.add_parser(
+        "rotate",
+        help="replace a device's or the agent's password",
+        description="Replace a password and reload the running broker. A device gets a new "
+        "bundle; the agent reads its new password file when the broker drops its old "
+        "connection, and reconnects without a restart.",
+    )
+    rotate.add_argument("--dir", type=Path, required=True, help="the site's folder")
+    who = rotate.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", help="the device whose password to replace")
+    who.add_argument("--agent", action="store_true", help="replace the agent's password")
+    rotate.set_defaults(handler=cmd_provision_rotate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,6 +76,17 @@ class MqttSettings:
     )
     username: str = _setting("", lambda v: True, "any text")
     password: Secret = _setting(Secret(""), lambda v: True, "any text")
+    #: A file holding the password instead (first line). Read again at every reconnection, so
+    #: a rotated password takes effect without restarting the agent.
+    password_file: Path = _setting(
+        Path(""), lambda p: True, "a file holding the password, or empty"
+    )
+    tls: bool = _setting(False, lambda v: True, "true or false")
+    #: The CA that signed the broker's certificate (PEM); empty: the system's CAs.
+    ca_file: Path = _setting(Path(""), lambda p: True, "a PEM file of CA certificates, or empty")
+    #: A client certificate and its key (PEM), for brokers that require one.
+    cert_file: Path = _setting(Path(""), lambda p: True, "a PEM certificate file, or empty")
+    key_file: Path = _setting(Path(""), lambda p: True, "a PEM private key file, or empty")
     # Sites' own id goes in place of {site}. The default takes every site so a device set up
     # with the wrong site id shows up in the dead letters instead of vanishing at the broker;
     # provisioning's ACL limits what the broker actually delivers.

@@ -73,15 +73,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class AgentProcess:
     """The agent run as ``python -m edge_agent run``, the way an installer runs it."""
 
-    def __init__(self, folder: Path, broker_port: int, extra: str = "") -> None:
+    def __init__(
+        self, folder: Path, broker_port: int, extra: str = "", prepared: Path | None = None
+    ) -> None:
+        """``prepared``: run with that config file as it is (its data_dir must be
+        ``folder/data``) instead of writing one for ``broker_port``."""
         self.folder = folder
-        self.config = folder / "agent.toml"
+        self.config = prepared or folder / "agent.toml"
         self.db = folder / "data" / "edge-agent.db"
         self.log = folder / "agent.log"
-        self.config.write_text(
-            f'[site]\nid = "{SITE}"\ndata_dir = "{folder / "data"}"\n'
-            f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.5\nreconnect_max_s = 1\n{extra}"
-        )
+        if prepared is None:
+            self.config.write_text(
+                f'[site]\nid = "{SITE}"\ndata_dir = "{folder / "data"}"\n'
+                f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.5\nreconnect_max_s = 1\n"
+                f"{extra}"
+            )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_connected: bool = True) -> None:

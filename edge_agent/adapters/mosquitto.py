@@ -1,4 +1,8 @@
-"""A local Mosquitto broker process with the configuration ingest needs (demo, tests, bench)."""
+"""A local Mosquitto broker process with the configuration ingest needs (demo, tests, bench).
+
+It writes its own plaintext, anonymous configuration, or runs one prepared elsewhere (a
+provisioned site's, with TLS, passwords and an ACL).
+"""
 
 from __future__ import annotations
 
@@ -9,33 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from edge_agent.core.broker import mosquitto_conf
 from edge_agent.errors import BrokerError
-
-# Mosquitto's defaults would lose a site's events while the agent is down: it keeps at most
-# 1,000 queued QoS-1 messages per client and sends only 20 unacknowledged ones at a time.
-# These keep the agent's session across agent and broker restarts and let group commit work.
-BROKER_CONFIG = """\
-# Written by edge-agent.
-# Started as root, Mosquitto would switch to the "mosquitto" user and then fail, silently,
-# to write its log and persistence file into a folder it does not own.
-user {user}
-listener {port} {address}
-allow_anonymous true
-persistence true
-persistence_location {data}/
-autosave_interval 30
-max_queued_messages 1000000
-max_queued_bytes 0
-max_inflight_messages 1000
-# A payload larger than this is refused to its publisher instead of reaching the agent.
-max_packet_size 16777216
-log_dest file {log}
-log_type error
-log_type warning
-log_type notice
-log_type information
-connection_messages true
-"""
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -63,13 +42,24 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    """One Mosquitto process on loopback with its own config, data and log in ``folder``."""
+    """One Mosquitto process with its config, data and log in ``folder``.
 
-    def __init__(self, folder: Path, port: int | None = None, address: str = "127.0.0.1") -> None:
+    Without ``config`` it writes its own: plaintext and anonymous, on loopback. With one, it runs
+    that file as it is; the file must listen on ``port`` and log to ``folder/mosquitto.log``.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        port: int | None = None,
+        address: str = "127.0.0.1",
+        config: Path | None = None,
+    ) -> None:
         self.folder = folder
         self.address = address
         self.port = port or free_port(address)
-        self.config = folder / "mosquitto.conf"
+        self.prepared = config is not None
+        self.config = config or folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -78,12 +68,12 @@ class Mosquitto:
         data = self.folder / "mosquitto-data"
         data.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
-            BROKER_CONFIG.format(
+            mosquitto_conf(
                 user=getpass.getuser(),
-                port=self.port,
-                address=self.address,
-                data=data,
-                log=self.log,
+                listener=[f"listener {self.port} {self.address}"],
+                access=["allow_anonymous true"],
+                data=str(data),
+                log=str(self.log),
             )
         )
         return self.config
@@ -94,7 +84,8 @@ class Mosquitto:
         Raises:
             BrokerError: it is not installed, exits, or does not listen in time.
         """
-        self.write_config()
+        if not self.prepared:
+            self.write_config()
         stderr = self.folder / "mosquitto.stderr"
         with stderr.open("wb") as err:
             self.process = subprocess.Popen(

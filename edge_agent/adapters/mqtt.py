@@ -18,11 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,10 +37,86 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent import logs
 from edge_agent.config import MqttSettings
+from edge_agent.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 Item = tuple[str, bytes, int]
+
+
+def _given(path: Path) -> bool:
+    return str(path) not in ("", ".")
+
+
+def _load(key: str, path: Path, load: Callable[[], None]) -> None:
+    # ssl's errors do not name the file (FileNotFoundError.filename is None): say it here.
+    try:
+        load()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"[mqtt] {key}: {path} does not exist") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[mqtt] {key}: {path} cannot be used: {exc}") from exc
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context for the broker (None for plaintext), with every file loaded now.
+
+    Raises:
+        ConfigError: a TLS file is set while ``tls`` is off, only one of ``cert_file`` and
+            ``key_file`` is set, or a file is missing or not a valid PEM file.
+    """
+    files = {
+        "ca_file": settings.ca_file,
+        "cert_file": settings.cert_file,
+        "key_file": settings.key_file,
+    }
+    if not settings.tls:
+        named = [key for key, path in files.items() if _given(path)]
+        if named:
+            # A CA set with TLS off would connect in plaintext while looking protected.
+            raise ConfigError(f"[mqtt] {', '.join(named)} is set but tls is false: set tls = true")
+        return None
+    if _given(settings.cert_file) != _given(settings.key_file):
+        raise ConfigError("[mqtt] cert_file and key_file go together: set both or neither")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if _given(settings.ca_file):
+        _load("ca_file", settings.ca_file, lambda: context.load_verify_locations(settings.ca_file))
+    if _given(settings.cert_file):
+        _load(
+            "cert_file and key_file",
+            settings.cert_file,
+            lambda: context.load_cert_chain(settings.cert_file, settings.key_file),
+        )
+    return context
+
+
+def password(settings: MqttSettings) -> str:
+    """The agent's MQTT password: ``password_file``'s first line when set, else ``password``.
+
+    Raises:
+        ConfigError: both are set, or the file cannot be read.
+    """
+    if not _given(settings.password_file):
+        return str(settings.password)
+    if settings.password:
+        raise ConfigError("[mqtt] password and password_file are both set: keep one")
+    try:
+        text = settings.password_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"[mqtt] password_file {settings.password_file} cannot be read: {exc}"
+        ) from exc
+    return text.splitlines()[0] if text else ""
+
+
+def check(settings: MqttSettings) -> None:
+    """Load the broker's TLS files and password once, so a bad one stops the agent at start.
+
+    Raises:
+        ConfigError: as `tls_context` and `password`.
+    """
+    tls_context(settings)
+    password(settings)
 
 
 @dataclass(frozen=True)
@@ -82,8 +161,10 @@ class _Receiver:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if o.mqtt.username:
-            client.username_pw_set(o.mqtt.username, o.mqtt.password or None)
+        self._credentials(client)
+        context = tls_context(o.mqtt)
+        if context is not None:
+            client.tls_set_context(context)
         client.reconnect_delay_set(
             max(1, round(o.mqtt.reconnect_min_s)), max(1, round(o.mqtt.reconnect_max_s))
         )
@@ -95,6 +176,11 @@ class _Receiver:
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         return client
+
+    def _credentials(self, client: mqtt.Client) -> None:
+        o = self.options.mqtt
+        if o.username:
+            client.username_pw_set(o.username, password(o) or None)
 
     def connect_properties(self) -> Properties:
         """CONNECT properties: a persistent session and a receive window for group commit."""
@@ -134,6 +220,16 @@ class _Receiver:
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode, _p: Any
     ) -> None:
+        # paho reconnects with the credentials set on the client: read the password file
+        # again, so that after a rotation (the broker drops the old password's connection on
+        # reload) the next attempt uses the new one.
+        try:
+            self._credentials(self.client)
+        except ConfigError as exc:
+            logs.log(
+                logger, logging.ERROR, "mqtt_password_unreadable",
+                "password file unreadable; keeping the previous password", detail=str(exc),
+            )  # fmt: skip
         with self.lock:
             # What was received on this connection goes to the store now, but its acks are
             # owed to a connection that is gone: the broker will redeliver those messages.
