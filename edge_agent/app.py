@@ -42,6 +42,9 @@ from edge_agent.core.events import (
     Schemas,
     parse_payload,
 )
+
+# Re-exported: `edge-agent status` judges the heartbeat by the same period.
+from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     Identity,
     SiteKey,
@@ -59,7 +62,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_S = 10.0
 _RETRY_COMMIT_S = 1.0
 #: How often the loop looks again while it waits for disk space.
 _SPACE_WAIT_S = 0.2

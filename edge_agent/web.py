@@ -48,6 +48,7 @@ from edge_agent.adapters.screens import Screen, Screens
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
 from edge_agent.core.health import (
+    HEARTBEAT_STALE_MS,
     Check,
     Verdict,
     broker_check,
@@ -69,8 +70,6 @@ RECHECK_S = 1.0
 REFRESH_S = 10.0
 #: Readiness is worked out at most this often, however often it is asked.
 READY_EVERY_S = 1.0
-#: The ingest loop writes its heartbeat every 10 s; three missed mean it is stuck.
-HEARTBEAT_STALE_MS = 30_000
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

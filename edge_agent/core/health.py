@@ -10,6 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 MB = 1024 * 1024
+#: The ingest loop writes its heartbeat this often ...
+HEARTBEAT_EVERY_S = 10.0
+#: ... and three missed mean it is stuck (``edge-agent status`` says so at the same point).
+HEARTBEAT_STALE_MS = int(3 * HEARTBEAT_EVERY_S * 1000)
 
 
 @dataclass(frozen=True, slots=True)
