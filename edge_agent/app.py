@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 from edge_agent import logs, schemas
 from edge_agent.adapters import jobs, keyfile, mqtt
 from edge_agent.adapters.changes import Changes, touched
+from edge_agent.adapters.disk import DiskWatch
+from edge_agent.adapters.metrics import Metrics
 from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
@@ -40,6 +42,9 @@ from edge_agent.core.events import (
     Schemas,
     parse_payload,
 )
+
+# Re-exported: `edge-agent status` judges the heartbeat by the same period.
+from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     Identity,
     SiteKey,
@@ -48,7 +53,7 @@ from edge_agent.core.identity import (
     pseudonymise,
     redact,
 )
-from edge_agent.core.noise import Refusal, noisy
+from edge_agent.core.noise import Refusal, budget_day, noisy
 from edge_agent.core.topics import SiteId
 from edge_agent.errors import BudgetSpent, StorageError
 
@@ -57,8 +62,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_S = 10.0
 _RETRY_COMMIT_S = 1.0
+#: How often the loop looks again while it waits for disk space.
+_SPACE_WAIT_S = 0.2
 # More than this many events waiting in the pipe are committed together: one fsync for all.
 _GROUP_MAX_EVENTS = 5000
 
@@ -124,6 +130,10 @@ class Agent:
         self.totals = {"stored": 0, "duplicates": 0, "dead_letters": 0}
         # News for the screens' streams, when the agent serves screens.
         self.changes = Changes() if settings.http.enabled else None
+        self.metrics = Metrics(settings, now_ms)
+        self.disk = DiskWatch(
+            settings.database.parent, settings.store.min_free_mb, self.metrics.disk_short
+        )
 
     def _options(self) -> ReceiverOptions:
         s = self.settings
@@ -177,8 +187,8 @@ class Agent:
             schema_version=self.schemas.version,
         )
         self.store.set_state("heartbeat", "alive", now_ms())
-        scheduler = jobs.start(s, now_ms)
-        server = _serve_http(s, self.changes) if self.changes else None
+        scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced)
+        server = _serve_http(s, self.changes, self.metrics) if self.changes else None
         process, pipe = self._start_receiver()
         last_progress = time.monotonic()
         try:
@@ -197,7 +207,8 @@ class Agent:
                     process, pipe = self._start_receiver()
                     continue
                 try:
-                    self._drain(pipe)
+                    if not self._waiting_for_space():
+                        self._drain(pipe)
                 except (EOFError, OSError):
                     continue  # the receiver went away mid-read; the liveness check restarts it
                 if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
@@ -217,22 +228,36 @@ class Agent:
             self.store.close()
             logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
 
+    def _waiting_for_space(self) -> bool:
+        """Whether the data disk is short of space; if so, wait a moment.
+
+        While it is, the pipe is not read at all: nothing is committed nor acknowledged, the
+        receiver stops reading from the broker once its queue (or the pipe) is full, and the
+        broker keeps every message of the persistent session until ingest resumes.
+        """
+        if not self.disk.is_short():
+            return False
+        self.stop_requested.wait(_SPACE_WAIT_S)
+        return True
+
     def _drain(self, pipe: Connection) -> None:
         if not pipe.poll(0.2):
             return
         batches: list[tuple[int, list[Item]]] = []
-        count = 0
+        count = unacked = 0
         while count < _GROUP_MAX_EVENTS and pipe.poll(0):
             message = pipe.recv()
             if message[0] == "batch":
                 batches.append((message[1], message[2]))
                 count += len(message[2])
+                unacked = message[3]
             elif message[0] == "broker":
                 self._broker_state(message[1], message[2])
         if batches:
             self._commit(batches)
             for seq, _ in batches:
                 pipe.send(("ack", seq))
+            self.metrics.waiting(unacked - count)
 
     def _broker_state(self, state: str, detail: str) -> None:
         level = logging.INFO if state == "connected" else logging.WARNING
@@ -259,6 +284,12 @@ class Agent:
                     raise
         if self.changes is not None:
             self.changes.seen(*touched(r.event for r in received))
+        self.metrics.committed(
+            result,
+            (letter.reason.value for letter in rejected),
+            (items[0][2] for _, items in batches if items),
+            now_ms(),
+        )
         self.totals["stored"] += result.stored
         self.totals["duplicates"] += result.duplicates
         self.totals["dead_letters"] += result.dead_letters
@@ -284,7 +315,7 @@ class Agent:
         pipe.close()
 
 
-def _serve_http(settings: Settings, changes: Changes) -> uvicorn.Server:
+def _serve_http(settings: Settings, changes: Changes, metrics: Metrics) -> uvicorn.Server:
     """The staff screens' page and API under uvicorn, in a thread of the agent (stopped with
     it; open streams are cut after a short grace)."""
     import uvicorn
@@ -292,7 +323,7 @@ def _serve_http(settings: Settings, changes: Changes) -> uvicorn.Server:
     from edge_agent.web import create_app
 
     config = uvicorn.Config(
-        create_app(settings, now_ms, changes),
+        create_app(settings, now_ms, changes, metrics),
         host=settings.http.host,
         port=settings.http.port,
         log_config=None,
@@ -501,7 +532,7 @@ def _add_noise(
     hours = cast("list[dict[str, object]]", released["hours"])
     total = cast("dict[str, object] | None", released["total"])
     shown = [h for h in hours if not h.get("suppressed")] + ([total] if total else [])
-    day = time.strftime("%Y-%m-%d", time.gmtime(day_start_ms / 1000))
+    day = budget_day(day_start_ms)
     spent = store.spend_epsilon(
         day, eps * len(shown), settings.insights.epsilon_per_day, "insights release", now
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import os
 import socket
 import tomllib
@@ -134,6 +135,9 @@ class StoreSettings:
     dead_letter_raw_bytes: int = _setting(
         64 * 1024, lambda v: 256 <= v <= 16 * 1024 * 1024, "256-16777216"
     )
+    #: Under this much free space on the database's disk, new events are neither committed
+    #: nor acknowledged: the broker keeps them until space returns (0: no check).
+    min_free_mb: int = _setting(200, lambda v: v >= 0, "0 or more megabytes (0: no check)")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,12 @@ class InsightsSettings:
     every_s: int = _setting(300, lambda v: 10 <= v <= 86400, "10-86400 seconds")
     epsilon_per_day: float = _setting(1.0, lambda v: 0 <= v <= 100, "0-100")
     epsilon_per_cell: float = _setting(0.1, lambda v: 0 < v <= 10, "a number in (0, 10]")
+
+
+def _token(value: str) -> bool:
+    return value == "" or (
+        16 <= len(value) <= 256 and value.isascii() and value.isprintable() and " " not in value
+    )
 
 
 def _url(value: str) -> bool:
@@ -214,6 +224,20 @@ class HttpSettings:
         lambda v: v == "" or v.startswith(("http://", "https://")),
         "empty, or the http:// or https:// address screens open",
     )
+    #: When set, /metrics needs ``Authorization: Bearer <token>``; when empty, it answers only
+    #: while the server listens on loopback, so the shop's LAN never sees it by accident.
+    metrics_token: Secret = _setting(
+        Secret(""), _token, "empty, or 16-256 printable ASCII characters without spaces"
+    )
+
+    def loopback_only(self) -> bool:
+        """Whether the server listens on a loopback address only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name other than localhost may resolve to anything
 
     def base_url(self) -> str:
         """Where a screen reaches the agent: ``public_url``, else the address it listens on
@@ -372,7 +396,9 @@ def _build(cls: type[Any], given: dict[str, tuple[object, str]]) -> Any:
         rule: _Rule = known[key].metadata["rule"]
         value = _convert(raw, hints[key], where, f"{section}.{key}", rule.allowed)
         if not rule.check(value):
-            raise ConfigError(f"[{section}] {key} in {where} must be {rule.allowed}, got {raw!r}")
+            # A secret that fails its rule is still a secret: the message does not repeat it.
+            got = f"{len(str(raw))} characters (not shown)" if hints[key] is Secret else f"{raw!r}"
+            raise ConfigError(f"[{section}] {key} in {where} must be {rule.allowed}, got {got}")
         chosen[key] = value
     return cls(**chosen)
 

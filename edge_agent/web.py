@@ -8,11 +8,16 @@ Server-Sent Events). Answers identify nobody; see `edge_agent.adapters.answers`.
 
 Everything the page loads comes from this server (the site may have no internet), under a
 Content-Security-Policy that allows nothing else and no inline script.
+
+For the installer and the site's monitoring: ``/healthz`` (the process answers), ``/readyz``
+(broker, database, disk and models, each with a reason) and ``/metrics`` (Prometheus; on
+loopback, or with ``[http] metrics_token``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import threading
 import time
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,12 +40,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge_agent import logs
 from edge_agent.adapters import answers
 from edge_agent.adapters.changes import Changes, place
+from edge_agent.adapters.disk import free_bytes
+from edge_agent.adapters.metrics import Metrics
 from edge_agent.adapters.models import Models, Sessions
 from edge_agent.adapters.recommend import Recommender, Stocked
 from edge_agent.adapters.screens import Screen, Screens
 from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
-from edge_agent.errors import EdgeAgentError
+from edge_agent.core.health import (
+    HEARTBEAT_STALE_MS,
+    Check,
+    Verdict,
+    broker_check,
+    database_check,
+    disk_check,
+    models_check,
+    verdict,
+)
+from edge_agent.errors import EdgeAgentError, StorageError
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 4096
@@ -50,6 +68,8 @@ RECHECK_S = 1.0
 #: ... and, with no news from ingest, answers again this often (a CLI erasure, a visit going
 #: stale), and says something at least this often so that a dead connection is noticed.
 REFRESH_S = 10.0
+#: Readiness is worked out at most this often, however often it is asked.
+READY_EVERY_S = 1.0
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -63,6 +83,11 @@ _SECURITY = [
 _NO_STORE = {"Cache-Control": "no-store"}
 _UNAUTHORIZED = (
     "send Authorization: Bearer <this screen's token>; pair the screen again if it was revoked"
+)
+_METRICS_UNAUTHORIZED = "send Authorization: Bearer <[http] metrics_token of the agent's config>"
+_METRICS_FORBIDDEN = (
+    "the agent listens beyond loopback ([http] host) and [http] metrics_token is empty: set a "
+    "token so that only your monitoring reads the metrics"
 )
 T = TypeVar("T")
 
@@ -103,6 +128,7 @@ class _Reader:
     store: Store
     screens: Screens
     recommender: Recommender
+    models: Models
 
 
 class _Cached:
@@ -133,8 +159,10 @@ def _k(request: Request) -> int | None:
     return k if 1 <= k <= 20 else None
 
 
-def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -> ASGIApp:
-    """The page and API over the agent's store and models.
+def create_app(
+    settings: Settings, clock: Callable[[], int], changes: Changes, metrics: Metrics
+) -> ASGIApp:
+    """The page and API over the agent's store and models, with its health and metrics.
 
     Requests read through one read-only connection per worker thread and share the loaded
     models; only pairing writes, through one connection under a lock.
@@ -146,13 +174,16 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
     stocked = Stocked()
     # The site's figures are computed at most this often, whatever the number of screens.
     site = _Cached(settings.http.site_refresh_s)
+    ready = _Cached(READY_EVERY_S)
 
     def reader() -> _Reader:
         found: _Reader | None = getattr(local, "reader", None)
         if found is None:
             store = Store.open(settings.database, readonly=True)
             models = Models(store, settings.models_folder, sessions)
-            found = local.reader = _Reader(store, Screens(store), Recommender(store, models))
+            found = local.reader = _Reader(
+                store, Screens(store), Recommender(store, models), models
+            )
         return found
 
     def token_of(request: Request) -> str | None:
@@ -175,8 +206,61 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
             lambda: answers.site_today(reader().store, settings.insights.k, stocked_now(), clock())
         )
 
+    def readiness_now() -> Verdict:
+        s = settings
+        try:
+            state = reader().store.state()
+        except StorageError as exc:
+            unreadable = Check("database", False, "unreadable", str(exc))
+            return verdict([unreadable, disk_now(), models_now()])
+        return verdict(
+            [
+                broker_check(state.get("broker"), f"{s.mqtt.host}:{s.mqtt.port}"),
+                database_check(state.get("heartbeat"), clock(), HEARTBEAT_STALE_MS),
+                disk_now(),
+                models_now(),
+            ]
+        )
+
+    def disk_now() -> Check:
+        folder = settings.database.parent
+        try:
+            return disk_check(free_bytes(folder), settings.store.min_free_mb, str(folder))
+        except StorageError as exc:
+            return Check("disk", False, "unreadable", str(exc))
+
+    def models_now() -> Check:
+        models = reader().models
+        try:
+            serving = [e.name for e in models.entries() if e.status == "serving"]
+        except StorageError as exc:
+            return Check("models", False, "unreadable", str(exc))
+        failures: dict[str, str] = {}
+        for name in serving:
+            try:
+                # Loaded once and shared with the screens' answers: later checks are cheap.
+                models.serving(name)
+            except StorageError as exc:
+                failures[name] = str(exc)
+        return models_check(failures, len(serving))
+
     async def healthz(_: Request) -> Response:
         return _json(200, {"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        found = await run_in_threadpool(lambda: ready.get(readiness_now))
+        return _json(200 if found.ready else 503, found.as_dict())
+
+    async def metrics_page(request: Request) -> Response:
+        expected = settings.http.metrics_token
+        if expected:
+            given = token_of(request)
+            if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(401, "unauthorized", _METRICS_UNAUTHORIZED)
+        elif not settings.http.loopback_only():
+            return _error(403, "forbidden", _METRICS_FORBIDDEN)
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, 200, media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
 
     async def page(_: Request) -> Response:
         return FileResponse(STATIC / "screen.html", headers=_NO_STORE)
@@ -284,6 +368,8 @@ def create_app(settings: Settings, clock: Callable[[], int], changes: Changes) -
         routes=[
             Route("/", page),
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_page),
             Route("/v1/pair", pair, methods=["POST"]),
             Route("/v1/screen", screen),
             Route("/v1/screen/stream", stream),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -25,6 +26,9 @@ from edge_agent.core.aggregate import (
 from edge_agent.core.retention import cutoffs
 from edge_agent.core.sync import site_offset
 from edge_agent.errors import EdgeAgentError, StorageError
+
+if TYPE_CHECKING:
+    from edge_agent.adapters.sync import SyncReport
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +96,11 @@ def _retention_job(settings: Settings, clock: Callable[[], int]) -> None:
     logs.log(logger, logging.INFO, "retention_done", "expired rows removed", **removed)
 
 
-def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
+def _sync_job(
+    settings: Settings,
+    clock: Callable[[], int],
+    on_sync: Callable[[SyncReport | None], None] = lambda _report: None,
+) -> None:
     # Imported here: httpx is only needed on a site that syncs.
     from edge_agent.adapters import sync
 
@@ -101,7 +109,9 @@ def _sync_job(settings: Settings, clock: Callable[[], int]) -> None:
             report = sync.drain(settings, clock(), client)
     except EdgeAgentError as exc:
         logs.log(logger, logging.ERROR, "sync_failed", str(exc))
+        on_sync(None)
         return
+    on_sync(report)
     if report.skipped is None:
         logs.log(logger, logging.INFO, "sync_done", "outbox drained", **report.as_dict())
 
@@ -181,7 +191,11 @@ def _pull_job(settings: Settings, clock: Callable[[], int]) -> None:
             )
 
 
-def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
+def start(
+    settings: Settings,
+    clock: Callable[[], int],
+    on_sync: Callable[[SyncReport | None], None] = lambda _report: None,
+) -> BackgroundScheduler:
     """Start the agent's scheduler: retention, insights, training the site's own models and
     pulling releases from central (all run at start-up, then periodically), and sync when
     ``[sync] url`` is set (first at a per-site offset, then every ``every_s`` with up to
@@ -190,6 +204,7 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
     Args:
         settings: the agent's settings.
         clock: the current time in epoch milliseconds.
+        on_sync: told each sync run's report (None: the run failed with an error).
     """
     scheduler = BackgroundScheduler(timezone="UTC")
     for name, job, every_s in (
@@ -230,7 +245,7 @@ def start(settings: Settings, clock: Callable[[], int]) -> BackgroundScheduler:
             "interval",
             seconds=settings.sync.every_s,
             jitter=settings.sync.jitter_s or None,
-            args=(settings, clock),
+            args=(settings, clock, on_sync),
             id="sync",
             max_instances=1,
             coalesce=True,

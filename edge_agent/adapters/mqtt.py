@@ -7,7 +7,8 @@ its batch is committed ("ack after commit"), which is what makes an acknowledged
 
 It runs as ``python -m edge_agent.adapters.mqtt FD``; FD is its end of a socket pair.
 Wire protocol over it (pickled): first the parent sends the `ReceiverOptions`, then tuples:
-  child -> parent  ("batch", seq, [(topic, payload, received_ms), ...])
+  child -> parent  ("batch", seq, [(topic, payload, received_ms), ...], unacked)
+                   unacked: messages received and not yet acknowledged, this batch's included
                    ("broker", "connected" | "disconnected", detail)
   parent -> child  ("ack", seq)        the batch is committed: PUBACK its messages
                    ("stop",)           disconnect and exit
@@ -258,7 +259,7 @@ class _Receiver:
         self.seq += 1
         self.in_flight[self.seq] = (self.generation, self.pending_mids)
         batch, self.pending, self.pending_mids = self.pending, [], []
-        self.pipe.send(("batch", self.seq, batch))
+        self.pipe.send(("batch", self.seq, batch, self.unacked))
 
     def _tell(self, message: tuple[Any, ...]) -> None:
         with self.lock:

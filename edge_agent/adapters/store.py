@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class CommitResult:
     stored: int
     duplicates: int
     dead_letters: int
+    #: The new events by event name (type, for identify).
+    by_event: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,7 @@ class Store:
         """
         conn = self.db.conn
         stored = duplicates = erased = 0
+        by_event: Counter[str] = Counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -228,6 +231,7 @@ class Store:
                         stored_ms,
                     )
                     stored += len(fresh)
+                    by_event.update(s.event.name or s.event.type for s in fresh)
                     duplicates += len(segment) - len(fresh)
                     if len(fresh) < len(segment):
                         new = {s.event.message_id for s in fresh}
@@ -250,7 +254,12 @@ class Store:
                 self._scrub()
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} could not commit a batch: {exc}") from exc
-        return CommitResult(stored=stored, duplicates=duplicates, dead_letters=len(dead_letters))
+        return CommitResult(
+            stored=stored,
+            duplicates=duplicates,
+            dead_letters=len(dead_letters),
+            by_event=dict(by_event),
+        )
 
     def _insert(
         self, received: Sequence[Received], schema_version: str, stored_ms: int
@@ -660,6 +669,26 @@ class Store:
         )
         return removed
 
+    def _epsilon_spent(self, day: str) -> float:
+        return float(
+            self.db.conn.execute(
+                "SELECT coalesce(sum(epsilon), 0) FROM dp_ledger WHERE day = ?", (day,)
+            ).fetchone()[0]
+        )
+
+    def epsilon_spent(self, day: str) -> float:
+        """The epsilon the day's releases have spent so far.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            return self._epsilon_spent(day)
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"database {self.path} could not read the epsilon ledger: {exc}"
+            ) from exc
+
     def spend_epsilon(
         self, day: str, cost: float, per_day: float, what: str, now_ms: int
     ) -> float | Refusal:
@@ -672,10 +701,7 @@ class Store:
         """
         try:
             with self.db.atomic():
-                spent = self.db.conn.execute(
-                    "SELECT coalesce(sum(epsilon), 0) FROM dp_ledger WHERE day = ?", (day,)
-                ).fetchone()[0]
-                after = charge(float(spent), cost, per_day, day)
+                after = charge(self._epsilon_spent(day), cost, per_day, day)
                 if not isinstance(after, Refusal):
                     self.db.conn.execute(
                         "INSERT INTO dp_ledger (day, epsilon, what, released_ms) "

@@ -53,6 +53,7 @@ class SyncReport:
     """What one drain did."""
 
     sent: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
     refused: int = 0
     withdrawn: int = 0
     dropped: int = 0
@@ -65,6 +66,7 @@ class SyncReport:
         """The report as JSON-ready values."""
         return {
             "sent": self.sent,
+            "batches_sent": self.batches,
             "refused": self.refused,
             "withdrawn_before_send": self.withdrawn,
             "dropped_over_quota": self.dropped,
@@ -305,6 +307,7 @@ def _post(
     ids = [r.id for r in rows]
     if isinstance(outcome, Sent):
         outbox.settle(ids)
+        report.batches += 1
         for r in rows:
             report.sent[r.kind] = report.sent.get(r.kind, 0) + 1
         return outcome

@@ -11,6 +11,7 @@ Noise is drawn by OpenDP's own secure sampler: no hand-written mechanism.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ COUNTS: Mapping[str, int] = {
     "nps_answers": 1,
 }
 SUMS: Mapping[str, float] = {"revenue_clamped": REVENUE_BOUND}
+
+
+def budget_day(at_ms: int) -> str:
+    """The UTC day (YYYY-MM-DD) whose epsilon budget a release at ``at_ms`` spends."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at_ms / 1000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,3 +105,64 @@ def test_secrets_do_not_show() -> None:
     assert settings.mqtt.password == password
     assert password not in repr(settings)
     assert repr(Secret("")) == "Secret('')"
+
+
+def test_disk_floor_and_metrics_token_defaults() -> None:
+    settings = load_settings(environ={})
+    assert settings.store.min_free_mb == 200
+    assert settings.http.metrics_token == ""
+    assert settings.http.loopback_only()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        pytest.param("127.0.0.1", True, id="v4"),
+        pytest.param("127.0.0.2", True, id="v4-other"),
+        pytest.param("::1", True, id="v6"),
+        pytest.param("localhost", True, id="localhost"),
+        pytest.param("0.0.0.0", False, id="every-v4"),
+        pytest.param("::", False, id="every-v6"),
+        pytest.param("192.168.1.20", False, id="lan"),
+        pytest.param("agent.local", False, id="a-name"),
+    ],
+)
+def test_loopback_only(host: str, loopback: bool) -> None:
+    settings = load_settings(environ={"EDGE_AGENT_HTTP__HOST": host})
+    assert settings.http.loopback_only() is loopback
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("short-but-secret", id="16-is-enough"),
+        pytest.param("x" * 256, id="longest"),
+    ],
+)
+def test_a_good_metrics_token_is_kept_and_not_shown(token: str) -> None:
+    settings = load_settings(environ={"EDGE_AGENT_HTTP__METRICS_TOKEN": token})
+    assert settings.http.metrics_token == token
+    assert token not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("too-short-pw", id="too-short"),
+        pytest.param("x" * 257, id="too-long"),
+        pytest.param("has a space in it!", id="space"),
+        pytest.param("newline\ninside-the-token", id="newline"),
+        pytest.param("non-ascii-é-token-value", id="non-ascii"),
+    ],
+)
+def test_a_bad_metrics_token_is_refused_without_repeating_it(token: str) -> None:
+    with pytest.raises(ConfigError, match="metrics_token") as caught:
+        load_settings(environ={"EDGE_AGENT_HTTP__METRICS_TOKEN": token})
+    assert token not in str(caught.value)
+    assert "not shown" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["-1", "lots"])
+def test_a_bad_disk_floor_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[store\] min_free_mb"):
+        load_settings(environ={"EDGE_AGENT_STORE__MIN_FREE_MB": value})
