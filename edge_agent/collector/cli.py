@@ -13,17 +13,23 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent import logs
+from edge_agent.adapters.systemd import Notifier
 from edge_agent.collector import summary
 from edge_agent.collector.store import CentralStore, redact
 from edge_agent.collector.wire import valid_id
-from edge_agent.config import under_journald
+from edge_agent.config import service_manager, under_journald
 from edge_agent.errors import CollectorError, EdgeAgentError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 ENV_DB = "EDGE_COLLECTOR_DB"
 ENV_ADMIN_TOKEN = "EDGE_COLLECTOR_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -83,10 +89,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
             database=redact(_target(args)),
         )
         # log_config None: uvicorn's own records go through the JSON lines handler too.
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_config=None, access_log=False
+        )
+        manager = service_manager()
+        server = _service(config, Notifier(manager.notify_socket, manager.watchdog_usec))
+        server.run()
+        if not server.started:
+            raise CollectorError(
+                f"the collector could not listen on {args.host}:{args.port} (see the log above)"
+            )
     finally:
         store.close()
     return 0
+
+
+def _service(config: uvicorn.Config, notifier: Notifier) -> uvicorn.Server:
+    """A uvicorn server that tells systemd (when it runs the collector) how it is doing."""
+    import uvicorn
+
+    class Service(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # Started means listening: requests are taken from here on.
+            if self.started:
+                notifier.ready(f"listening on {config.host}:{config.port}")
+
+        async def on_tick(self, counter: int) -> bool:
+            # uvicorn's main loop ticks every 0.1 s on the event loop that serves requests: a
+            # request handler that blocks the loop stops the ticks, and with them the pings.
+            notifier.alive()
+            return await super().on_tick(counter)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            notifier.stopping()
+            await super().shutdown(sockets)
+
+    return Service(config)
 
 
 def cmd_add_site(args: argparse.Namespace) -> int:
