@@ -8,7 +8,26 @@ from sqlite_utils.migrations import Migrations
 migrations = Migrations("edge-agent")
 
 
-@migrations(name="0001_events_and_dead_letters")
+def unknown_steps(db: Database) -> list[str]:
+    """Steps recorded as applied in ``db`` that this code does not have: the database was
+    written by a newer edge-agent. Empty for a new database or one this code can migrate.
+
+    sqlite-utils records each applied step by name in ``_sqlite_migrations`` (with its set's
+    name) and, when applying, only skips the names it knows: it would neither notice nor undo
+    steps from a newer release, and this code would then write rows the newer schema does not
+    expect.
+    """
+    applied = {m.name for m in migrations.applied(db)}
+    # Every step is pending on an empty database: the library's public way to list them all.
+    known = {m.name for m in migrations.pending(Database(memory=True))}
+    return sorted(applied - known)
+
+
+#: Recorded in every edge-agent database: what tells one from any other SQLite file.
+FIRST_STEP = "0001_events_and_dead_letters"
+
+
+@migrations(name=FIRST_STEP)
 def _events_and_dead_letters(db: Database) -> None:
     # One statement at a time: executescript would COMMIT the migration's transaction first.
     for statement in _split(

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from edge_agent.adapters.migrations import migrations
+from edge_agent.adapters.migrations import FIRST_STEP, migrations, unknown_steps
 from edge_agent.adapters.outbox import Outbox
 from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
 from edge_agent.core.aggregate import (
@@ -33,6 +33,17 @@ from edge_agent.core.noise import Refusal, charge
 from edge_agent.core.retention import Cutoffs
 from edge_agent.errors import StorageError
 
+#: The tables that hold a site's data (`row_counts`), not its bookkeeping.
+MAIN_TABLES = (
+    "events",
+    "dead_letters",
+    "consent",
+    "profiles",
+    "outbox",
+    "insight_cells",
+    "models",
+    "screens",
+)
 _FACT_EVENTS = frozenset(
     {"Door Counted", "Zone Entered", "Zone Exited", "Order Completed", "Feedback Submitted"}
 )
@@ -138,7 +149,9 @@ class Store:
         """Open (creating when needed) the database in WAL mode and bring its schema up to date.
 
         Raises:
-            StorageError: the folder or file cannot be created or opened, or a migration fails.
+            StorageError: the folder or file cannot be created or opened, a migration fails, or
+                the database was written by a newer edge-agent (it has schema steps this code
+                does not know).
         """
         try:
             if readonly:
@@ -154,6 +167,13 @@ class Store:
             # Deleted rows (erasure, retention) are overwritten, not left in free pages.
             conn.execute("PRAGMA secure_delete = ON")
             db = Database(conn)
+            newer = unknown_steps(db)
+            if newer:
+                conn.close()
+                raise StorageError(
+                    f"database {path} was written by a newer edge-agent (schema step "
+                    f"{newer[0]} unknown here): upgrade edge-agent or restore a backup"
+                )
             if not readonly:
                 db.enable_wal()
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -549,6 +569,57 @@ class Store:
         """
         try:
             return list(self.db.conn.execute(sql, tuple(params)).fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+
+    def copy_to(self, target: Path) -> None:
+        """Copy the whole database into ``target`` (a new or empty file) with SQLite's online
+        backup, in one step: one read transaction, so the copy is the database as of one
+        commit while the agent goes on committing (in WAL mode readers do not block it). The
+        copy is left in rollback-journal mode: one self-contained file, no ``-wal`` beside it.
+
+        Raises:
+            StorageError: the database cannot be read or ``target`` cannot be written.
+        """
+        try:
+            copy = sqlite3.connect(target, isolation_level=None)
+            try:
+                self.db.conn.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                copy.close()
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be copied to {target}: {exc}") from exc
+
+    def problems(self) -> list[str]:
+        """What ``PRAGMA integrity_check`` finds (empty: the file is sound), and whether this
+        is an edge-agent database at all (its first schema step is recorded).
+
+        Raises:
+            StorageError: the file cannot be read as an SQLite database.
+        """
+        try:
+            found = [str(row[0]) for row in self.db.conn.execute("PRAGMA integrity_check")]
+            ours = {m.name for m in migrations.applied(self.db)} >= {FIRST_STEP}
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
+        problems = [] if found == ["ok"] else found
+        if not ours:
+            problems.append("not an edge-agent database (no edge-agent schema steps recorded)")
+        return problems
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows of each of the site's main tables that this database has.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            return {
+                table: int(self.db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                for table in MAIN_TABLES
+                if self.db[table].exists()
+            }
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path} cannot be read: {exc}") from exc
 
