@@ -14,18 +14,22 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from edge_agent import logs, schemas
+from edge_agent.adapters import backup as backups
 from edge_agent.adapters import jobs, keyfile, mqtt
 from edge_agent.adapters.changes import Changes, touched
 from edge_agent.adapters.disk import DiskWatch
+from edge_agent.adapters.lockfile import DatabaseLock
 from edge_agent.adapters.metrics import Metrics
 from edge_agent.adapters.mqtt import Item, ReceiverOptions
 from edge_agent.adapters.personal import Receipt
 from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
-from edge_agent.config import Settings, under_journald
+from edge_agent.adapters.systemd import Notifier
+from edge_agent.config import Settings, service_manager, under_journald
 from edge_agent.core.aggregate import (
     HOUR_MS,
     from_document,
@@ -117,11 +121,13 @@ def classify(
 class Agent:
     """The ingest loop: receiver process -> validate -> commit -> ack."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
         # The receiver process would only log a bad TLS file or password file and retry
         # forever; checked here, it stops the agent with one line naming the file.
         mqtt.check(settings.mqtt)
+        # Before the database: one agent per database, and no restore under a running agent.
+        self.lock = DatabaseLock.acquire(settings.database, "agent")
         self.store = Store.open(settings.database, settings.store.synchronous)
         self.key = keyfile.load_or_create(settings.site_key)
         self.schemas = schemas.load()
@@ -134,6 +140,9 @@ class Agent:
         self.disk = DiskWatch(
             settings.database.parent, settings.store.min_free_mb, self.metrics.disk_short
         )
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.broker = "connecting"
+        self.ready = False
 
     def _options(self) -> ReceiverOptions:
         s = self.settings
@@ -193,6 +202,7 @@ class Agent:
         last_progress = time.monotonic()
         try:
             while not self.stop_requested.is_set():
+                self._report_to_systemd()
                 if process.poll() is not None:
                     logs.log(
                         logger,
@@ -219,6 +229,7 @@ class Agent:
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
         finally:
+            self.notifier.stopping()
             if server is not None:
                 server.should_exit = True
             scheduler.shutdown(wait=True)
@@ -226,6 +237,8 @@ class Agent:
             self.store.set_state("heartbeat", "stopped", now_ms())
             self.store.set_state("broker", "disconnected", now_ms())
             self.store.close()
+            self.lock.release()
+            self.notifier.close()
             logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
 
     def _waiting_for_space(self) -> bool:
@@ -263,6 +276,32 @@ class Agent:
         level = logging.INFO if state == "connected" else logging.WARNING
         logs.log(logger, level, f"broker_{state}", f"broker {state}", detail=detail)
         self.store.set_state("broker", state, now_ms())
+        self._tell_systemd_broker(state)
+
+    def _tell_systemd_broker(self, state: str) -> None:
+        self.broker = state
+        # Ready means the database is open (since __init__) and the broker confirmed the
+        # subscription: from here on events flow. systemd holds back units ordered after this
+        # one, and `systemctl start` returns, only then.
+        if state == "connected" and not self.ready:
+            self.ready = True
+            self.notifier.ready(self._status_line())
+
+    def _report_to_systemd(self) -> None:
+        # Called once per turn of the loop, i.e. after a commit or an idle poll of at most
+        # 0.2 s: a ping vouches that ingest moves. A commit that hangs, or that keeps failing
+        # in _commit's retry loop, never comes back here, so the pings stop and systemd
+        # restarts the agent after WatchdogSec. Nothing is lost by that: what was not committed
+        # was not acknowledged, and the broker delivers it again.
+        self.notifier.alive()
+        self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        t = self.totals
+        return (
+            f"stored {t['stored']}, duplicates {t['duplicates']}, "
+            f"dead letters {t['dead_letters']}, broker {self.broker}"
+        )
 
     def _commit(self, batches: list[tuple[int, list[Item]]]) -> None:
         received, rejected = classify(
@@ -342,8 +381,15 @@ def _serve_http(settings: Settings, changes: Changes, metrics: Metrics) -> uvico
 
 
 def run(settings: Settings) -> None:
-    """Run the agent in the foreground until SIGTERM/SIGINT."""
-    agent = Agent(settings)
+    """Run the agent in the foreground until SIGTERM/SIGINT, reporting to systemd when it
+    started the agent.
+
+    Raises:
+        StorageError: the database is in use by another agent or a restore, or cannot be
+            opened (e.g. it was written by a newer edge-agent).
+    """
+    manager = service_manager()
+    agent = Agent(settings, Notifier(manager.notify_socket, manager.watchdog_usec))
     agent.install_signal_handlers()
     agent.run()
 
@@ -541,3 +587,22 @@ def _add_noise(
     released["hours"] = [h if h.get("suppressed") else noisy(h, eps) for h in hours]
     released["total"] = noisy(total, eps) if total else None
     released["epsilon_spent_today"] = spent
+
+
+def backup(settings: Settings, target: Path) -> backups.Copied:
+    """Write a consistent copy of the site's database to ``target`` (the agent may be running).
+
+    Raises:
+        StorageError: there is no database, it cannot be read, or ``target`` cannot be written.
+    """
+    return backups.backup(settings.database, target)
+
+
+def restore(settings: Settings, source: Path) -> backups.Copied:
+    """Replace the site's database with the backup ``source``; the agent must be stopped.
+
+    Raises:
+        StorageError: the agent is running, ``source`` is not a sound edge-agent database this
+            release can use, or the files cannot be written.
+    """
+    return backups.restore(settings.database, source)

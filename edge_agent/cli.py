@@ -24,6 +24,7 @@ from edge_agent.errors import EdgeAgentError
 
 if TYPE_CHECKING:
     # The command line imports its adapters lazily: `--help` stays fast and light.
+    from edge_agent.adapters.backup import Copied
     from edge_agent.adapters.models import Models
     from edge_agent.adapters.provision import Change
     from edge_agent.adapters.store import Store
@@ -159,6 +160,34 @@ def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings) -> int
     )
     for reason, count in report.still_rejected.items():
         print(f"  still rejected: {reason} x{count}")
+    return 0
+
+
+def _print_copy(done: Copied) -> None:
+    print(f"file:    {done.path} ({done.size_bytes} bytes)")
+    for table, count in done.rows.items():
+        print(f"  {table:<16}{count} rows")
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    """Write a consistent copy of the database while the agent runs."""
+    from edge_agent import app
+
+    done = app.backup(settings, args.file)
+    print(f"backed up {settings.database}")
+    _print_copy(done)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """Put a backup in place of the database (the agent stopped)."""
+    from edge_agent import app
+
+    done = app.restore(settings, args.file)
+    print(f"restored {args.file} to {settings.database}")
+    _print_copy(done)
+    if done.previous is not None:
+        print(f"the database it replaced is kept as {done.previous}")
     return 0
 
 
@@ -661,6 +690,34 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--reason", help="every open dead letter with this reason")
     replay.add_argument("--all", action="store_true", help="every open dead letter")
     replay.set_defaults(handler=cmd_dead_letters_replay)
+
+    backup = commands.add_parser(
+        "backup",
+        help="write a consistent copy of the database (the agent may be running)",
+        description=(
+            "Copy the database with SQLite's online backup while the agent keeps ingesting: "
+            "the copy is the database as of one commit. It is written beside FILE and renamed "
+            "into place, readable by its owner only, and checked; prints the rows per table. "
+            "The site key (site.key in the data folder) is not in it: keep that safe too, or "
+            "the restored pseudonyms cannot be matched to new events."
+        ),
+    )
+    backup.add_argument("file", type=Path, help="the backup file to write (replaced if present)")
+    backup.set_defaults(handler=cmd_backup)
+
+    restore = commands.add_parser(
+        "restore",
+        help="replace the database with a backup (stop the agent first)",
+        description=(
+            "Replace the database with a backup made by 'backup'. Refuses while the agent runs "
+            "(it holds an exclusive lock on <database>.lock for its lifetime), and refuses a file "
+            "that is not an edge-agent database, fails PRAGMA integrity_check, or was written by "
+            "a newer edge-agent. The replaced database is kept as <database>.before-restore. "
+            "Run it as the agent's user (e.g. sudo -u edge-agent)."
+        ),
+    )
+    restore.add_argument("file", type=Path, help="the backup file to restore")
+    restore.set_defaults(handler=cmd_restore)
 
     simulate = commands.add_parser(
         "simulate",

@@ -1,0 +1,170 @@
+"""Online backups of the store, and putting one back in place of the database.
+
+A backup is a consistent copy taken while the agent ingests (SQLite's online backup API, see
+`Store.copy_to`), written to a temporary file beside the target and renamed into place, so a
+reader never finds half a backup under the target's name. A restore checks the file first
+(SQLite opens it, ``PRAGMA integrity_check`` passes, it is an edge-agent database this release
+can migrate), holds the agent's lock (`edge_agent.adapters.lockfile`) so no agent writes
+meanwhile, and keeps the database it replaces as ``<database>.before-restore``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.adapters.lockfile import DatabaseLock
+from edge_agent.adapters.store import Store
+from edge_agent.errors import StorageError
+
+#: SQLite keeps a database's write-ahead log and its index next to it under these suffixes.
+_WAL_SUFFIXES = ("-wal", "-shm")
+
+
+@dataclass(frozen=True)
+class Copied:
+    """A database file written by `backup` or put in place by `restore`."""
+
+    path: Path
+    size_bytes: int
+    rows: dict[str, int]
+    #: ``restore`` only: where the database it replaced was kept (None: there was none).
+    previous: Path | None = None
+
+
+def backup(database: Path, target: Path) -> Copied:
+    """Write a consistent copy of ``database`` to ``target`` (mode 0600), atomically.
+
+    Raises:
+        StorageError: there is no database, it cannot be read or was written by a newer
+            edge-agent, ``target`` is the database itself, or ``target`` cannot be written.
+    """
+    if target.exists() and target.resolve() == database.resolve():
+        raise StorageError(f"{target} is the database itself: back it up to another file")
+    target = target.absolute()
+    with Store.open(database, readonly=True) as store:
+        temporary = _temporary_beside(target, ".tmp")
+        try:
+            store.copy_to(temporary)
+            with Store.open(temporary, readonly=True) as copy:
+                problems = copy.problems()
+                if problems:
+                    raise StorageError(f"the copy of {database} fails its check: {problems[0]}")
+                rows = copy.row_counts()
+            _durable_replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
+    return Copied(target, target.stat().st_size, rows)
+
+
+def check(source: Path) -> dict[str, int]:
+    """Rows of ``source`` per main table, after checking it can replace a database.
+
+    Raises:
+        StorageError: ``source`` is missing, not an SQLite database, fails its integrity check,
+            is not an edge-agent database, or was written by a newer edge-agent.
+    """
+    if not source.is_file():
+        raise StorageError(f"no backup file at {source}")
+    # Store.open refuses a file with schema steps this release does not know.
+    with Store.open(source, readonly=True) as candidate:
+        problems = candidate.problems()
+        if problems:
+            raise StorageError(
+                f"{source} cannot be restored: {'; '.join(problems[:3])}"
+                + (f" (and {len(problems) - 3} more problems)" if len(problems) > 3 else "")
+            )
+        return candidate.row_counts()
+
+
+def restore(database: Path, source: Path) -> Copied:
+    """Put the backup ``source`` in place of ``database``, which is kept as
+    ``<database>.before-restore``. The agent must be stopped; it migrates the restored
+    database on its next start when the backup comes from an older release.
+
+    Raises:
+        StorageError: the agent is running, ``source`` cannot be restored (see `check`), the
+            database's folder belongs to another user (the agent could not write the restored
+            file), or the files cannot be written.
+    """
+    folder = database.parent
+    if folder.exists() and folder.stat().st_uid != os.geteuid():
+        raise StorageError(
+            f"{folder} belongs to another user: run restore as that user (e.g. sudo -u "
+            "edge-agent edge-agent --config /etc/edge-agent/agent.toml restore FILE), so the "
+            "agent can write the restored database"
+        )
+    with DatabaseLock.acquire(database, "restore"):
+        rows = check(source)
+        # The new content goes beside the database first: the final rename cannot fail for
+        # lack of space, and a crash before it leaves the current database untouched.
+        staged = _temporary_beside(database, ".restore")
+        try:
+            with Store.open(source, readonly=True) as store:
+                store.copy_to(staged)
+            previous = _set_aside(database)
+            _durable_replace(staged, database)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+            raise
+    return Copied(database, database.stat().st_size, rows, previous)
+
+
+def _set_aside(database: Path) -> Path | None:
+    """Keep the current database as ``<database>.before-restore``, with its write-ahead log.
+
+    Files, not SQL: the database being replaced may be corrupt, or from a newer release, which
+    is often why it is being replaced. The log moves with it under the name SQLite looks for
+    (``<name>-wal``), so opening the kept copy recovers the commits the log still held.
+    """
+    if not database.exists():
+        return None
+    kept = database.with_name(database.name + ".before-restore")
+    try:
+        for suffix in _WAL_SUFFIXES:
+            # A log left from an earlier kept copy would be replayed into this one.
+            Path(f"{kept}{suffix}").unlink(missing_ok=True)
+        kept.unlink(missing_ok=True)
+        os.link(database, kept)
+        wal = Path(f"{database}-wal")
+        if wal.exists():
+            wal.rename(f"{kept}-wal")
+        # The log's index is rebuilt from the log when a connection next opens the file.
+        Path(f"{database}-shm").unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot keep {database} as {kept}: {exc.strerror}") from exc
+    return kept
+
+
+def _temporary_beside(target: Path, suffix: str) -> Path:
+    """A new empty file in ``target``'s folder (same file system, so a rename can replace the
+    target), mode 0600 as mkstemp makes it: it will hold what the database holds."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise StorageError(f"cannot write in {target.parent}: {exc.strerror}") from exc
+    os.close(fd)
+    return Path(name)
+
+
+def _durable_replace(temporary: Path, target: Path) -> None:
+    """Rename ``temporary`` over ``target`` so that, after a power cut, the target is either
+    the old file or the whole new one."""
+    try:
+        with temporary.open("rb") as written:
+            os.fsync(written.fileno())
+        temporary.chmod(0o600)
+        os.replace(temporary, target)
+        folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
