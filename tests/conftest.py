@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -74,11 +74,18 @@ class AgentProcess:
     """The agent run as ``python -m edge_agent run``, the way an installer runs it."""
 
     def __init__(
-        self, folder: Path, broker_port: int, extra: str = "", prepared: Path | None = None
+        self,
+        folder: Path,
+        broker_port: int,
+        extra: str = "",
+        prepared: Path | None = None,
+        env: Mapping[str, str] = {},
     ) -> None:
         """``prepared``: run with that config file as it is (its data_dir must be
-        ``folder/data``) instead of writing one for ``broker_port``."""
+        ``folder/data``) instead of writing one for ``broker_port``. ``env``: variables added
+        to the agent's environment (e.g. what systemd would set)."""
         self.folder = folder
+        self.env = {**os.environ, **env}
         self.config = prepared or folder / "agent.toml"
         self.db = folder / "data" / "edge-agent.db"
         self.log = folder / "agent.log"
@@ -99,6 +106,7 @@ class AgentProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self.env,
             )
         if wait_connected:
             self.wait_log("broker_connected", connected_before + 1)
@@ -147,10 +155,10 @@ def agent_factory(
     """Make agents on a fresh data folder each; all are stopped after the test."""
     made: list[AgentProcess] = []
 
-    def make(broker_port: int, extra: str = "") -> AgentProcess:
+    def make(broker_port: int, extra: str = "", env: Mapping[str, str] = {}) -> AgentProcess:
         folder = tmp_path / f"agent{len(made)}"
         folder.mkdir()
-        agent = AgentProcess(folder, broker_port, extra)
+        agent = AgentProcess(folder, broker_port, extra, env=env)
         made.append(agent)
         return agent
 

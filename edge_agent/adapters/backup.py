@@ -77,7 +77,7 @@ def check(source: Path) -> dict[str, int]:
         if problems:
             raise StorageError(
                 f"{source} cannot be restored: {'; '.join(problems[:3])}"
-                + (f" (and {len(problems) - 3} more problems)" if len(problems) > 3 else "")
+                + (f" (and {len(problems) - 3} more found)" if len(problems) > 3 else "")
             )
         return candidate.row_counts()
 

@@ -70,7 +70,10 @@ class Notifier:
             if self._socket is None:
                 kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                 self._socket = socket.socket(socket.AF_UNIX, kind)
-            self._socket.sendto("\n".join(assignments).encode(), self.address)
+            # Never wait: a manager that stops reading (its queue holds 10 datagrams) must not
+            # stall the loop whose health the pings report. A dropped ping is sent again on the
+            # next turn, since only a sent one resets the pace.
+            self._socket.sendto("\n".join(assignments).encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             if not self._failed:
                 self._failed = True

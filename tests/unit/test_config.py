@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from edge_agent.config import Secret, load_settings
+from edge_agent.config import Secret, ServiceManager, load_settings, service_manager
 from edge_agent.errors import ConfigError
 
 
@@ -166,3 +167,38 @@ def test_a_bad_metrics_token_is_refused_without_repeating_it(token: str) -> None
 def test_a_bad_disk_floor_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match=r"\[store\] min_free_mb"):
         load_settings(environ={"EDGE_AGENT_STORE__MIN_FREE_MB": value})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param({}, ServiceManager("", 0), id="not-under-systemd"),
+        pytest.param(
+            {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000"},
+            ServiceManager("/run/systemd/notify", 30_000_000),
+            id="notify-and-watchdog",
+        ),
+        pytest.param(
+            {"NOTIFY_SOCKET": "@/org/freedesktop/systemd1/notify"},
+            ServiceManager("@/org/freedesktop/systemd1/notify", 0),
+            id="abstract-no-watchdog",
+        ),
+        pytest.param(
+            {"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"},
+            ServiceManager("/n", 0),
+            id="watchdog-of-another-process",
+        ),
+        pytest.param(
+            {"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())},
+            ServiceManager("/n", 30_000_000),
+            id="watchdog-of-this-process",
+        ),
+        pytest.param(
+            {"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "-5"}, ServiceManager("/n", 0), id="bad-usec"
+        ),
+    ],
+)
+def test_service_manager_reads_what_systemd_sets(
+    environ: dict[str, str], expected: ServiceManager
+) -> None:
+    assert service_manager(environ) == expected
