@@ -141,8 +141,8 @@ class Agent:
             settings.database.parent, settings.store.min_free_mb, self.metrics.disk_short
         )
         self.notifier = notifier if notifier is not None else Notifier()
-        self.broker = "connecting"
-        self.ready = False
+        self.broker_connection = "connecting"
+        self.ready_sent = False
 
     def _options(self) -> ReceiverOptions:
         s = self.settings
@@ -279,12 +279,12 @@ class Agent:
         self._tell_systemd_broker(state)
 
     def _tell_systemd_broker(self, state: str) -> None:
-        self.broker = state
+        self.broker_connection = state
         # Ready means the database is open (since __init__) and the broker confirmed the
         # subscription: from here on events flow. systemd holds back units ordered after this
         # one, and `systemctl start` returns, only then.
-        if state == "connected" and not self.ready:
-            self.ready = True
+        if state == "connected" and not self.ready_sent:
+            self.ready_sent = True
             self.notifier.ready(self._status_line())
 
     def _report_to_systemd(self) -> None:
@@ -300,7 +300,7 @@ class Agent:
         t = self.totals
         return (
             f"stored {t['stored']}, duplicates {t['duplicates']}, "
-            f"dead letters {t['dead_letters']}, broker {self.broker}"
+            f"dead letters {t['dead_letters']}, broker {self.broker_connection}"
         )
 
     def _commit(self, batches: list[tuple[int, list[Item]]]) -> None:
