@@ -556,6 +556,7 @@ def cmd_provision_init(args: argparse.Namespace, settings: Settings) -> int:
         args.broker_host,
         args.broker_port,
         broker_user=args.broker_user,
+        agent_user=args.agent_user or "",
         data_dir=args.data_dir,
         sync_url=args.collector_url or "",
         sync_token=args.site_token or "",
@@ -916,6 +917,11 @@ def _provision_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default="mosquitto",
         help="the account Mosquitto runs as; it is given the broker's files when this runs as "
         "root (default mosquitto)",
+    )
+    init.add_argument(
+        "--agent-user",
+        help="the account the agent runs as (edge-agent under systemd); it is given agent/ "
+        "and the data folder when this runs as root (default: nobody, they stay root's)",
     )
     init.add_argument(
         "--data-dir", type=Path, help="the agent's data folder (default: agent/data in --out)"

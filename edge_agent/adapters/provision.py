@@ -264,19 +264,17 @@ def _server_cert(
     return key, cert
 
 
-def _broker_owner(user: str) -> tuple[int, int] | None:
-    # Mosquitto started as root switches to `user` before it writes its pid, log and
+def _owner(user: str, fix: str) -> tuple[int, int] | None:
+    # Mosquitto started as root switches to its user before it writes its pid, log and
     # persistence files, and it reads the password and ACL files again as that user on
-    # SIGHUP: its folder must be that user's. Only root can hand files over.
-    if os.geteuid() != 0 or user == "root":
+    # SIGHUP; the agent runs as its own user and reads its password again at every
+    # reconnection: each folder must be its reader's. Only root can hand files over.
+    if os.geteuid() != 0 or user in ("", "root"):
         return None
     try:
         entry = pwd.getpwnam(user)
     except KeyError as exc:
-        raise ConfigError(
-            f"broker user {user!r} does not exist: install mosquitto first, or pass "
-            "--broker-user with the account the broker runs as"
-        ) from exc
+        raise ConfigError(f"user {user!r} does not exist: {fix}") from exc
     return entry.pw_uid, entry.pw_gid
 
 
@@ -294,6 +292,7 @@ def init_site(
     broker_port: int,
     *,
     broker_user: str = "mosquitto",
+    agent_user: str = "",
     data_dir: Path | None = None,
     sync_url: str = "",
     sync_token: str = "",
@@ -319,7 +318,13 @@ def init_site(
         raise ConfigError(f"--broker-port must be 1-65535, got {broker_port}")
     if not broker_host or any(c.isspace() or c in "/\x00" for c in broker_host):
         raise ConfigError(f"--broker-host must be a host name or address, got {broker_host!r}")
-    owner = _broker_owner(broker_user)
+    owner = _owner(
+        broker_user,
+        "install mosquitto first, or pass --broker-user with the account the broker runs as",
+    )
+    agent_owner = _owner(
+        agent_user, "create it first (useradd --system edge-agent), or leave out --agent-user"
+    )
     now = datetime.datetime.now(datetime.UTC)
     data = (data_dir or folder.agent / "data").resolve()
     username = agent_username(site)
@@ -385,7 +390,10 @@ def init_site(
     for device, password in bundles.items():
         _write_bundle(folder, site, device, broker_host, broker_port, password)
     _hand_over(folder.broker, owner)
+    _hand_over(data, agent_owner)
     write_file(folder.agent_config, agent_text)
+    # Last, so that agent.toml is handed over too.
+    _hand_over(folder.agent, agent_owner)
     logs.log(
         logger, logging.INFO, "site_provisioned", "site provisioned",
         site=site, folder=str(folder.root), devices=len(bundles),
@@ -454,7 +462,7 @@ def _save_broker_files(site: _Site) -> bool:
 
 
 def _match_owner(path: Path, like: Path) -> None:
-    # A replaced file is root's when root provisions: give it back to the broker's user.
+    # A replaced file is root's when root provisions: give it back to its folder's user.
     if os.geteuid() == 0:
         owner = like.stat()
         os.chown(path, owner.st_uid, owner.st_gid)
@@ -536,6 +544,7 @@ def rotate_agent(root: Path) -> Change:
     username = agent_username(site.site)
     password = _new_password()
     write_file(site.folder.agent_password, password.encode())
+    _match_owner(site.folder.agent_password, site.folder.agent)
     site.users[username] = password_line(username, password, _salt())
     reloaded = _save_broker_files(site)
     logs.log(logger, logging.INFO, "agent_rotated", "agent password replaced", site=site.site)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import pwd
 import socket
 import ssl
 import threading
@@ -211,6 +213,26 @@ def test_init_writes_secrets_private_and_prints_none(tmp_path: Path) -> None:
     again = cli(*args)
     assert again.returncode == 2
     assert "already provisioned" in again.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
+def test_the_agent_user_is_given_its_folder_and_data_and_keeps_them_on_rotation(
+    tmp_path: Path,
+) -> None:
+    out, data = tmp_path / "site", tmp_path / "data"
+    nobody = pwd.getpwnam("nobody")
+    args = ["provision", "init", "--out", str(out), "--site", SITE, "--data-dir", str(data)]
+    done = cli(*args, "--broker-user", "root", "--agent-user", "nobody")
+    assert done.returncode == 0, done.stderr
+    folder = SiteFolder(out)
+    assert cli("provision", "rotate", "--dir", str(out), "--agent").returncode == 0
+    for path in (folder.agent, folder.agent_config, folder.agent_password, data / "site.key"):
+        assert path.stat().st_uid == nobody.pw_uid, path
+    assert folder.passwd.stat().st_uid == 0  # the broker's files stay the broker's
+    unknown = cli("provision", "init", "--out", str(tmp_path / "b"), "--site", SITE,
+                  "--agent-user", "no-such-user-here")  # fmt: skip
+    assert unknown.returncode == 2
+    assert "does not exist" in unknown.stderr
 
 
 def test_a_device_publishes_to_its_topic_and_the_agent_stores_it_over_tls(
