@@ -330,10 +330,29 @@ def decompress(raw: bytes, content_encoding: str | None) -> bytes:
 
 def _load(data: bytes) -> object:
     try:
-        return orjson.loads(data)
+        document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         hint = " (it looks gzipped: add Content-Encoding: gzip)" if data[:2] == b"\x1f\x8b" else ""
         raise WireError(400, f"the body is not valid UTF-8 JSON: {exc}{hint}") from exc
+    # JSON can carry NUL only escaped; PostgreSQL can store it in no text or JSON column.
+    if b"\\u0000" in data and _has_nul(document):
+        raise WireError(422, "a string in the body holds NUL (\\u0000), which cannot be stored")
+    return document
+
+
+def _has_nul(document: object) -> bool:
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _where(path: Sequence[str | int], prefix: str = "") -> str:

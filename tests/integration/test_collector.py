@@ -281,6 +281,7 @@ def test_refused_requests_store_nothing_and_the_server_keeps_answering(
     with_anonymous = segment_item("shop-a", "x", timestamp_ms=hour) | {"anonymousId": "v"}
     naive_time = segment_item("shop-a", "x", timestamp_ms=hour) | {"timestamp": "2026-11-26T10:00"}
     other_site = {"batch": [segment_item("shop-b", "mei", timestamp_ms=hour)]}
+    nul = segment_item("shop-a", "x", timestamp_ms=hour) | {"traits": {"first_name": "M\x00ei"}}
     basic = {"Authorization": "Basic eDo="}  # user "x": not a token
     # (status, what the detail must say, the answer)
     refusals: list[tuple[int, str, httpx.Response]] = [
@@ -310,6 +311,7 @@ def test_refused_requests_store_nothing_and_the_server_keeps_answering(
         (422, "protocol", post(client, "/v1/sync", {**good_sync, "protocol": 2}, token)),
         (422, "anonymousId", post(client, "/v1/batch", {"batch": [with_anonymous]}, token)),
         (422, "timezone", post(client, "/v1/batch", {"batch": [naive_time]}, token)),
+        (422, "NUL", post(client, "/v1/batch", {"batch": [nul]}, token)),
         (
             422,
             "items[0].cell",
