@@ -316,16 +316,17 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
         for shipped in install_shipped(models, app.now_ms()):
             print(f"{shipped.name} {shipped.version} (shipped default): {shipped.status}")
         trend = train_trending(store, models, app.now_ms())
-        personal = train_next_basket(store, models, app.now_ms())
-        pairs = train_complements(store, models, app.now_ms())
+        # --quick: what the agent refreshes every train_every_s; the rest is nightly work.
+        personal = None if args.quick else train_next_basket(store, models, app.now_ms())
+        pairs = None if args.quick else train_complements(store, models, app.now_ms())
     if trend is None:
         print("trending: no orders in the last two weeks, nothing to learn from")
-    if personal is None:
+    if personal is None and not args.quick:
         print(
             f"next-basket: fewer than {MIN_PEOPLE} people with personalization consent and a "
             "repeat visit, nothing personal to learn from yet"
         )
-    if pairs is None:
+    if pairs is None and not args.quick:
         print(f"complements: fewer than {2 * HOLDOUT_ORDERS} recent orders to learn from yet")
     for entry in (e for e in (trend, personal, pairs) if e is not None):
         figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.shadow.items()))
@@ -777,6 +778,12 @@ def build_parser() -> argparse.ArgumentParser:
     rolling.set_defaults(handler=cmd_models_rollback)
     training = model_commands.add_parser(
         "train", help="train the site's own models from its stored data and serve them"
+    )
+    training.add_argument(
+        "--quick",
+        action="store_true",
+        help="only install the shipped defaults and retrain trending (what the agent does "
+        "every [models] train_every_s); the personal and complement models are nightly work",
     )
     training.set_defaults(handler=cmd_models_train)
 

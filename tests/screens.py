@@ -28,6 +28,8 @@ def serving(
     agent.start()
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: answers(base), 20, "the staff screens' server")
+    # The start-up model job (a child process) has installed the shipped models.
+    agent.wait_log("model_job_done")
     return agent, base
 
 

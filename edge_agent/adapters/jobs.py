@@ -120,75 +120,56 @@ NIGHTLY_HOUR_UTC = 3
 NIGHTLY_TIMEOUT_S = 3 * 3600
 
 
-def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
-    from edge_agent.adapters.models import Models
-    from edge_agent.adapters.training import install_shipped, train_trending
-
-    try:
-        with Store.open(settings.database, settings.store.synchronous) as store:
-            models = Models(store, settings.models_folder)
-            install_shipped(models, clock())
-            entry = train_trending(store, models, clock())
-    except EdgeAgentError as exc:
-        logs.log(logger, logging.ERROR, "train_failed", str(exc))
-        return
-    if entry is not None:
-        logs.log(
-            logger, logging.INFO, "model_trained", "trending retrained",
-            version=entry.version, status=entry.status,
-        )  # fmt: skip
+#: How long the periodic model jobs may take before they are stopped (and run again later).
+MODEL_JOB_TIMEOUT_S = 15 * 60
 
 
-def _nightly_job(settings: Settings, clock: Callable[[], int]) -> None:
-    # A process of its own: fitting needs several times the memory of serving, and the
-    # agent's own footprint must stay that of serving.
+def _in_child(settings: Settings, arguments: list[str], timeout_s: float) -> None:
+    """Run ``edge-agent ARGUMENTS`` in a process of its own, and log what it printed.
+
+    Model work loads onnxruntime and model files (checking a release, training, a shadow
+    evaluation); in the agent's process that memory would stay its peak for good, and the
+    agent must keep the footprint of ingest. The child reads the same config file and
+    environment, and writes through its own connection like any other job.
+    """
     config = [] if settings.source == "defaults" else ["--config", settings.source]
+    command = [sys.executable, "-m", "edge_agent", *config, *arguments]
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "edge_agent", *config, "models", "train"],
-            capture_output=True,
-            text=True,
-            timeout=NIGHTLY_TIMEOUT_S,
-            check=False,
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired:
-        logs.log(logger, logging.ERROR, "train_failed", "models train ran over its time")
+        logs.log(
+            logger, logging.ERROR, "model_job_failed", "ran over its time",
+            command=" ".join(arguments), timeout_s=timeout_s,
+        )  # fmt: skip
         return
+    # Exit 1 is an answer ("nothing to learn yet", "not promoted"); above it, an error.
     logs.log(
         logger,
         logging.INFO if done.returncode in (0, 1) else logging.ERROR,
-        "model_trained",
+        "model_job_done",
         (done.stdout + done.stderr).strip()[-2000:],
+        command=" ".join(arguments),
+        exitcode=done.returncode,
     )
+
+
+def _train_job(settings: Settings, clock: Callable[[], int]) -> None:
+    _in_child(settings, ["models", "train", "--quick"], MODEL_JOB_TIMEOUT_S)
+
+
+def _nightly_job(settings: Settings, clock: Callable[[], int]) -> None:
+    # Fitting the personal model needs several times the memory of serving it.
+    _in_child(settings, ["models", "train"], NIGHTLY_TIMEOUT_S)
 
 
 def _pull_job(settings: Settings, clock: Callable[[], int]) -> None:
     # Central publishes personal and complement models; trending is always the site's own.
-    from edge_agent.adapters.models import Models
-    from edge_agent.adapters.pull import Known, pull
-    from edge_agent.adapters.shadow import local_shadow
-    from edge_agent.adapters.sync import client_for
     from edge_agent.core.recommend import COMPLEMENTS, PERSONAL
 
     for name in (PERSONAL, COMPLEMENTS):
-        try:
-            with (
-                Store.open(settings.database, settings.store.synchronous) as store,
-                client_for(settings) as client,
-            ):
-                models = Models(store, settings.models_folder)
-                shadow = local_shadow(store) if name == PERSONAL else None
-                outcome = pull(settings, models, name, client, clock(), shadow)
-        except EdgeAgentError as exc:
-            logs.log(logger, logging.WARNING, "model_pull_failed", str(exc), model=name)
-            continue
-        if not isinstance(outcome, Known):
-            logs.log(
-                logger,
-                logging.INFO if outcome.status == "serving" else logging.WARNING,
-                "model_release",
-                f"{name} {outcome.version}: {outcome.status} {outcome.reason}".strip(),
-            )
+        _in_child(settings, ["models", "pull", name], MODEL_JOB_TIMEOUT_S)
 
 
 def start(

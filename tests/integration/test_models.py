@@ -7,7 +7,7 @@ import hashlib
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.adapters.models import Models
+from edge_agent.adapters.mosquitto import Mosquitto
 from edge_agent.adapters.store import Store
 from edge_agent.adapters.training import SHIPPED, install_shipped
 from edge_agent.collector.app import create_app
 from edge_agent.collector.store import CentralStore
 from edge_agent.core.releases import Manifest, Refused, release
 from tests.collector_helpers import ADMIN_TOKEN, Server, collector_cli
+from tests.conftest import AgentProcess
 from tests.helpers import SITE, cli
 
 pytestmark = pytest.mark.integration
@@ -259,3 +261,18 @@ def test_the_shipped_default_verifies_loads_and_a_damaged_copy_is_refused(
     (refused,) = install_shipped(fresh, 1, copy)
     assert refused.status == "refused"
     assert "sha256" in refused.reason
+
+
+def test_the_agent_installs_models_from_a_child_process_and_never_loads_onnxruntime(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    # Its memory is that of ingest: model work (checking, training) runs in a child process.
+    agent = agent_factory(broker.port)
+    agent.start()
+    agent.wait_log("model_job_done")
+    with Store.open(agent.db, readonly=True) as store:
+        serving = [e.name for e in Models(store, agent.folder / "data" / "models").entries()]
+    assert "next-basket" in serving
+    assert agent.process is not None
+    maps = Path(f"/proc/{agent.process.pid}/maps").read_text()
+    assert "onnxruntime" not in maps
