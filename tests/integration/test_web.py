@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.adapters.screens import PAIRING_TTL_MS, Screens
+from edge_agent.adapters.store import Store
 from tests.conftest import AgentProcess
 from tests.helpers import Publisher, encode, identify, topic, track, wait_for
 from tests.screens import add_screen, answers, revoke, serving
@@ -241,3 +244,21 @@ def test_a_screen_in_a_zone_sees_who_entered_it_until_they_leave(
         wait_for(lambda: not in_zone()["visitor"]["present"], 20, "the visitor to leave")
     finally:
         publisher.close()
+
+
+def test_a_pairing_code_works_once_and_only_until_it_expires(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "edge-agent.db") as store:
+        screens = Screens(store)
+        _, stale = screens.add("till-1", "Till 1", now_ms=0)
+        assert screens.pair(stale, PAIRING_TTL_MS + 1) is None
+        _, fresh = screens.add("till-1", "Till 1", now_ms=1000)
+        token = screens.pair(fresh, 1000 + PAIRING_TTL_MS)
+        assert token is not None
+        assert screens.pair(fresh, 1000) is None
+        found = screens.by_token(token)
+        assert found is not None
+        assert found.device == "till-1"
+        # Only hashes are kept: neither the code nor the token is in the database.
+        dumped = "\n".join(store.db.conn.iterdump())
+        assert fresh not in dumped
+        assert token not in dumped
