@@ -263,25 +263,36 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace, settings: Settings) -> int:
-    """Pull the newest release of a model from central; exit 1 when it was not promoted."""
+    """Pull the newest release of each named model from central; exit 1 when one was not
+    promoted, 2 when one could not be pulled."""
     from edge_agent import app
     from edge_agent.adapters.pull import Known, pull
     from edge_agent.adapters.shadow import local_shadow
     from edge_agent.adapters.sync import client_for
     from edge_agent.core.recommend import PERSONAL
 
+    code = 0
     store, models = _registry(settings)
     with store, client_for(settings) as client:
-        shadow = local_shadow(store) if args.name == PERSONAL else None
-        outcome = pull(settings, models, args.name, client, app.now_ms(), shadow)
-    if isinstance(outcome, Known):
-        e = outcome.entry
-        print(f"{e.name} {e.version} is the newest release, already {e.status}")
-        return 0
-    print(f"{outcome.name} {outcome.version}: {outcome.status}")
-    if outcome.reason:
-        print(f"  {outcome.reason}")
-    return 0 if outcome.status == "serving" else 1
+        for name in dict.fromkeys(args.name):
+            shadow = local_shadow(store) if name == PERSONAL else None
+            try:
+                outcome = pull(settings, models, name, client, app.now_ms(), shadow)
+            except EdgeAgentError as exc:
+                # One model's failure does not keep the others from being pulled.
+                print(f"edge-agent: {name}: {exc}", file=sys.stderr)
+                code = 2
+                continue
+            if isinstance(outcome, Known):
+                e = outcome.entry
+                print(f"{e.name} {e.version} is the newest release, already {e.status}")
+                continue
+            print(f"{outcome.name} {outcome.version}: {outcome.status}")
+            if outcome.reason:
+                print(f"  {outcome.reason}")
+            if outcome.status != "serving":
+                code = max(code, 1)
+    return code
 
 
 def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
@@ -771,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_models_list)
     pulling = model_commands.add_parser("pull", help="pull the newest release from central")
-    pulling.add_argument("name", help="the model's name, e.g. next-basket")
+    pulling.add_argument("name", nargs="+", help="the models' names, e.g. next-basket")
     pulling.set_defaults(handler=cmd_models_pull)
     rolling = model_commands.add_parser("rollback", help="serve the previous version again")
     rolling.add_argument("name", help="the model's name")

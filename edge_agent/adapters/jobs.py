@@ -168,8 +168,7 @@ def _pull_job(settings: Settings, clock: Callable[[], int]) -> None:
     # Central publishes personal and complement models; trending is always the site's own.
     from edge_agent.core.recommend import COMPLEMENTS, PERSONAL
 
-    for name in (PERSONAL, COMPLEMENTS):
-        _in_child(settings, ["models", "pull", name], MODEL_JOB_TIMEOUT_S)
+    _in_child(settings, ["models", "pull", PERSONAL, COMPLEMENTS], MODEL_JOB_TIMEOUT_S)
 
 
 def start(
