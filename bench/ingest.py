@@ -156,7 +156,7 @@ def process_label(pid: int, root: int) -> str:
             command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "gone"
-    if "edge_agent.adapters.mqtt" in command:
+    if "edge_agent.mqtt.receiver" in command:
         return "agent child (paho receiver)"
     return command[:60]
 
@@ -181,8 +181,8 @@ def rate_text(rate: float) -> str:
 
 def build_templates(count: int, seed: int) -> list[Item]:
     """``count`` realistic events of the bench site as JSON with id and time placeholders."""
-    from edge_agent.catalogue import load_tafeng
-    from edge_agent.simulate import site_stream
+    from edge_agent.demo.catalogue import load_tafeng
+    from edge_agent.demo.simulate import site_stream
 
     stream = site_stream(random.Random(seed), 0, SITE, load_tafeng())
     marks = {"messageId": MID_MARK.decode(), "timestamp": TS_MARK.decode()}
@@ -1063,7 +1063,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # when started in the background, where SIGINT arrives ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from edge_agent.adapters.mosquitto import Mosquitto
+    from edge_agent.mqtt.broker import Mosquitto
 
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     with contextlib.ExitStack() as cleanup:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import orjson
 
-from edge_agent.adapters.store import Received, Store
-from edge_agent.catalogue import load_tafeng
 from edge_agent.config import load_settings
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.core.events import Event, MessageId
 from edge_agent.core.topics import DeviceId, parse_topic
-from edge_agent.simulate import site_stream
+from edge_agent.demo.catalogue import load_tafeng
+from edge_agent.demo.simulate import site_stream
+from edge_agent.store.database import Received, Store
 
 SITE = "bench"
 DAY_MS = 24 * HOUR_MS
@@ -37,8 +37,8 @@ BATCH = 5000
 # Run in a child process so that its peak RSS is the computation's alone.
 _FULL_DAY = """
 import json, resource, sys, time
-from edge_agent.adapters.jobs import compute_insights
-from edge_agent.adapters.store import Store
+from edge_agent.app.schedule import compute_insights
+from edge_agent.store.database import Store
 from edge_agent.config import load_settings
 settings = load_settings(environ={"EDGE_AGENT_SITE__DATA_DIR": sys.argv[1]})
 started = time.perf_counter()

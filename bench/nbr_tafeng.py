@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_agent.adapters.models import session_options
 from edge_agent.core import nbr
 from edge_agent.core.nbr_onnx import INPUT_HISTORY, INPUT_K, OUTPUT_ITEMS, serialize
 from edge_agent.core.releases import Manifest, release
+from edge_agent.serving.models import session_options
 
 DEFAULT_DATA = Path("/work/shared/data/tafeng")
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.sync import DAY_MS, SITE, store_days
-from edge_agent.adapters.models import Models
-from edge_agent.adapters.recommend import Recommender, run_model
-from edge_agent.adapters.store import Store
 from edge_agent.config import load_settings
 from edge_agent.core.recommend import PERSONAL, Context, inputs
+from edge_agent.serving.models import Models
+from edge_agent.serving.recommend import Recommender, run_model
+from edge_agent.store.database import Store
 
 
 def _peak_rss_mb() -> float:

@@ -37,11 +37,11 @@ from playwright.sync_api import sync_playwright
 
 from bench.ingest import descendants, mb, percentile, vmhwm_kb
 from bench.sync import DAY_MS, SITE, store_days
-from edge_agent.adapters.mosquitto import Mosquitto, free_port
-from edge_agent.adapters.screens import Screens
-from edge_agent.adapters.store import Store
 from edge_agent.config import load_settings
-from edge_agent.simulate import iso_timestamp
+from edge_agent.demo.simulate import iso_timestamp
+from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.store.database import Store
+from edge_agent.store.screens import Screens
 
 SCREENS = 20
 _PAGE_STAMPS = """() => {

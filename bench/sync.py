@@ -23,15 +23,15 @@ import httpx
 import orjson
 
 from edge_agent import app, schemas
-from edge_agent.adapters import keyfile
-from edge_agent.adapters.jobs import compute_insights
-from edge_agent.adapters.store import Store
-from edge_agent.adapters.sync import client_for, drain
-from edge_agent.catalogue import load_tafeng
+from edge_agent.app.schedule import compute_insights
 from edge_agent.collector.local import LocalCollector
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS
-from edge_agent.simulate import iso_timestamp, site_stream
+from edge_agent.demo.catalogue import load_tafeng
+from edge_agent.demo.simulate import iso_timestamp, site_stream
+from edge_agent.ops import keyfile
+from edge_agent.store.database import Store
+from edge_agent.sync.client import client_for, drain
 
 SITE = "bench-site"
 DAY_MS = 24 * HOUR_MS

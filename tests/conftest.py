@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.mqtt.broker import Mosquitto
 from tests.helpers import SITE, wait_for
 
 

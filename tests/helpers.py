@@ -222,8 +222,8 @@ def ingest(
     consent rules, one commit), as received at ``received_ms`` (default now); ``junk`` are
     payloads that must be rejected. Returns how many were rejected."""
     from edge_agent import app, schemas
-    from edge_agent.adapters import keyfile
-    from edge_agent.adapters.store import Store
+    from edge_agent.ops import keyfile
+    from edge_agent.store.database import Store
 
     at = received_ms if received_ms is not None else app.now_ms()
     received, rejected = app.classify(

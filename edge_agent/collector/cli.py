@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent import logs
-from edge_agent.adapters.systemd import Notifier
 from edge_agent.collector import summary
 from edge_agent.collector.store import CentralStore, redact
 from edge_agent.collector.wire import valid_id
 from edge_agent.config import service_manager, under_journald
 from edge_agent.errors import CollectorError, EdgeAgentError
+from edge_agent.ops.systemd import Notifier
 
 if TYPE_CHECKING:
     import uvicorn

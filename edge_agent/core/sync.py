@@ -1,6 +1,6 @@
 """What the outbox sends, in which batches, what it drops when full, and what an answer means.
 
-Pure: the sender (`edge_agent.adapters.sync`) reads the outbox, asks these functions, and does
+Pure: the sender (`edge_agent.sync.client`) reads the outbox, asks these functions, and does
 the I/O. The wire format is docs/sync-protocol.md.
 """
 

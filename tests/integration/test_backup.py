@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.adapters.mosquitto import Mosquitto
-from edge_agent.adapters.store import Store
 from edge_agent.config import Settings, load_settings
 from edge_agent.errors import StorageError
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.store.database import Store
 from tests.conftest import AgentProcess
 from tests.helpers import (
     SITE,

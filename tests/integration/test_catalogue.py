@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.catalogue import Basket, BasketLine, Catalogue, Product, load_tafeng
+from edge_agent.demo.catalogue import Basket, BasketLine, Catalogue, Product, load_tafeng
 from edge_agent.errors import ConfigError
 
 RAW_HEADER = (

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent import app, schemas
-from edge_agent.adapters.store import Store
 from edge_agent.config import load_settings
 from edge_agent.core.identity import SiteKey
+from edge_agent.store.database import Store
 from tests.helpers import SITE, cli, encode, topic, track
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.adapters.disk import DiskWatch, free_bytes
 from edge_agent.core.health import MB
 from edge_agent.errors import StorageError
+from edge_agent.ops.disk import DiskWatch, free_bytes
 
 
 def test_a_shortage_is_said_once_when_it_starts_and_once_when_it_ends(
@@ -19,7 +19,7 @@ def test_a_shortage_is_said_once_when_it_starts_and_once_when_it_ends(
     changes: list[bool] = []
     above_free = free_bytes(tmp_path) // MB + 1_000_000
     watch = DiskWatch(tmp_path, above_free, changes.append, every_s=0)
-    with caplog.at_level(logging.INFO, logger="edge_agent.adapters.disk"):
+    with caplog.at_level(logging.INFO, logger="edge_agent.ops.disk"):
         assert all(watch.is_short() for _ in range(5))
         watch.min_free_mb = 1
         assert not any(watch.is_short() for _ in range(5))

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.adapters.mosquitto import Mosquitto, free_port
 from edge_agent.core.health import MB
+from edge_agent.mqtt.broker import Mosquitto, free_port
 from tests.conftest import AgentProcess
 from tests.helpers import (
     Publisher,

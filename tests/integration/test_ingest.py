@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.mqtt.broker import Mosquitto
 from tests.conftest import AgentProcess
 from tests.helpers import (
     Publisher,

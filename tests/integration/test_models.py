@@ -18,13 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.adapters.models import Models
-from edge_agent.adapters.mosquitto import Mosquitto
-from edge_agent.adapters.store import Store
-from edge_agent.adapters.training import SHIPPED, install_shipped
 from edge_agent.collector.app import create_app
 from edge_agent.collector.store import CentralStore
 from edge_agent.core.releases import Manifest, Refused, release
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.serving.models import Models
+from edge_agent.serving.training import SHIPPED, install_shipped
+from edge_agent.store.database import Store
 from tests.collector_helpers import ADMIN_TOKEN, Server, collector_cli
 from tests.conftest import AgentProcess
 from tests.helpers import SITE, cli

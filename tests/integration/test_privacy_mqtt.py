@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from edge_agent.adapters import keyfile
-from edge_agent.adapters.mosquitto import Mosquitto
 from edge_agent.core.identity import Pseudonym, pseudonym, subject_hash
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.ops import keyfile
 from tests.conftest import AgentProcess
 from tests.helpers import (
     Publisher,

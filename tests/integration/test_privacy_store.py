@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from edge_agent import app
-from edge_agent.adapters import keyfile
-from edge_agent.adapters.jobs import expire_once
-from edge_agent.adapters.store import Store
+from edge_agent.app.schedule import expire_once
 from edge_agent.config import load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.retention import DAY_MS
 from edge_agent.errors import ConfigError
+from edge_agent.ops import keyfile
+from edge_agent.store.database import Store
 from tests.helpers import SITE, cli, ingest, track
 
 

@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edge_agent import app
-from edge_agent.adapters.jobs import compute_insights
-from edge_agent.adapters.store import Store
-from edge_agent.adapters.sync import client_for, drain
+from edge_agent.app.schedule import compute_insights
 from edge_agent.collector.app import create_app
 from edge_agent.collector.store import CentralStore
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.core.identity import pseudonym, subject_hash
+from edge_agent.store.database import Store
+from edge_agent.sync.client import client_for, drain
 from tests.collector_helpers import ADMIN_TOKEN, Server
 from tests.helpers import SITE, encode, topic
 from tests.property.test_privacy import (

@@ -21,9 +21,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.adapters.mosquitto import Mosquitto, free_port
-from edge_agent.adapters.provision import SiteFolder
 from edge_agent.core.topics import DeviceId
+from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.ops.provision import SiteFolder
 from tests.conftest import AgentProcess
 from tests.helpers import cli, encode, stored_ids, topic, track, wait_for
 

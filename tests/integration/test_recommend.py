@@ -16,16 +16,16 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent import app
-from edge_agent.adapters import keyfile
-from edge_agent.adapters.models import Models
-from edge_agent.adapters.recommend import Recommender
-from edge_agent.adapters.shadow import local_shadow
-from edge_agent.adapters.store import Store
-from edge_agent.adapters.training import train_trending
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, TRENDING
 from edge_agent.core.releases import Manifest, release_unsigned
+from edge_agent.ops import keyfile
+from edge_agent.serving.models import Models
+from edge_agent.serving.recommend import Recommender
+from edge_agent.serving.shadow import local_shadow
+from edge_agent.serving.training import train_trending
+from edge_agent.store.database import Store
 from tests.helpers import SITE, cli, ingest, track
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from edge_agent.adapters.mosquitto import Mosquitto
+from edge_agent.mqtt.broker import Mosquitto
 from tests.conftest import ARTEFACTS, AgentProcess
 from tests.helpers import Publisher, encode, identify, topic, track
 from tests.screens import add_screen, revoke, serving

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from edge_agent import app, schemas
-from edge_agent.adapters.migrations import migrations
-from edge_agent.adapters.store import Received, Store
 from edge_agent.config import load_settings
 from edge_agent.core.deadletters import dead_letter
 from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection, Schemas
 from edge_agent.core.identity import SiteKey
 from edge_agent.core.topics import DeviceId
 from edge_agent.errors import StorageError
+from edge_agent.store.database import Received, Store
+from edge_agent.store.migrations import migrations
 from tests.helpers import SITE, encode, topic, track
 
 

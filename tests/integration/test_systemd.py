@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.adapters.mosquitto import Mosquitto, free_port, mosquitto_binary
-from edge_agent.adapters.systemd import Notifier
+from edge_agent.mqtt.broker import Mosquitto, free_port, mosquitto_binary
+from edge_agent.ops.systemd import Notifier
 from tests.conftest import AgentProcess
 from tests.helpers import Publisher, encode, stored_ids, topic, track, wait_for
 

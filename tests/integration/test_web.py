@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.adapters.mosquitto import Mosquitto
-from edge_agent.adapters.screens import PAIRING_TTL_MS, Screens
-from edge_agent.adapters.store import Store
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.store.database import Store
+from edge_agent.store.screens import PAIRING_TTL_MS, Screens
 from tests.conftest import AgentProcess
 from tests.helpers import Publisher, encode, identify, topic, track, wait_for
 from tests.screens import add_screen, answers, revoke, serving

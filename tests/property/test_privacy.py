@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent import app, schemas
-from edge_agent.adapters.store import Store
 from edge_agent.core.consent import PURPOSES
 from edge_agent.core.events import Limits
 from edge_agent.core.identity import SiteKey, pseudonym
 from edge_agent.core.topics import SiteId
+from edge_agent.store.database import Store
 from tests.helpers import SITE, encode, topic
 
 KEY = SiteKey(bytes(range(32)))

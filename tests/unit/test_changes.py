@@ -7,9 +7,9 @@ from typing import Literal
 
 import orjson
 
-from edge_agent.adapters.changes import Changes, place, touched
 from edge_agent.core.events import Event, MessageId
 from edge_agent.core.topics import DeviceId
+from edge_agent.web.changes import Changes, place, touched
 
 
 def _event(

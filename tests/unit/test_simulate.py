@@ -12,11 +12,10 @@ from typing import Any, cast
 import pytest
 
 from edge_agent import schemas
-from edge_agent.catalogue import Catalogue, load_tafeng
 from edge_agent.core.events import Inbound, Limits, Schemas, parse_payload
 from edge_agent.core.topics import SiteId, parse_topic
-from edge_agent.errors import ConfigError
-from edge_agent.simulate import (
+from edge_agent.demo.catalogue import Catalogue, load_tafeng
+from edge_agent.demo.simulate import (
     EVENTS_PER_VISIT,
     ZONES,
     Publication,
@@ -24,6 +23,7 @@ from edge_agent.simulate import (
     iso_timestamp,
     site_stream,
 )
+from edge_agent.errors import ConfigError
 
 SITE = "demo-site"
 START_MS = 1_764_150_000_000  # 2025-11-26T09:40:00Z

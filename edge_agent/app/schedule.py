@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from edge_agent import logs
-from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
 from edge_agent.core.aggregate import (
     DWELL_LOOKBACK_HOURS,
@@ -26,9 +25,10 @@ from edge_agent.core.aggregate import (
 from edge_agent.core.retention import cutoffs
 from edge_agent.core.sync import site_offset
 from edge_agent.errors import EdgeAgentError, StorageError
+from edge_agent.store.database import Store
 
 if TYPE_CHECKING:
-    from edge_agent.adapters.sync import SyncReport
+    from edge_agent.sync.client import SyncReport
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _sync_job(
     on_sync: Callable[[SyncReport | None], None] = lambda _report: None,
 ) -> None:
     # Imported here: httpx is only needed on a site that syncs.
-    from edge_agent.adapters import sync
+    from edge_agent.sync import client as sync
 
     try:
         with sync.client_for(settings) as client:

@@ -15,8 +15,6 @@ import numpy.typing as npt
 import onnxruntime as ort
 import orjson
 
-from edge_agent.adapters.models import Models
-from edge_agent.adapters.store import Store
 from edge_agent.core.identity import Pseudonym
 from edge_agent.core.recommend import (
     COMPLEMENTS,
@@ -29,6 +27,8 @@ from edge_agent.core.recommend import (
     pick,
 )
 from edge_agent.core.releases import Manifest
+from edge_agent.serving.models import Models
+from edge_agent.store.database import Store
 
 #: How many basket items are tried one by one to say what a complement "goes with".
 _ATTRIBUTE_MAX = 20

@@ -13,8 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_agent.adapters.store import Store
 from edge_agent.errors import StorageError
+from edge_agent.store.database import Store
 
 PAIRING_TTL_MS = 10 * 60 * 1000
 Kind = Literal["device", "zone"]

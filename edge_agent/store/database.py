@@ -1,6 +1,6 @@
 """The SQLite store (WAL, through sqlite-utils): events, dead letters, agent state.
 
-The personal-data tables are written by `edge_agent.adapters.personal` inside this store's
+The personal-data tables are written by `edge_agent.store.people` inside this store's
 transactions.
 """
 
@@ -16,9 +16,6 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from edge_agent.adapters.migrations import FIRST_STEP, migrations, unknown_steps
-from edge_agent.adapters.outbox import Outbox
-from edge_agent.adapters.personal import ERASURE_EVENT, PersonalData, Receipt, Stored
 from edge_agent.core.aggregate import (
     DEAD_LETTER_KIND,
     DUPLICATES_KIND,
@@ -32,6 +29,9 @@ from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.core.noise import Refusal, charge
 from edge_agent.core.retention import Cutoffs
 from edge_agent.errors import StorageError
+from edge_agent.store.migrations import FIRST_STEP, migrations, unknown_steps
+from edge_agent.store.outbox import Outbox
+from edge_agent.store.people import ERASURE_EVENT, PersonalData, Receipt, Stored
 
 #: The tables that hold a site's data (`row_counts`), not its bookkeeping.
 MAIN_TABLES = (

@@ -19,16 +19,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from edge_agent import logs, schemas
-from edge_agent.adapters import backup as backups
-from edge_agent.adapters import jobs, keyfile, mqtt
-from edge_agent.adapters.changes import Changes, touched
-from edge_agent.adapters.disk import DiskWatch
-from edge_agent.adapters.lockfile import DatabaseLock
-from edge_agent.adapters.metrics import Metrics
-from edge_agent.adapters.mqtt import Item, ReceiverOptions
-from edge_agent.adapters.personal import Receipt
-from edge_agent.adapters.store import DeadLetterRow, Received, Status, Store
-from edge_agent.adapters.systemd import Notifier
+from edge_agent.app import schedule as jobs
 from edge_agent.config import Settings, service_manager, under_journald
 from edge_agent.core.aggregate import (
     HOUR_MS,
@@ -60,6 +51,17 @@ from edge_agent.core.identity import (
 from edge_agent.core.noise import Refusal, budget_day, noisy
 from edge_agent.core.topics import SiteId
 from edge_agent.errors import BudgetSpent, StorageError
+from edge_agent.mqtt import receiver as mqtt
+from edge_agent.mqtt.receiver import Item, ReceiverOptions
+from edge_agent.ops import keyfile
+from edge_agent.ops.disk import DiskWatch
+from edge_agent.ops.metrics import Metrics
+from edge_agent.ops.systemd import Notifier
+from edge_agent.store import backup as backups
+from edge_agent.store.database import DeadLetterRow, Received, Status, Store
+from edge_agent.store.lock import DatabaseLock
+from edge_agent.store.people import Receipt
+from edge_agent.web.changes import Changes, touched
 
 if TYPE_CHECKING:
     import uvicorn
@@ -162,7 +164,7 @@ class Agent:
         # its resource-tracker process, 13 MB of memory for nothing this agent uses.
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.adapters.mqtt", str(theirs.fileno())],
+            [sys.executable, "-m", "edge_agent.mqtt.receiver", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
         )
         theirs.close()
@@ -359,7 +361,7 @@ def _serve_http(settings: Settings, changes: Changes, metrics: Metrics) -> uvico
     it; open streams are cut after a short grace)."""
     import uvicorn
 
-    from edge_agent.web import create_app
+    from edge_agent.web.app import create_app
 
     config = uvicorn.Config(
         create_app(settings, now_ms, changes, metrics),

@@ -24,10 +24,10 @@ from edge_agent.errors import EdgeAgentError
 
 if TYPE_CHECKING:
     # The command line imports its adapters lazily: `--help` stays fast and light.
-    from edge_agent.adapters.backup import Copied
-    from edge_agent.adapters.models import Models
-    from edge_agent.adapters.provision import Change
-    from edge_agent.adapters.store import Store
+    from edge_agent.ops.provision import Change
+    from edge_agent.serving.models import Models
+    from edge_agent.store.backup import Copied
+    from edge_agent.store.database import Store
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -193,7 +193,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a simulated site's events to the broker."""
-    from edge_agent.simulate import SimulatorOptions, run_simulator
+    from edge_agent.demo.simulate import SimulatorOptions, run_simulator
 
     report = run_simulator(
         SimulatorOptions(
@@ -212,7 +212,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     """Drain the outbox to central now; exit 1 when something is left for a later retry."""
     from edge_agent import app
-    from edge_agent.adapters import sync
+    from edge_agent.sync import client as sync
 
     with sync.client_for(settings) as client:
         report = sync.drain(settings, app.now_ms(), client, force=True)
@@ -237,8 +237,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings) -> tuple[Store, Models]:
-    from edge_agent.adapters.models import Models
-    from edge_agent.adapters.store import Store
+    from edge_agent.serving.models import Models
+    from edge_agent.store.database import Store
 
     store = Store.open(settings.database, settings.store.synchronous)
     return store, Models(store, settings.models_folder)
@@ -266,10 +266,10 @@ def cmd_models_pull(args: argparse.Namespace, settings: Settings) -> int:
     """Pull the newest release of each named model from central; exit 1 when one was not
     promoted, 2 when one could not be pulled."""
     from edge_agent import app
-    from edge_agent.adapters.pull import Known, pull
-    from edge_agent.adapters.shadow import local_shadow
-    from edge_agent.adapters.sync import client_for
     from edge_agent.core.recommend import PERSONAL
+    from edge_agent.serving.pull import Known, pull
+    from edge_agent.serving.shadow import local_shadow
+    from edge_agent.sync.client import client_for
 
     code = 0
     store, models = _registry(settings)
@@ -313,7 +313,7 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train the site's own models from its stored data and serve them."""
     from edge_agent import app
-    from edge_agent.adapters.training import (
+    from edge_agent.serving.training import (
         HOLDOUT_ORDERS,
         MIN_PEOPLE,
         install_shipped,
@@ -348,9 +348,9 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     """Print what a staff screen would show for a visitor and a basket."""
     from edge_agent import app
-    from edge_agent.adapters import keyfile
-    from edge_agent.adapters.recommend import Recommender, stocked_items
     from edge_agent.core.identity import pseudonym
+    from edge_agent.ops import keyfile
+    from edge_agent.serving.recommend import Recommender, stocked_items
 
     visitor = (
         pseudonym(keyfile.load_or_create(settings.site_key), args.user_id) if args.user_id else None
@@ -375,8 +375,8 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_screens_add(args: argparse.Namespace, settings: Settings) -> int:
     """Register a screen and print its one-time pairing code."""
     from edge_agent import app
-    from edge_agent.adapters.screens import PAIRING_TTL_MS, Kind, Screens
-    from edge_agent.adapters.store import Store
+    from edge_agent.store.database import Store
+    from edge_agent.store.screens import PAIRING_TTL_MS, Kind, Screens
 
     kind: Kind = "zone" if args.zone else "device"
     name = args.zone or args.device
@@ -393,8 +393,8 @@ def cmd_screens_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_screens_list(args: argparse.Namespace, settings: Settings) -> int:
     """List the registered screens."""
-    from edge_agent.adapters.screens import Screens
-    from edge_agent.adapters.store import Store
+    from edge_agent.store.database import Store
+    from edge_agent.store.screens import Screens
 
     with Store.open(settings.database, settings.store.synchronous) as store:
         found = Screens(store).all()
@@ -415,8 +415,8 @@ def cmd_screens_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_screens_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """Lock a screen out at once."""
     from edge_agent import app
-    from edge_agent.adapters.screens import Screens
-    from edge_agent.adapters.store import Store
+    from edge_agent.store.database import Store
+    from edge_agent.store.screens import Screens
 
     with Store.open(settings.database, settings.store.synchronous) as store:
         done = Screens(store).revoke(args.id, app.now_ms())
@@ -557,7 +557,7 @@ def _cell(value: object) -> str:
 
 def cmd_provision_init(args: argparse.Namespace, settings: Settings) -> int:
     """Create a site's folder: CA, broker certificate, credentials, configurations."""
-    from edge_agent.adapters import provision
+    from edge_agent.ops import provision
 
     if bool(args.collector_url) != bool(args.site_token):
         print("edge-agent: --collector-url and --site-token go together", file=sys.stderr)
@@ -595,7 +595,7 @@ def _print_change(change: Change, done: str) -> None:
 
 def cmd_provision_add_device(args: argparse.Namespace, settings: Settings) -> int:
     """Provision one more device."""
-    from edge_agent.adapters import provision
+    from edge_agent.ops import provision
 
     _print_change(provision.add_device(args.dir, args.device), f"device {args.device} added")
     return 0
@@ -603,7 +603,7 @@ def cmd_provision_add_device(args: argparse.Namespace, settings: Settings) -> in
 
 def cmd_provision_revoke_device(args: argparse.Namespace, settings: Settings) -> int:
     """Take a device's credential and topic away."""
-    from edge_agent.adapters import provision
+    from edge_agent.ops import provision
 
     change = provision.revoke_device(args.dir, args.device)
     _print_change(change, f"device {args.device} revoked")
@@ -612,7 +612,7 @@ def cmd_provision_revoke_device(args: argparse.Namespace, settings: Settings) ->
 
 def cmd_provision_rotate(args: argparse.Namespace, settings: Settings) -> int:
     """Replace a device's or the agent's password."""
-    from edge_agent.adapters import provision
+    from edge_agent.ops import provision
 
     if args.agent:
         change = provision.rotate_agent(args.dir)
@@ -625,7 +625,7 @@ def cmd_provision_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run a whole demo site on this machine."""
-    from edge_agent.demo import run_demo
+    from edge_agent.demo.run import run_demo
 
     run_demo(data_dir=args.data_dir, rate=args.rate, duration=args.duration, seed=args.seed)
     return 0

@@ -117,7 +117,7 @@ def load_tafeng(path: Path | None = None) -> Catalogue:
 
 @contextmanager
 def _open(path: Path | None) -> Iterator[IO[str]]:
-    source = resources.files("edge_agent").joinpath(_PACKAGED) if path is None else path
+    source = resources.files("edge_agent.demo").joinpath(_PACKAGED) if path is None else path
     with source.open("rb") as raw:
         # Sniffed rather than judged by the name: a user's export may be gzipped as .csv.
         compressed = raw.read(2) == _GZIP_MAGIC

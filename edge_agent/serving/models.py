@@ -25,9 +25,9 @@ import onnxruntime as ort
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.adapters.store import Store
 from edge_agent.core.releases import Manifest, Refused, check, not_worse, parse
 from edge_agent.errors import StorageError
+from edge_agent.store.database import Store
 
 #: What a shadow evaluation returns: metric name -> value (higher is better).
 Shadow = Callable[[ort.InferenceSession, Manifest], Mapping[str, float]]

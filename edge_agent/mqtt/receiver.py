@@ -5,7 +5,7 @@ so this process only receives, groups messages into batches and sends PUBACKs; t
 process validates and commits. A message is acknowledged only after the parent reports that
 its batch is committed ("ack after commit"), which is what makes an acknowledged event durable.
 
-It runs as ``python -m edge_agent.adapters.mqtt FD``; FD is its end of a socket pair.
+It runs as ``python -m edge_agent.mqtt.receiver FD``; FD is its end of a socket pair.
 Wire protocol over it (pickled): first the parent sends the `ReceiverOptions`, then tuples:
   child -> parent  ("batch", seq, [(topic, payload, received_ms), ...], unacked)
                    unacked: messages received and not yet acknowledged, this batch's included
@@ -325,6 +325,6 @@ def receiver_main(fd: int) -> None:
 if __name__ == "__main__":
     # Run the module under its own name, not this __main__ copy, so the options the parent
     # pickled are instances of the same classes this code uses.
-    from edge_agent.adapters import mqtt as receiver
+    from edge_agent.mqtt import receiver
 
     receiver.receiver_main(int(sys.argv[1]))

@@ -4,7 +4,7 @@ A screen is opened once at the address ``edge-agent screens add`` printed, whose
 the page trades for the screen's own token (kept in the browser, stored here only hashed). With
 that token it gets the visitor in front of its device and their lists (`GET /v1/screen`), the
 site's figures today (`GET /v1/site`), and both pushed as they change (`GET /v1/screen/stream`,
-Server-Sent Events). Answers identify nobody; see `edge_agent.adapters.answers`.
+Server-Sent Events). Answers identify nobody; see `edge_agent.app.screens`.
 
 Everything the page loads comes from this server (the site may have no internet), under a
 Content-Security-Policy that allows nothing else and no inline script.
@@ -38,14 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent import logs
-from edge_agent.adapters import answers
-from edge_agent.adapters.changes import Changes, place
-from edge_agent.adapters.disk import free_bytes
-from edge_agent.adapters.metrics import Metrics
-from edge_agent.adapters.models import Models, Sessions
-from edge_agent.adapters.recommend import Recommender, Stocked
-from edge_agent.adapters.screens import Screen, Screens
-from edge_agent.adapters.store import Store
+from edge_agent.app import screens as answers
 from edge_agent.config import Settings
 from edge_agent.core.health import (
     HEARTBEAT_STALE_MS,
@@ -58,6 +51,13 @@ from edge_agent.core.health import (
     verdict,
 )
 from edge_agent.errors import EdgeAgentError, StorageError
+from edge_agent.ops.disk import free_bytes
+from edge_agent.ops.metrics import Metrics
+from edge_agent.serving.models import Models, Sessions
+from edge_agent.serving.recommend import Recommender, Stocked
+from edge_agent.store.database import Store
+from edge_agent.store.screens import Screen, Screens
+from edge_agent.web.changes import Changes, place
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 4096

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 import onnxruntime as ort
 import orjson
 
-from edge_agent.adapters.models import Shadow
-from edge_agent.adapters.recommend import history_decay, run_model
-from edge_agent.adapters.store import Store
 from edge_agent.core.nbr import evaluate, top_k
 from edge_agent.core.recommend import Context, inputs
 from edge_agent.core.releases import Manifest
+from edge_agent.serving.models import Shadow
+from edge_agent.serving.recommend import history_decay, run_model
+from edge_agent.store.database import Store
 
 #: Fewer people than this with two or more baskets: not enough to tell two models apart.
 MIN_CASES = 30

@@ -30,17 +30,17 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from edge_agent import logs
-from edge_agent.adapters.disk import free_bytes
-from edge_agent.adapters.outbox import Outbox
-from edge_agent.adapters.store import CommitResult, Store
 from edge_agent.config import Settings
 from edge_agent.core.health import MB
 from edge_agent.core.noise import budget_day
 from edge_agent.core.sync import PRIORITY
 from edge_agent.errors import StorageError
+from edge_agent.ops.disk import free_bytes
+from edge_agent.store.database import CommitResult, Store
+from edge_agent.store.outbox import Outbox
 
 if TYPE_CHECKING:
-    from edge_agent.adapters.sync import SyncReport
+    from edge_agent.sync.client import SyncReport
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class StoreFigures(Collector):
 
     def _from_store(self) -> Iterator[Metric]:
         # Imported here: the registry loads onnxruntime, which only scrapes need from here.
-        from edge_agent.adapters.models import Models
+        from edge_agent.serving.models import Models
 
         s = self.settings
         with Store.open(s.database, readonly=True) as store:

@@ -4,7 +4,7 @@ A backup is a consistent copy taken while the agent ingests (SQLite's online bac
 `Store.copy_to`), written to a temporary file beside the target and renamed into place, so a
 reader never finds half a backup under the target's name. A restore checks the file first
 (SQLite opens it, ``PRAGMA integrity_check`` passes, it is an edge-agent database this release
-can migrate), holds the agent's lock (`edge_agent.adapters.lockfile`) so no agent writes
+can migrate), holds the agent's lock (`edge_agent.store.lock`) so no agent writes
 meanwhile, and keeps the database it replaces as ``<database>.before-restore``.
 """
 
@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.adapters.lockfile import DatabaseLock
-from edge_agent.adapters.store import Store
 from edge_agent.errors import StorageError
+from edge_agent.store.database import Store
+from edge_agent.store.lock import DatabaseLock
 
 #: SQLite keeps a database's write-ahead log and its index next to it under these suffixes.
 _WAL_SUFFIXES = ("-wal", "-shm")

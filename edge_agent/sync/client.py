@@ -22,8 +22,6 @@ import httpx
 import orjson
 
 from edge_agent import logs
-from edge_agent.adapters.outbox import Holder, Outbox, Row
-from edge_agent.adapters.store import Store
 from edge_agent.config import Settings
 from edge_agent.core.identity import Pseudonym, subject_hash
 from edge_agent.core.sync import (
@@ -39,6 +37,8 @@ from edge_agent.core.sync import (
     over_quota,
 )
 from edge_agent.errors import ConfigError
+from edge_agent.store.database import Store
+from edge_agent.store.outbox import Holder, Outbox, Row
 
 logger = logging.getLogger(__name__)
 

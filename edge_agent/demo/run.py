@@ -17,12 +17,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.adapters.mosquitto import Mosquitto, free_port
-from edge_agent.adapters.screens import Screens
-from edge_agent.adapters.store import Store
 from edge_agent.collector.local import LocalCollector
+from edge_agent.demo.simulate import TILLS, SimulatorOptions, run_simulator
 from edge_agent.errors import EdgeAgentError, StorageError
-from edge_agent.simulate import TILLS, SimulatorOptions, run_simulator
+from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.store.database import Store
+from edge_agent.store.screens import Screens
 
 DEMO_SITE = "demo-site"
 _FAULT_EVERY_S = 4.0

@@ -17,15 +17,15 @@ import onnxruntime as ort
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.adapters.models import Entry, Models, Shadow
-from edge_agent.adapters.recommend import run_model
-from edge_agent.adapters.shadow import cases, local_shadow
-from edge_agent.adapters.store import Store
 from edge_agent.core import complements, trending
 from edge_agent.core.nbr import NbrParams, evaluate, fit_nbr, top_k
 from edge_agent.core.nbr_onnx import serialize
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, Context, inputs
 from edge_agent.core.releases import Manifest, release_unsigned
+from edge_agent.serving.models import Entry, Models, Shadow
+from edge_agent.serving.recommend import run_model
+from edge_agent.serving.shadow import cases, local_shadow
+from edge_agent.store.database import Store
 
 #: The releases that ship with the project, signed by the project's release key.
 SHIPPED = Path(__file__).resolve().parents[2] / "models"

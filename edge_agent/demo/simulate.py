@@ -28,8 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.catalogue import Basket, Catalogue, Product, load_tafeng
 from edge_agent.core.topics import DeviceId, DeviceTopic, SiteId, TopicError
+from edge_agent.demo.catalogue import Basket, Catalogue, Product, load_tafeng
 from edge_agent.errors import BrokerError, ConfigError
 
 logger = logging.getLogger(__name__)

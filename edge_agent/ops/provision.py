@@ -35,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge_agent import logs
-from edge_agent.adapters import keyfile
 from edge_agent.config import load_settings
 from edge_agent.core.broker import mosquitto_conf
 from edge_agent.core.provisioning import (
@@ -55,6 +54,7 @@ from edge_agent.core.provisioning import (
 )
 from edge_agent.core.topics import DeviceId, SiteId
 from edge_agent.errors import BrokerError, ConfigError
+from edge_agent.ops import keyfile
 
 logger = logging.getLogger(__name__)
 

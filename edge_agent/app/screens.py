@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from edge_agent.adapters import jobs
-from edge_agent.adapters.recommend import Recommender, in_front
-from edge_agent.adapters.screens import Screen
-from edge_agent.adapters.store import Store
+from edge_agent.app import schedule as jobs
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
+from edge_agent.serving.recommend import Recommender, in_front
+from edge_agent.store.database import Store
+from edge_agent.store.screens import Screen
 
 DAY_MS = 24 * HOUR_MS
 #: The hourly figures a screen charts, and the day's totals it shows.

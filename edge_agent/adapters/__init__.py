@@ -1,1 +1,0 @@
-"""Thin adapters between the core and the outside world (MQTT, SQLite, processes)."""

@@ -1,0 +1,1 @@
+"""The demo site: the simulator, the Ta Feng catalogue it sells from, and the demo runner."""

@@ -1,0 +1,2 @@
+"""Recommendation models: the registry, ONNX sessions, training, shadow evaluation and pulls
+from central."""

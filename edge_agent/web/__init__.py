@@ -1,0 +1,1 @@
+"""The staff screens' web app: page, JSON API, push stream, health and metrics."""
