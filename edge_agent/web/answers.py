@@ -1,0 +1,56 @@
+"""What a screen is answered: the visitor at its device or in its zone, and the site's figures
+today, over the calling thread's `Reader` (see `edge_agent.app.screens`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edge_agent.app import screens
+from edge_agent.serving.recommend import Stocked
+from edge_agent.store.screens import Screen
+from edge_agent.web.cached import Cached
+from edge_agent.web.readers import Readers
+
+
+class ScreenAnswers:
+    """The screens' answers of one app, sharing what is in stock and the site's figures."""
+
+    def __init__(
+        self, readers: Readers, clock: Callable[[], int], k: int, site_refresh_s: float
+    ) -> None:
+        """``k``: the insights' suppression threshold; ``site_refresh_s``: the site's figures
+        are computed at most this often, whatever the number of screens."""
+        self.readers = readers
+        self.clock = clock
+        self.k = k
+        self.stocked = Stocked()
+        self.figures = Cached(site_refresh_s)
+
+    def stocked_now(self) -> dict[str, str]:
+        """The items in stock now (item -> name).
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        return self.stocked.get(self.readers.get().store, self.clock())
+
+    def visitor(self, screen: Screen, k: int) -> dict[str, object]:
+        """The visitor in front of ``screen`` and up to ``k`` picks per list.
+
+        Raises:
+            StorageError: the database or a serving model cannot be read.
+        """
+        reader = self.readers.get()
+        return screens.visitor(reader.recommender, screen, k, self.stocked_now(), self.clock())
+
+    def site(self) -> dict[str, object]:
+        """The site's figures today.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        return self.figures.get(
+            lambda: screens.site_today(
+                self.readers.get().store, self.k, self.stocked_now(), self.clock()
+            )
+        )

@@ -1,0 +1,146 @@
+"""The staff screens' HTTP app in-process, over a store file under ``tmp_path`` (no server,
+broker or agent process): hostile requests, bad query strings, another screen's token, and the
+security headers on every kind of answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edge_agent.app import now_ms
+from edge_agent.config import Settings, load_settings
+from edge_agent.ops.metrics import Metrics
+from edge_agent.store.database import Store
+from edge_agent.store.screens import Screens
+from edge_agent.web.app import create_app
+from edge_agent.web.changes import Changes
+from tests.helpers import SITE, identify, ingest, track, wait_for
+from tests.inprocess import in_process
+
+MEMBER = "member-5e1f00"
+
+
+class Site:
+    """An agent's settings and a client of its staff screens' app, in-process."""
+
+    def __init__(self, settings: Settings, client: httpx.Client) -> None:
+        self.settings = settings
+        self.client = client
+
+    def answers(self) -> bool:
+        """Whether the app answers its health check."""
+        return self.client.get("/healthz").status_code == 200
+
+    def pair(self, device: str = "till-1") -> str:
+        """Add a screen at ``device`` as ``edge-agent screens add`` does, pair it; its token."""
+        with Store.open(self.settings.database) as store:
+            _, code = Screens(store).add(device, device, now_ms())
+        paired = self.client.post("/v1/pair", json={"code": code})
+        assert paired.status_code == 200, paired.text
+        again = self.client.post("/v1/pair", json={"code": code})
+        assert again.status_code == 403  # a code works once
+        token: str = paired.json()["token"]
+        return token
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A fresh site's staff screens' app, started for the test."""
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n')
+    settings = load_settings(config)
+    settings.site.data_dir.mkdir()
+    app = create_app(settings, now_ms, Changes(), Metrics(settings, now_ms))
+    with in_process(app) as client:
+        yield Site(settings, client)
+
+
+def _visit(personalization: bool) -> list[dict[str, Any]]:
+    user = {"userId": MEMBER, "anonymousId": "visit-at-till"}
+    purposes = {"analytics": True, "personalization": personalization, "crm_sync": False}
+    product = {"product_id": "p2", "price": 2.0, "quantity": 1, "cart_id": "c1"}
+    traits = {"first_name": "Mei", "email": "mei@example.org", "phone": "+886912345678"}
+    # Consent first: a name given before personalization is granted is not kept.
+    return [
+        track("Consent Updated", {"purposes": purposes, "source": "till"}, **user),
+        identify(MEMBER, traits, anonymousId=user["anonymousId"]),
+        track("Product Added", product, **user),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/v1/screen", {}, 401),
+        ("GET", "/v1/screen", {"headers": {"Authorization": "Bearer nope"}}, 401),
+        ("GET", "/v1/screen", {"headers": {"Authorization": "Basic x"}}, 401),
+        ("GET", "/v1/screen", {"headers": {"Authorization": "Bearer " + "x" * 5000}}, 401),
+        ("POST", "/v1/pair", {"content": b"{oops"}, 400),
+        ("POST", "/v1/pair", {"json": {"code": 7}}, 400),
+        ("POST", "/v1/pair", {"json": {"code": "x" * 100}}, 400),
+        ("POST", "/v1/pair", {"json": {"code": "never-issued"}}, 403),
+        ("POST", "/v1/pair", {"content": b"x" * 10_000}, 413),
+        ("GET", "/v1/screen/stream", {}, 401),
+        ("GET", "/v1/screen/stream", {"headers": {"Authorization": "Bearer nope"}}, 401),
+        ("GET", "/v1/site", {"headers": {"Authorization": "Bearer nope"}}, 401),
+        ("GET", "/../../etc/passwd", {}, 404),
+        ("GET", "/static/%2e%2e/%2e%2e/config.py", {}, 404),
+        ("GET", "/static/..%2f..%2fweb.py", {}, 404),
+        ("GET", "/static/%2e%2e%2fweb.py", {}, 404),
+        ("GET", "/static/vendor/%2e%2e/%2e%2e/%2e%2e/pyproject.toml", {}, 404),
+        ("GET", "/static/" + "a/" * 2000, {}, 404),
+        ("GET", "/static/%00.js", {}, 404),
+        ("DELETE", "/v1/screen", {}, 404),
+        ("POST", "/", {"content": b"<script>"}, 404),
+    ],
+)
+def test_hostile_requests_get_clear_errors(
+    site: Site, method: str, path: str, kwargs: dict[str, Any], status: int
+) -> None:
+    answer = site.client.request(method, path, **kwargs)
+    assert answer.status_code == status
+    assert set(answer.json()) == {"error", "detail"}
+    assert site.answers()  # still serving
+
+
+def test_bad_query_strings_and_another_screens_token(site: Site) -> None:
+    at_till_1 = {"Authorization": f"Bearer {site.pair('till-1')}"}
+    at_till_2 = {"Authorization": f"Bearer {site.pair('till-2')}"}
+    for query in ("k=0", "k=21", "k=five", "k=5&" + "x" * 5000, "k=" + "9" * 5000):
+        for path in ("/v1/screen", "/v1/screen/stream", "/v1/site"):
+            answer = site.client.get(f"{path}?{query}", headers=at_till_1)
+            assert answer.status_code == 400, (path, query[:20])
+            assert "k must be" in answer.json()["detail"]
+    assert site.answers()
+
+    ingest(site.settings, _visit(True), device="till-1")
+    wait_for(
+        lambda: site.client.get("/v1/screen", headers=at_till_1).json()["visitor"]["present"],
+        20,
+        "the visit at till 1",
+    )
+    # A screen sees its own device only: till 2's screen knows nothing of till 1's visitor.
+    other = site.client.get("/v1/screen", headers=at_till_2).json()
+    assert other["screen"]["device"] == "till-2"
+    assert other["visitor"] == {"present": False, "first_name": None}
+    assert other["basket"] == []
+
+
+def test_every_answer_carries_a_strict_content_security_policy(site: Site) -> None:
+    for path in ("/", "/static/screen.js", "/static/vendor/uPlot.iife.min.js", "/healthz", "/nope"):
+        answer = site.client.get(path)
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+    page = site.client.get("/").text
+    # Nothing from elsewhere, and no inline script the policy would have to allow.
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<script>" not in page
