@@ -1,5 +1,5 @@
 """The central collector as a real uvicorn server over SQLite and PostgreSQL, spoken to with
-httpx as an agent and an admin would."""
+httpx as an agent and an admin would; its refusals in-process (no socket needed)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ from tests.collector_helpers import (
     subject,
     sync_body,
 )
+from tests.inprocess import in_process
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +88,13 @@ def client(store: CentralStore) -> Iterator[httpx.Client]:
         Server(create_app(store, ADMIN_TOKEN)) as server,
         httpx.Client(base_url=server.url, timeout=60) as http,
     ):
+        yield http
+
+
+@pytest.fixture
+def local(store: CentralStore) -> Iterator[httpx.Client]:
+    """An httpx client of the collector app over ``store``, in this process."""
+    with in_process(create_app(store, ADMIN_TOKEN)) as http:
         yield http
 
 
@@ -255,8 +263,9 @@ def test_identified_batches_are_idempotent_and_erasure_removes_a_subject(
 
 
 def test_refused_requests_store_nothing_and_the_server_keeps_answering(
-    client: httpx.Client, store: CentralStore, target: str
+    local: httpx.Client, store: CentralStore, target: str
 ) -> None:
+    client = local  # the same requests as to a real server, without the socket
     token = add_site(store, "shop-a")
     add_site(store, "shop-b")
     hour = DAY_MS + 12 * HOUR_MS
@@ -402,10 +411,14 @@ def test_cli_adds_a_site_and_prints_a_csv_summary(target: str) -> None:
     assert again.stderr.count("\n") == 1
     assert "already registered" in again.stderr
 
-    with Server(create_app(CentralStore.open(target), ADMIN_TOKEN)) as server:
-        body = sync_body("shop-a", VENUE, 1, [insight(hour_cell(DAY_MS + HOUR_MS, "a", 6, 2))])
-        with httpx.Client(base_url=server.url) as http:
-            assert post(http, "/v1/sync", body, token).status_code == 200
+    central = CentralStore.open(target)
+    try:
+        with Server(create_app(central, ADMIN_TOKEN)) as server:
+            body = sync_body("shop-a", VENUE, 1, [insight(hour_cell(DAY_MS + HOUR_MS, "a", 6, 2))])
+            with httpx.Client(base_url=server.url) as http:
+                assert post(http, "/v1/sync", body, token).status_code == 200
+    finally:
+        central.close()
 
     day = _day(DAY_MS)
     done = collector_cli(
