@@ -44,21 +44,8 @@ from edge_agent.web.readers import Readers
 from edge_agent.web.responses import refusal
 from edge_agent.web.stream import stream
 
-ROUTES = [
-    Route("/", screens.page),
-    Route("/healthz", health.healthz),
-    Route("/readyz", health.readyz),
-    Route("/metrics", metrics_page),
-    Route("/v1/pair", screens.pair, methods=["POST"]),
-    Route("/v1/screen", screens.screen),
-    Route("/v1/screen/stream", stream),
-    Route("/v1/site", screens.site),
-    Mount("/static", StaticFiles(directory=screens.STATIC), name="static"),
-]
-
 
 async def _not_found(_request: Request, _exc: Exception) -> Response:
-    # Also for a wrong method: which methods a path takes is none of a stranger's business.
     return refusal(404, "not_found", "no such page")
 
 
@@ -83,7 +70,17 @@ def create_app(
         StorageError: the database cannot be opened.
     """
     app = Starlette(
-        routes=ROUTES,
+        routes=[
+            Route("/", screens.page),
+            Route("/healthz", health.healthz),
+            Route("/readyz", health.readyz),
+            Route("/metrics", metrics_page),
+            Route("/v1/pair", screens.pair, methods=["POST"]),
+            Route("/v1/screen", screens.screen),
+            Route("/v1/screen/stream", stream),
+            Route("/v1/site", screens.site),
+            Mount("/static", StaticFiles(directory=screens.STATIC), name="static"),
+        ],
         exception_handlers={404: _not_found, 405: _not_found},
         lifespan=_lifespan,
     )
