@@ -16,7 +16,8 @@ from typing import Literal, NewType
 
 import orjson
 
-from edge_agent.core.topics import DeviceId, SiteId, TopicError, parse_topic
+from edge_agent.core.topics import DeviceId, SiteId, parse_topic
+from edge_agent.errors import TopicError
 
 MessageId = NewType("MessageId", str)
 

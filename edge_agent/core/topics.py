@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NewType
 
+from edge_agent.errors import TopicError
+
 SiteId = NewType("SiteId", str)
 DeviceId = NewType("DeviceId", str)
 
 _MAX_ID = 128
 _ID = re.compile(rf"[^+#/\x00]{{1,{_MAX_ID}}}")
-
-
-class TopicError(ValueError):
-    """The topic is not ``sites/{site}/devices/{device}/events``."""
 
 
 @dataclass(frozen=True, slots=True)

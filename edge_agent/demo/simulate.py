@@ -28,9 +28,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.core.topics import DeviceId, DeviceTopic, SiteId, TopicError
+from edge_agent.core.topics import DeviceId, DeviceTopic, SiteId
 from edge_agent.demo.catalogue import Basket, Catalogue, Product, load_tafeng
-from edge_agent.errors import BrokerError, ConfigError
+from edge_agent.errors import BrokerError, ConfigError, TopicError
 
 logger = logging.getLogger(__name__)
 
@@ -613,7 +613,8 @@ def _connect(options: SimulatorOptions, tally: _Tally) -> mqtt.Client:
         client.disconnect()
         why = f"refused the connection: {answers[0]}" if answers else "did not answer CONNECT"
         raise BrokerError(
-            f"MQTT broker {where} {why}: check the username, password and client id it expects"
+            f"MQTT broker {where} {why}: check the username, password and client id it expects",
+            reason_code=answers[0].value if answers else None,
         )
     return client
 

@@ -26,7 +26,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.core.releases import Manifest, Refused, check, not_worse, parse
-from edge_agent.errors import StorageError
+from edge_agent.errors import ModelIntegrityError, StorageError
 from edge_agent.store.database import Store
 
 #: What a shadow evaluation returns: metric name -> value (higher is better).
@@ -163,7 +163,8 @@ class Models:
         """The serving version of ``name`` with its session (loaded once), or None.
 
         Raises:
-            StorageError: the registry cannot be read, or the serving files are gone.
+            StorageError: the registry cannot be read.
+            ModelIntegrityError: the serving files are gone or do not load.
         """
         try:
             version = self._version(name, "serving")
@@ -182,13 +183,17 @@ class Models:
         try:
             manifest = parse((folder / "manifest.json").read_bytes())
         except OSError as exc:
-            raise StorageError(f"the serving model {name} {version} is missing: {exc}") from exc
+            raise ModelIntegrityError(
+                f"the serving model {name} {version} is missing: {exc}"
+            ) from exc
         session = (
             manifest if isinstance(manifest, Refused) else load(folder / "model.onnx", manifest)
         )
         if isinstance(session, Refused) or isinstance(manifest, Refused):
             reason = session.reason if isinstance(session, Refused) else ""
-            raise StorageError(f"the serving model {name} {version} cannot be loaded: {reason}")
+            raise ModelIntegrityError(
+                f"the serving model {name} {version} cannot be loaded: {reason}"
+            )
         self._sessions.by_name[name] = (version, manifest, session)
         return manifest, session
 

@@ -11,12 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.config import Settings
 from edge_agent.core.releases import MAX_MODEL_BYTES, Manifest, parse
-from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.errors import ConfigError, PullError
 from edge_agent.serving.models import Entry, Models, Shadow
-
-
-class PullError(EdgeAgentError):
-    """Central could not be asked, or did not answer with a release."""
 
 
 @dataclass(frozen=True, slots=True)

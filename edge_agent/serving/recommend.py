@@ -91,7 +91,8 @@ class Recommender:
         ``available`` items (None: any).
 
         Raises:
-            StorageError: the database or a serving model cannot be read.
+            StorageError: the database cannot be read.
+            ModelIntegrityError: a serving model's files are gone or do not load.
         """
         context = self.context(visitor, basket)
         picks: dict[str, list[Pick]] = {}

@@ -9,6 +9,7 @@ Identified items are re-checked against consent just before their batch is built
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import logging
 import random
@@ -26,7 +27,6 @@ from edge_agent.config import Settings
 from edge_agent.core.identity import Pseudonym, subject_hash
 from edge_agent.core.sync import (
     PROTOCOL,
-    Outcome,
     Refused,
     Retry,
     Sent,
@@ -36,7 +36,7 @@ from edge_agent.core.sync import (
     judge,
     over_quota,
 )
-from edge_agent.errors import ConfigError
+from edge_agent.errors import CollectorRejected, CollectorUnavailable, ConfigError
 from edge_agent.store.database import Store
 from edge_agent.store.outbox import Holder, Outbox, Row
 
@@ -75,10 +75,6 @@ class SyncReport:
             "skipped": self.skipped,
             "remaining": self.remaining,
         }
-
-
-class _Stop(Exception):
-    """A retryable failure: end this run, keep the items."""
 
 
 def client_for(settings: Settings) -> httpx.Client:
@@ -140,7 +136,7 @@ def drain(
                     _send_notices_and_insights(
                         outbox, settings, client, now_ms, report, store, even_empty=True
                     )
-            except _Stop:
+            except CollectorUnavailable:
                 attempt = int(state.get(_ATTEMPT_KEY, ("0", 0))[0]) + 1
                 delay = report.retry_in_s
                 if delay is None:
@@ -200,10 +196,12 @@ def _send_notices_and_insights(
             "items": [_collector_item(r, settings.insights.k) for r in rows],
             "losses": losses,
         }
-        if isinstance(
-            _post(outbox, client, url, f"Bearer {s.token}", body, rows, now_ms, report), Sent
-        ):
-            store.set_state(_LOSSES_KEY, orjson.dumps(losses).decode(), now_ms)
+        try:
+            _post(outbox, client, url, f"Bearer {s.token}", body, rows, now_ms, report)
+        except CollectorRejected:
+            # Already in the sync dead letters; its losses were not taken, so they go again.
+            continue
+        store.set_state(_LOSSES_KEY, orjson.dumps(losses).decode(), now_ms)
 
 
 def _reported_losses(store: Store) -> dict[str, dict[str, int]]:
@@ -254,7 +252,9 @@ def _send_identified(
             "batch": [_segment_item(r, holders[str(r.subject)], settings.site.id) for r in rows],
             "sentAt": _iso(max(r.created_ms for r in rows)),
         }
-        _post(outbox, client, url, authorization, body, rows, now_ms, report)
+        # A refused batch is already in the sync dead letters: the next one goes on.
+        with contextlib.suppress(CollectorRejected):
+            _post(outbox, client, url, authorization, body, rows, now_ms, report)
 
 
 def _segment_item(row: Row, holder: Holder, site: str) -> dict[str, object]:
@@ -280,8 +280,13 @@ def _post(
     rows: list[Row],
     now_ms: int,
     report: SyncReport,
-) -> Outcome:
-    """Send one batch and settle its rows by the answer; raises `_Stop` to retry later."""
+) -> None:
+    """Send one batch and settle its rows by the answer.
+
+    Raises:
+        CollectorUnavailable: central did not take it this time; the rows stay queued.
+        CollectorRejected: central refused it for good; the rows are in the sync dead letters.
+    """
     raw, key = encode(body)
     status: int | None = None
     try:
@@ -310,7 +315,7 @@ def _post(
         report.batches += 1
         for r in rows:
             report.sent[r.kind] = report.sent.get(r.kind, 0) + 1
-        return outcome
+        return
     if isinstance(outcome, Refused):
         outbox.dead_letter(
             url, status or 0, outcome.reason, ids, raw, now_ms, rows[0].kind if rows else "losses"
@@ -324,9 +329,9 @@ def _post(
             url=url,
             items=len(ids),
         )
-        return outcome
+        raise CollectorRejected(outcome.reason, status or 0)
     assert isinstance(outcome, Retry)
     report.retry_in_s = outcome.after_s
     report.problem = outcome.reason
     logs.log(logger, logging.WARNING, "sync_retry", f"sync will retry: {outcome.reason}", url=url)
-    raise _Stop
+    raise CollectorUnavailable(outcome.reason)

@@ -20,7 +20,7 @@ from edge_agent.core.health import (
     models_check,
     verdict,
 )
-from edge_agent.errors import StorageError
+from edge_agent.errors import ModelError, StorageError
 from edge_agent.ops.disk import free_bytes
 from edge_agent.serving.models import Models
 from edge_agent.web.cached import Cached
@@ -84,6 +84,6 @@ def _models(models: Models) -> Check:
         try:
             # Loaded once and shared with the screens' answers: later checks are cheap.
             models.serving(name)
-        except StorageError as exc:
+        except (StorageError, ModelError) as exc:
             failures[name] = str(exc)
     return models_check(failures, len(serving))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.core.topics import DeviceTopic, TopicError, parse_topic
+from edge_agent.core.topics import DeviceTopic, parse_topic
+from edge_agent.errors import TopicError
 
 
 def test_parse_and_render_round_trip() -> None:
