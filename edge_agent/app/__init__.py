@@ -16,13 +16,14 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from edge_agent import logs, schemas
 from edge_agent.app import schedule as jobs
-from edge_agent.config import Settings, service_manager, under_journald
+from edge_agent.config import Settings
 from edge_agent.core.aggregate import (
     HOUR_MS,
+    Release,
     from_document,
     hour_of,
     release,
@@ -56,7 +57,7 @@ from edge_agent.mqtt.receiver import Item, ReceiverOptions
 from edge_agent.ops import keyfile
 from edge_agent.ops.disk import DiskWatch
 from edge_agent.ops.metrics import Metrics
-from edge_agent.ops.systemd import Notifier
+from edge_agent.service import Notifier, service_manager, under_journald
 from edge_agent.store import backup as backups
 from edge_agent.store.database import DeadLetterRow, Received, Status, Store
 from edge_agent.store.lock import DatabaseLock
@@ -567,18 +568,23 @@ def insights(
             k,
             earlier=[c for c in cells if c.start_ms < start],
         )
-        released["open_hour_ms"] = current if open_hour else None
+        document = released.document()
+        document["open_hour_ms"] = current if open_hour else None
         if private:
-            _add_noise(store, settings, released, day_start_ms, now)
-    return released
+            _add_noise(store, settings, released, document, day_start_ms, now)
+    return document
 
 
 def _add_noise(
-    store: Store, settings: Settings, released: dict[str, object], day_start_ms: int, now: int
+    store: Store,
+    settings: Settings,
+    released: Release,
+    document: dict[str, object],
+    day_start_ms: int,
+    now: int,
 ) -> None:
     eps = settings.insights.epsilon_per_cell
-    hours = cast("list[dict[str, object]]", released["hours"])
-    total = cast("dict[str, object] | None", released["total"])
+    hours, total = released.hours, released.total
     shown = [h for h in hours if not h.get("suppressed")] + ([total] if total else [])
     day = budget_day(day_start_ms)
     spent = store.spend_epsilon(
@@ -586,9 +592,9 @@ def _add_noise(
     )
     if isinstance(spent, Refusal):
         raise BudgetSpent(spent.reason)
-    released["hours"] = [h if h.get("suppressed") else noisy(h, eps) for h in hours]
-    released["total"] = noisy(total, eps) if total else None
-    released["epsilon_spent_today"] = spent
+    document["hours"] = [h if h.get("suppressed") else noisy(h, eps) for h in hours]
+    document["total"] = noisy(total, eps) if total else None
+    document["epsilon_spent_today"] = spent
 
 
 def backup(settings: Settings, target: Path) -> backups.Copied:

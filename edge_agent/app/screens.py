@@ -92,11 +92,11 @@ def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) ->
             "suppressed": bool(h.get("suppressed")),
             **{name: h.get(name) for name in _HOURLY},
         }
-        for h in cast("list[dict[str, object]]", released["hours"])
+        for h in released.hours
     ]
-    total = released["total"]
+    total = released.total
     figures: dict[str, object] | None = None
-    if isinstance(total, dict):
+    if total is not None:
         figures = {name: total.get(name) for name in _TOTALS}
         figures["top_products"] = [
             {**_named(str(item), stocked), "count": count}
@@ -108,5 +108,5 @@ def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) ->
         "k": k,
         "hours": hours,
         "total": figures,
-        "suppressed_hours": released["suppressed_hours"],
+        "suppressed_hours": released.suppressed_hours,
     }

@@ -29,9 +29,7 @@ Row = tuple[str, str, int, str | None]
 _NOT_FIGURES = frozenset({"start_ms", "hours", "suppressed", "reason"})
 #: The figures a summary can be restricted to, as `release` names them.
 METRICS: tuple[str, ...] = tuple(
-    name
-    for name in cast("dict[str, object]", release([Cell(0)], 0)["total"])
-    if name not in _NOT_FIGURES
+    name for name in release([Cell(0)], 0).total or {} if name not in _NOT_FIGURES
 )
 _HEAD = (
     "venue",
@@ -167,11 +165,11 @@ def summarise(rows: Sequence[Row], query: Query) -> dict[str, object]:
             released = release([h.merged() for h in day], query.k)
             common = {"venue": group_venue, "site": group_site}
             if query.by == "hour":
-                for hour, figures in zip(day, released["hours"], strict=True):  # type: ignore[call-overload]
+                for hour, figures in zip(day, released.hours, strict=True):
                     suppressed = int("suppressed" in figures)
                     out.append(_row(common, _HOUR, hour.start_ms, [hour], figures, suppressed))
             else:
-                total = cast("dict[str, object] | None", released["total"])
+                total = released.total
                 out.append(
                     _row(
                         common,
@@ -179,7 +177,7 @@ def summarise(rows: Sequence[Row], query: Query) -> dict[str, object]:
                         day_ms,
                         day,
                         total if total is not None else _all_suppressed(query.k),
-                        int(released["suppressed_hours"]),  # type: ignore[call-overload]
+                        released.suppressed_hours,
                     )
                 )
     return {

@@ -353,7 +353,35 @@ _SUMS = (
 # --- release: k-suppression ---------------------------------------------------------------
 
 
-def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A period as it may leave the site or be shown: see `release`.
+
+    Attributes:
+        k: the least number of distinct visitors behind each released figure.
+        hours: each hour asked for, in time order: its figures with ``occupancy``, or only
+            ``start_ms``, ``hours``, ``suppressed`` and ``reason`` when it is suppressed.
+        total: the released hours merged, with ``occupancy`` and ``occupancy_peak``; None when
+            every hour is suppressed.
+        suppressed_hours: how many hours the total leaves out.
+    """
+
+    k: int
+    hours: list[dict[str, object]]
+    total: dict[str, object] | None
+    suppressed_hours: int
+
+    def document(self) -> dict[str, object]:
+        """The release as a JSON-ready object (what the insights command and API print)."""
+        return {
+            "k": self.k,
+            "hours": self.hours,
+            "total": self.total,
+            "suppressed_hours": self.suppressed_hours,
+        }
+
+
+def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> Release:
     """What may leave the site (or a screen) for a period: its hours, and their total.
 
     An hour seen by fewer than ``k`` distinct visitors is released only as suppressed (its
@@ -393,12 +421,7 @@ def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> dict
     total = (
         {**merge(kept).figures(k), "occupancy": occupancy, "occupancy_peak": peak} if kept else None
     )
-    return {
-        "k": k,
-        "hours": released,
-        "total": total,
-        "suppressed_hours": len(released) - len(kept),
-    }
+    return Release(k, released, total, len(released) - len(kept))
 
 
 def for_central(cell: Cell, k: int) -> dict[str, object]:

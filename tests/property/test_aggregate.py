@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -231,7 +231,7 @@ def test_no_released_figure_comes_from_fewer_than_k_visitors(period: list[Fact],
         for h in range(3)
     ]
     released = release(cells, k)
-    hours = released["hours"]
+    hours = released.hours
     assert isinstance(hours, list)
     assert len(hours) == 3  # suppressed hours are marked, never absent
     kept = [c for c in cells if c.visitors.get_estimate() >= k]
@@ -244,17 +244,17 @@ def test_no_released_figure_comes_from_fewer_than_k_visitors(period: list[Fact],
                 "reason": f"fewer than {k} distinct visitors",
             }
         else:
-            for zone, dwell in shown["dwell_s"].items():
+            for zone, dwell in cast("dict[str, dict[str, object]]", shown["dwell_s"]).items():
                 assert ("suppressed" in dwell) == (cell.zone_visitors(zone) < k)
     # Differencing: the total minus the released hours leaves nothing of a suppressed hour.
-    total = released["total"]
+    total = released.total
     if kept:
         assert isinstance(total, dict)
         for name in ("footfall_in", "footfall_out", "orders", "nps_answers"):
             assert total[name] == sum(getattr(c, name) for c in kept)
     else:
         assert total is None
-    assert released["suppressed_hours"] == 3 - len(kept)
+    assert released.suppressed_hours == 3 - len(kept)
     # Occupancy: the running balance of the doors over the released hours, never negative.
     occupancy, peak = 0, None
     for cell, shown in zip(cells, hours, strict=True):
