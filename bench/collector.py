@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from edge_agent.collector.local import LocalCollector
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 from edge_agent.core.aggregate import HOUR_MS, Fact, compute_hour, for_central
 from edge_agent.core.identity import Pseudonym, subject_hash
 

@@ -39,7 +39,8 @@ from bench.ingest import descendants, mb, percentile, vmhwm_kb
 from bench.sync import DAY_MS, SITE, store_days
 from edge_agent.config import load_settings
 from edge_agent.demo.simulate import iso_timestamp
-from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.service import free_port
 from edge_agent.store.database import Store
 from edge_agent.store.screens import Screens
 

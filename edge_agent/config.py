@@ -401,34 +401,3 @@ def _build(cls: type[Any], given: dict[str, tuple[object, str]]) -> Any:
             raise ConfigError(f"[{section}] {key} in {where} must be {rule.allowed}, got {got}")
         chosen[key] = value
     return cls(**chosen)
-
-
-def under_journald(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether stdout goes to journald (systemd sets JOURNAL_STREAM), to prefix priorities."""
-    return bool((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
-
-
-@dataclass(frozen=True)
-class ServiceManager:
-    """What systemd tells a service it starts: where to send sd_notify messages and how often
-    it expects a watchdog ping. Empty and 0 when not run by systemd."""
-
-    notify_socket: str = ""
-    watchdog_usec: int = 0
-
-
-def service_manager(environ: Mapping[str, str] | None = None) -> ServiceManager:
-    """``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``, as systemd sets them for a unit.
-
-    A watchdog meant for another process (``$WATCHDOG_PID`` names a different pid, e.g. a
-    wrapper that started this one) is ignored, as sd_watchdog_enabled(3) does. A value that is
-    not a number is ignored too: it is systemd's to set, not an installer's.
-    """
-    env = os.environ if environ is None else environ
-    usec = env.get("WATCHDOG_USEC", "")
-    pid = env.get("WATCHDOG_PID", "")
-    ours = not pid or pid == str(os.getpid())
-    return ServiceManager(
-        notify_socket=env.get("NOTIFY_SOCKET", ""),
-        watchdog_usec=int(usec) if usec.isdigit() and ours else 0,
-    )

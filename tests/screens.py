@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import httpx
 
-from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.service import free_port
 from tests.conftest import AgentProcess
 from tests.helpers import cli, wait_for
 

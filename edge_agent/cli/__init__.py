@@ -53,7 +53,7 @@ def _agent_line(heartbeat: tuple[str, int] | None, every_s: float) -> str:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the agent in the foreground."""
     from edge_agent import app, logs
-    from edge_agent.config import under_journald
+    from edge_agent.service import under_journald
 
     logs.setup(settings.log.level, under_journald())
     app.run(settings)

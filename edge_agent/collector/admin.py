@@ -17,7 +17,7 @@ from edge_agent.collector.auth import admin
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import AuditBody, SitesBody, SummaryBody, errors
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
-from edge_agent.collector.store import CentralStore, Unavailable
+from edge_agent.collector.store.central import CentralStore, Unavailable
 
 router = APIRouter(route_class=GuardedRoute)
 # The routes' summary= documents them: FastAPI would publish a docstring as the operation's

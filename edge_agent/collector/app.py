@@ -21,7 +21,7 @@ from edge_agent import __version__
 from edge_agent.collector import admin, health, intake, refusals, releases, wire
 from edge_agent.collector.auth import sha256
 from edge_agent.collector.sandbox import Sandbox
-from edge_agent.collector.store import CentralStore, Unavailable
+from edge_agent.collector.store.central import CentralStore, Unavailable
 from edge_agent.errors import CollectorError
 
 MIN_ADMIN_TOKEN = 16

@@ -17,7 +17,7 @@ from fastapi.security import (
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.collector import wire
-from edge_agent.collector.store import CentralStore, Site
+from edge_agent.collector.store.central import CentralStore, Site
 
 SITE_BEARER = HTTPBearer(
     auto_error=False,

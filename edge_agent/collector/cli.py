@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -22,14 +23,15 @@ from typing import TYPE_CHECKING
 
 from edge_agent import logs
 from edge_agent.collector import summary
-from edge_agent.collector.store import CentralStore, redact
 from edge_agent.collector.wire import valid_id
-from edge_agent.config import service_manager, under_journald
 from edge_agent.errors import CollectorError, EdgeAgentError
-from edge_agent.ops.systemd import Notifier
+from edge_agent.service import Notifier, service_manager, under_journald
 
 if TYPE_CHECKING:
+    # The central store and the web app need the `[collector]` extra, checked in `main`.
     import uvicorn
+
+    from edge_agent.collector.store.central import CentralStore
 
 ENV_DB = "EDGE_COLLECTOR_DB"
 ENV_ADMIN_TOKEN = "EDGE_COLLECTOR_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -48,7 +50,27 @@ def _target(args: argparse.Namespace) -> str:
 
 
 def _open(args: argparse.Namespace) -> CentralStore:
+    from edge_agent.collector.store.central import CentralStore
+
     return CentralStore.open(_target(args))
+
+
+#: What ``pip install 'edge-agent[collector]'`` brings, which a site box does without.
+EXTRA = ("fastapi", "pydantic", "psycopg")
+
+
+def check_extra(find: Callable[[str], object] = importlib.util.find_spec) -> None:
+    """Fail with the command that fixes it when the collector's packages are missing.
+
+    Raises:
+        CollectorError: one of `EXTRA` is not installed.
+    """
+    missing = [name for name in EXTRA if find(name) is None]
+    if missing:
+        raise CollectorError(
+            f"the collector's packages are not installed ({', '.join(missing)} missing): "
+            "run pip install 'edge-agent[collector]' in the collector's environment"
+        )
 
 
 def _admin_token(args: argparse.Namespace) -> str:
@@ -73,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # here: the other commands need no web server
 
     from edge_agent.collector.app import create_app
+    from edge_agent.collector.store.central import redact
 
     token = _admin_token(args)
     store = _open(args)
@@ -343,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler: Handler = args.handler
     try:
+        check_extra()
         return handler(args)
     except EdgeAgentError as exc:
         print(f"edge-agent-collector: {exc}", file=sys.stderr)

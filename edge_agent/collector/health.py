@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import HealthBody, errors
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 
 router = APIRouter(route_class=GuardedRoute)
 # The routes' summary= documents them: FastAPI would publish a docstring as the operation's

@@ -23,7 +23,7 @@ from edge_agent.collector.auth import SiteBasic, SiteBearer, site_of
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import StoredBody, errors, raw_body
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
-from edge_agent.collector.store import CentralStore, Envelope, Received, Site, Unavailable
+from edge_agent.collector.store.central import CentralStore, Envelope, Received, Site, Unavailable
 
 logger = logging.getLogger("edge_agent.collector")
 router = APIRouter(route_class=GuardedRoute)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from edge_agent.errors import CollectorError
-from edge_agent.mqtt.broker import free_port
+from edge_agent.service import free_port
 
 _START_TIMEOUT_S = 30.0
 

@@ -13,7 +13,7 @@ from edge_agent.collector import wire
 from edge_agent.collector.auth import SiteBearer, site_of
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import errors
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 
 router = APIRouter(route_class=GuardedRoute)
 # The routes' summary= documents them: FastAPI would publish a docstring as the operation's

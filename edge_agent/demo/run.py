@@ -20,7 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.collector.local import LocalCollector
 from edge_agent.demo.simulate import TILLS, SimulatorOptions, run_simulator
 from edge_agent.errors import EdgeAgentError, StorageError
-from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.service import free_port
 from edge_agent.store.database import Store
 from edge_agent.store.screens import Screens
 

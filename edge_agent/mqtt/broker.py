@@ -15,14 +15,7 @@ from pathlib import Path
 
 from edge_agent.core.broker import mosquitto_conf
 from edge_agent.errors import BrokerError
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        port: int = sock.getsockname()[1]
-        return port
+from edge_agent.service import free_port
 
 
 def mosquitto_binary() -> str:

@@ -1,1 +1,1 @@
-"""Operations: metrics, systemd, disk watch, the site key file and provisioning."""
+"""Operations: metrics, the disk watch, the site key file and provisioning."""

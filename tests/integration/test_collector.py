@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from edge_agent.collector.app import create_app
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.summary import check_cells
 from edge_agent.core.aggregate import HOUR_MS
 from tests.collector_helpers import (

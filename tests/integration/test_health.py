@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.core.health import MB
-from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.service import free_port
 from tests.conftest import AgentProcess
 from tests.helpers import (
     Publisher,

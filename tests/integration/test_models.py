@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.collector.app import create_app
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 from edge_agent.core.releases import Manifest, Refused, release
 from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.serving.models import Models

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from edge_agent import app
 from edge_agent.app.schedule import compute_insights
 from edge_agent.collector.app import create_app
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.core.identity import pseudonym, subject_hash

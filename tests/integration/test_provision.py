@@ -22,8 +22,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.core.topics import DeviceId
-from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.ops.provision import SiteFolder
+from edge_agent.service import free_port
 from tests.conftest import AgentProcess
 from tests.helpers import cli, encode, stored_ids, topic, track, wait_for
 

@@ -25,11 +25,12 @@ from cryptography.x509.oid import NameOID
 from edge_agent import app
 from edge_agent.app.schedule import compute_insights
 from edge_agent.collector.app import create_app
-from edge_agent.collector.store import CentralStore
+from edge_agent.collector.store.central import CentralStore
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS, hour_of
 from edge_agent.errors import ConfigError
-from edge_agent.mqtt.broker import Mosquitto, free_port
+from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.service import free_port
 from edge_agent.store.database import Store
 from edge_agent.sync.client import SyncReport, client_for, drain
 from tests.collector_helpers import ADMIN_TOKEN, Server, count, database, rows

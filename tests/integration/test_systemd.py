@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.mqtt.broker import Mosquitto, free_port, mosquitto_binary
-from edge_agent.ops.systemd import Notifier
+from edge_agent.mqtt.broker import Mosquitto, mosquitto_binary
+from edge_agent.service import Notifier, free_port
 from tests.conftest import AgentProcess
 from tests.helpers import Publisher, encode, stored_ids, topic, track, wait_for
 

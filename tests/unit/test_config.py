@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import Secret, ServiceManager, load_settings, service_manager
+from edge_agent.config import Secret, load_settings
 from edge_agent.errors import ConfigError
+from edge_agent.service import ServiceManager, service_manager
 
 
 def test_defaults() -> None:

@@ -1,20 +1,24 @@
-"""sd_notify for a service run by systemd: readiness, watchdog pings, status, stopping.
+"""What a long-running service needs from the machine it runs on, for the agent and the
+collector alike: systemd's notify socket and watchdog, journald, and a free port.
 
-The protocol is one datagram per message to the AF_UNIX socket systemd names in
-``$NOTIFY_SOCKET``: ``KEY=value`` lines, e.g. ``READY=1``. A name starting with ``@`` is in the
-abstract namespace (a leading NUL byte on the wire). ``$WATCHDOG_USEC`` is how long systemd
-waits for a ``WATCHDOG=1`` before it kills and restarts the service. Both variables are read by
-`edge_agent.config.service_manager`; this module is given their values.
+sd_notify: one datagram per message to the AF_UNIX socket systemd names in ``$NOTIFY_SOCKET``:
+``KEY=value`` lines, e.g. ``READY=1``. A name starting with ``@`` is in the abstract namespace
+(a leading NUL byte on the wire). ``$WATCHDOG_USEC`` is how long systemd waits for a
+``WATCHDOG=1`` before it kills and restarts the service. Outside systemd (no socket) every call
+does nothing, so callers never need to ask.
 
-Outside systemd (no socket) every call does nothing, so callers never need to ask.
+These variables are systemd's, not an installer's settings, which is why they are read here
+and not in `edge_agent.config` (the agent's settings, which the collector does not share).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from edge_agent import logs
 
@@ -122,3 +126,42 @@ class Notifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def under_journald(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether stdout goes to journald (systemd sets JOURNAL_STREAM), to prefix priorities."""
+    return bool((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
+
+
+@dataclass(frozen=True)
+class ServiceManager:
+    """What systemd tells a service it starts: where to send sd_notify messages and how often
+    it expects a watchdog ping. Empty and 0 when not run by systemd."""
+
+    notify_socket: str = ""
+    watchdog_usec: int = 0
+
+
+def service_manager(environ: Mapping[str, str] | None = None) -> ServiceManager:
+    """``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC``, as systemd sets them for a unit.
+
+    A watchdog meant for another process (``$WATCHDOG_PID`` names a different pid, e.g. a
+    wrapper that started this one) is ignored, as sd_watchdog_enabled(3) does. A value that is
+    not a number is ignored too: it is systemd's to set, not an installer's.
+    """
+    env = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC", "")
+    pid = env.get("WATCHDOG_PID", "")
+    ours = not pid or pid == str(os.getpid())
+    return ServiceManager(
+        notify_socket=env.get("NOTIFY_SOCKET", ""),
+        watchdog_usec=int(usec) if usec.isdigit() and ours else 0,
+    )
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        port: int = sock.getsockname()[1]
+        return port
