@@ -22,13 +22,14 @@ from edge_agent.core.nbr import NbrParams, evaluate, fit_nbr, top_k
 from edge_agent.core.nbr_onnx import serialize
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, Context, inputs
 from edge_agent.core.releases import Manifest, release_unsigned
+from edge_agent.errors import ModelIntegrityError
 from edge_agent.serving.models import Entry, Models, Shadow
 from edge_agent.serving.recommend import run_model
 from edge_agent.serving.shadow import cases, local_shadow
 from edge_agent.store.database import Store
 
-#: The releases that ship with the project, signed by the project's release key.
-SHIPPED = Path(__file__).resolve().parents[2] / "models"
+#: The releases that ship inside the package, signed by the project's release key.
+SHIPPED = Path(__file__).resolve().parent / "shipped"
 
 #: Fewer consenting people with a repeat visit than this: nothing personal to learn yet.
 MIN_PEOPLE = 30
@@ -62,11 +63,17 @@ def install_shipped(models: Models, now_ms: int, folder: Path = SHIPPED) -> list
 
     Raises:
         StorageError: the registry cannot be written.
+        ModelIntegrityError: the folder or its release key is missing (an incomplete
+            installation: without it the default model would silently never serve).
     """
     public = folder / "publisher.pub"
-    if not public.is_file():
-        return []
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public.read_text().strip()))
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public.read_text().strip()))
+    except (OSError, ValueError) as exc:
+        raise ModelIntegrityError(
+            f"the shipped models' release key {public} cannot be read ({exc}): the installation "
+            "is incomplete; reinstall edge-agent"
+        ) from exc
     entries = models.entries()
     judged = {(e.name, e.version) for e in entries}
     # Read from the registry alone: loading a serving model only to see that it serves
