@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from psycopg import sql
@@ -29,7 +30,6 @@ from psycopg import sql
 from edge_agent.core.aggregate import HOUR_MS, Fact, compute_hour, to_document
 from edge_agent.core.identity import Pseudonym, subject_hash
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_TOKEN = "admin-" + "x" * 32
 #: A 20-byte KLL sketch whose header promises more than it holds: DataSketches 5.2's
 #: ``deserialize`` reads past it, and segfaults or raises depending on the heap around it.
@@ -42,25 +42,24 @@ def segfault() -> None:
 
 
 @contextlib.contextmanager
-def database(engine: str, folder: Path) -> Iterator[str]:
-    """A fresh, empty collector database target on ``engine``; dropped afterwards."""
+def database(
+    engine: str, folder: Path, request: pytest.FixtureRequest | None = None
+) -> Iterator[str]:
+    """A fresh, empty collector database target on ``engine``; dropped afterwards. On
+    PostgreSQL it is made in the session's own cluster (the ``postgres`` fixture, started the
+    first time a test asks for it through ``request``)."""
     if engine == "sqlite":
         yield str(folder / "central.db")
         return
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        raise RuntimeError(
-            f"no PostgreSQL at {PG_ADMIN}: {exc}; scripts/setup starts the machine's cluster, "
-            "or start it with pg_ctlcluster"
-        ) from exc
+    assert request is not None, "a PostgreSQL database needs the test's request"
+    admin_dsn: str = request.getfixturevalue("postgres")
     name = f"edge_collector_test_{secrets.token_hex(6)}"
-    with admin:
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

@@ -34,7 +34,6 @@ from edge_agent.core.aggregate import HOUR_MS
 from tests.collector_helpers import (
     ADMIN_TOKEN,
     CRASHING_KLL,
-    PG_ADMIN,
     Server,
     collector_cli,
     count,
@@ -64,7 +63,7 @@ TABLES = ("insight_cells", "identified", "idempotency", "sync_items", "erasure_r
 @pytest.fixture(params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database on each engine."""
-    with database(request.param, tmp_path) as made:
+    with database(request.param, tmp_path, request) as made:
         yield made
 
 
@@ -355,8 +354,10 @@ def test_refused_requests_store_nothing_and_the_server_keeps_answering(
     assert post(client, "/v1/sync", good_sync, token).json() == {"stored": 1, "duplicate": False}
 
 
-def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
-    with database("postgresql", tmp_path) as target:
+def test_a_database_outage_answers_503_then_recovers(
+    tmp_path: Path, request: pytest.FixtureRequest, postgres: str
+) -> None:
+    with database("postgresql", tmp_path, request) as target:
         store = CentralStore.open(target)
         token = add_site(store, "shop-a")
         body = sync_body("shop-a", VENUE, 1, [insight(hour_cell(DAY_MS, "a", 6, 1))])
@@ -367,7 +368,7 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
             ):
                 assert http.get("/healthz").status_code == 200
                 # What a database restart does to the collector's pooled connections.
-                with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                with psycopg.connect(postgres, autocommit=True) as admin:
                     admin.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                         (target.rsplit("/", 1)[1],),

@@ -73,7 +73,7 @@ class Central:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def central(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Central]:
-    with database(str(request.param), tmp_path) as target:
+    with database(str(request.param), tmp_path, request) as target:
         c = Central(target)
         c.start()
         try:
