@@ -209,6 +209,9 @@ class ModelsSettings:
     pull_every_s: int = _setting(3600, lambda v: 60 <= v <= 7 * 86400, "60-604800 seconds")
     #: How often trending is retrained (the personal model is refitted nightly).
     train_every_s: int = _setting(3600, lambda v: 30 <= v <= 86400, "30-86400 seconds")
+    #: Whether that job also runs as the agent starts (installing the shipped defaults at
+    #: once); false: its first run waits train_every_s, and start-up loads no model at all.
+    train_on_start: bool = _setting(True, lambda v: True, "true or false")
 
 
 @dataclass(frozen=True)

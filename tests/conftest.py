@@ -12,10 +12,19 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from playwright.sync_api import Browser, sync_playwright
 
 from edge_agent.mqtt.broker import Mosquitto
 from tests.helpers import SITE, wait_for
+from tests.postgres import Cluster
+
+# Examples: as many as each test asks for (hypothesis's 100 where it does not say), with no
+# deadline, since a loaded machine or a second xdist worker slows any one example down. "dev"
+# runs fewer where a test does not set its own count: HYPOTHESIS_PROFILE=dev.
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +46,21 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mosquitto
     mosquitto.stop()
     if getattr(request.node, "failed", False):
         print(f"--- mosquitto log ---\n{mosquitto.log_tail(80)}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL cluster of this test session's own (one per xdist worker), started the
+    first time a test needs it: its admin DSN. Each test makes its own database in it."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+    except RuntimeError:
+        print(f"--- postgresql log ---\n{cluster.log_tail()}")
+        cluster.stop()
+        raise
+    yield cluster.admin
+    cluster.stop()
 
 
 #: Where tests leave what a person should be able to look at afterwards (screenshots).
@@ -155,9 +179,18 @@ def agent_factory(
     """Make agents on a fresh data folder each; all are stopped after the test."""
     made: list[AgentProcess] = []
 
-    def make(broker_port: int, extra: str = "", env: Mapping[str, str] = {}) -> AgentProcess:
+    def make(
+        broker_port: int,
+        extra: str = "",
+        env: Mapping[str, str] = {},
+        train_on_start: bool = False,
+    ) -> AgentProcess:
+        """``train_on_start``: let the agent run its model job at start-up (a child process
+        that loads onnxruntime): only the tests about models and screens need it."""
         folder = tmp_path / f"agent{len(made)}"
         folder.mkdir()
+        if not train_on_start:
+            env = {"EDGE_AGENT_MODELS__TRAIN_ON_START": "false", **env}
         agent = AgentProcess(folder, broker_port, extra, env=env)
         made.append(agent)
         return agent

@@ -25,7 +25,9 @@ def serving(
 ) -> tuple[AgentProcess, str]:
     """A running agent with its staff screens up; returns it and their base URL."""
     port = free_port()
-    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n{extra}")
+    agent = agent_factory(
+        broker.port, f"[http]\nenabled = true\nport = {port}\n{extra}", train_on_start=True
+    )
     agent.start()
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: answers(base), 20, "the staff screens' server")

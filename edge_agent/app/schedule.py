@@ -187,12 +187,14 @@ def start(
         on_sync: told each sync run's report (None: the run failed with an error).
     """
     scheduler = BackgroundScheduler(timezone="UTC")
-    for name, job, every_s in (
-        ("retention", _retention_job, settings.retention.every_s),
-        ("insights", _insights_job, settings.insights.every_s),
-        ("train", _train_job, settings.models.train_every_s),
+    now = datetime.now(UTC)
+    train_first = now if settings.models.train_on_start else None
+    for name, job, every_s, first in (
+        ("retention", _retention_job, settings.retention.every_s, now),
+        ("insights", _insights_job, settings.insights.every_s, now),
+        ("train", _train_job, settings.models.train_every_s, train_first),
         *(
-            [("pull", _pull_job, settings.models.pull_every_s)]
+            [("pull", _pull_job, settings.models.pull_every_s, now)]
             if settings.sync.url and settings.models.publisher_key
             else []
         ),
@@ -206,7 +208,8 @@ def start(
             id=name,
             max_instances=1,
             coalesce=True,
-            next_run_time=datetime.now(UTC),
+            # None: apscheduler's own first run, one interval from now.
+            **({"next_run_time": first} if first is not None else {}),
         )
     # The personal model is refitted once a night, when the shop is quiet.
     scheduler.add_job(

@@ -267,7 +267,7 @@ def test_the_agent_installs_models_from_a_child_process_and_never_loads_onnxrunt
     broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
 ) -> None:
     # Its memory is that of ingest: model work (checking, training) runs in a child process.
-    agent = agent_factory(broker.port)
+    agent = agent_factory(broker.port, train_on_start=True)
     agent.start()
     agent.wait_log("model_job_done")
     with Store.open(agent.db, readonly=True) as store:
