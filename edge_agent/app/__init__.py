@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent import logs, schemas
 from edge_agent.app import schedule as jobs
+from edge_agent.app.clock import now_ms as now_ms
 from edge_agent.config import Settings
 from edge_agent.core.aggregate import (
     HOUR_MS,
@@ -74,11 +75,6 @@ _RETRY_COMMIT_S = 1.0
 _SPACE_WAIT_S = 0.2
 # More than this many events waiting in the pipe are committed together: one fsync for all.
 _GROUP_MAX_EVENTS = 5000
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds (events are judged against it)."""
-    return int(time.time() * 1000)
 
 
 def limits_of(settings: Settings) -> Limits:

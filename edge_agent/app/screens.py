@@ -1,5 +1,6 @@
-"""What a staff screen shows, as plain JSON-ready dicts: the visitor in front of its device with
-their lists, and the site's figures today.
+"""The staff screens' use cases: registering, listing and revoking screens, and what a screen
+shows, as plain JSON-ready dicts: the visitor in front of its device with their lists, and the
+site's figures today.
 
 Nothing here identifies anyone: no id, pseudonym, e-mail or phone; a first name only when the
 person granted personalization and gave one. Site figures are released like any insight (hours
@@ -9,13 +10,19 @@ seen by fewer than ``k`` distinct visitors are suppressed, and said to be).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import cast
 
 from edge_agent.app import schedule as jobs
+from edge_agent.app.clock import now_ms
+from edge_agent.config import Settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
+from edge_agent.core.identity import pseudonym
+from edge_agent.core.recommend import Pick
+from edge_agent.ops import keyfile
 from edge_agent.serving.recommend import Recommender, in_front
 from edge_agent.store.database import Store
-from edge_agent.store.screens import Screen
+from edge_agent.store.screens import PAIRING_TTL_MS, Kind, Screen, Screens
 
 DAY_MS = 24 * HOUR_MS
 #: The hourly figures a screen charts, and the day's totals it shows.
@@ -110,3 +117,72 @@ def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) ->
         "total": figures,
         "suppressed_hours": released.suppressed_hours,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """A screen registered and waiting for its one-time pairing code."""
+
+    id: int
+    place: str
+    kind: Kind
+    code: str
+    url: str
+    expires_in_min: int
+
+
+def add_screen(settings: Settings, kind: Kind, place: str, label: str | None) -> Added:
+    """Register a screen at a device (a till, a kiosk) or in a zone, and make its pairing code.
+
+    Raises:
+        StorageError: the database cannot be written.
+    """
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        screen_id, code = Screens(store).add(place, label or place, now_ms(), kind)
+    return Added(
+        screen_id,
+        place,
+        kind,
+        code,
+        f"{settings.http.base_url()}/#pair={code}",
+        PAIRING_TTL_MS // 60000,
+    )
+
+
+def registered(settings: Settings) -> list[Screen]:
+    """Every screen registered, revoked ones included.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        return Screens(store).all()
+
+
+def revoke(settings: Settings, screen_id: int) -> bool:
+    """Lock a screen out at once; False when there is no such screen to revoke.
+
+    Raises:
+        StorageError: the database cannot be written.
+    """
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        return Screens(store).revoke(screen_id, now_ms())
+
+
+def recommend(
+    settings: Settings, user_id: str | None, basket: tuple[str, ...], k: int
+) -> dict[str, list[Pick]]:
+    """What a staff screen would show for a visitor (their raw ``userId``, pseudonymised at
+    once) and a basket: the serving models' lists after the business rules.
+
+    Raises:
+        StorageError: the database or a serving model cannot be read.
+    """
+    from edge_agent.serving.models import Models
+    from edge_agent.serving.recommend import stocked_items
+
+    visitor = pseudonym(keyfile.load_or_create(settings.site_key), user_id) if user_id else None
+    with Store.open(settings.database, settings.store.synchronous) as store:
+        stocked = frozenset(stocked_items(store, now_ms())[0])
+        models = Models(store, settings.models_folder)
+        return Recommender(store, models).recommend(visitor, basket, k, stocked)

@@ -1,0 +1,118 @@
+"""``insights``: a day's released figures as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import csv
+import json
+import sys
+import time
+from typing import cast
+
+from edge_agent.config import Settings
+
+# Column -> its heading in the table.
+_FLAT = {
+    "footfall_in": "in",
+    "footfall_out": "out",
+    "occupancy": "occupancy",
+    "visits": "visits",
+    "visitors": "visitors",
+    "identified_share": "identified",
+    "orders": "orders",
+    "revenue": "revenue",
+    "conversion": "conversion",
+    "basket_value_mean": "basket",
+    "basket_size_mean": "items",
+    "nps": "nps",
+    "ces": "ces",
+    "unmatched_exits": "unmatched",
+    "duplicates": "duplicates",
+    "dead_letters": "dead",
+}
+
+
+def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a day's (or an hour's) released insights."""
+    from edge_agent import app
+
+    day = args.day or time.strftime("%Y-%m-%d", time.gmtime())
+    try:
+        day_start = int(calendar.timegm(time.strptime(day, "%Y-%m-%d"))) * 1000
+    except ValueError:
+        print(f"edge-agent: --day must be YYYY-MM-DD, got {day!r}", file=sys.stderr)
+        return 2
+    hours = range(args.hour, args.hour + 1) if args.hour is not None else range(24)
+    released = app.insights(settings, day_start, hours, args.k or settings.insights.k, args.dp)
+    if args.format == "json":
+        print(json.dumps(released, indent=2))
+        return 0
+    total = cast("dict[str, object] | None", released["total"])
+    rows = [
+        *cast("list[dict[str, object]]", released["hours"]),
+        {**(total or {"suppressed": True}), "start_ms": None},
+    ]
+    if args.format == "csv":
+        out = csv.writer(sys.stdout)
+        out.writerow(["hour", "suppressed", *_FLAT])
+        for row in rows:
+            out.writerow(
+                [_label(row), bool(row.get("suppressed")), *(row.get(k, "") for k in _FLAT)]
+            )
+        return 0
+    print(
+        f"site {settings.site.id}, {day} (UTC), "
+        f"cells from fewer than {released['k']} visitors suppressed"
+    )
+    print(f"{'hour':<7}" + "".join(f"{h:>11}" for h in _FLAT.values()))
+    for row in rows:
+        if row.get("suppressed"):
+            print(f"{_label(row):<7}  suppressed: {row.get('reason', 'no released hour')}")
+        else:
+            print(f"{_label(row):<7}" + "".join(f"{_cell(row.get(k)):>11}" for k in _FLAT))
+    if released["open_hour_ms"] is not None:
+        print("(the current hour is still open: its figures are partial)")
+    if total:
+        _print_details(total)
+    return 0
+
+
+def _print_details(total: dict[str, object]) -> None:
+    """The period total's figures that do not fit a column: zones, top lists, data quality."""
+    print(f"\npeak occupancy: {_cell(total.get('occupancy_peak'))}")
+    dwell = cast("dict[str, dict[str, object]]", total.get("dwell_s") or {})
+    if dwell:
+        print(f"{'zone':<20}{'stays':>8}{'median s':>10}{'p90 s':>10}")
+        for zone, figures in dwell.items():
+            if figures.get("suppressed"):
+                print(f"{zone[:19]:<20}  suppressed")
+            else:
+                print(
+                    f"{zone[:19]:<20}{_cell(figures['count']):>8}"
+                    f"{_cell(figures['median']):>10}{_cell(figures['p90']):>10}"
+                )
+    for key, heading in (
+        ("top_paths", "top paths"),
+        ("top_products", "top products"),
+        ("top_categories", "top categories"),
+    ):
+        ranked = cast("list[tuple[str, int]]", total.get(key) or [])
+        if ranked:
+            print(f"{heading}: " + ", ".join(f"{name} ({n})" for name, n in ranked))
+    reasons = cast("dict[str, int]", total.get("dead_letters_by_reason") or {})
+    if reasons:
+        print("dead letters: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+
+
+def _label(row: dict[str, object]) -> str:
+    start = row.get("start_ms")
+    return "total" if start is None else time.strftime("%H:00", time.gmtime(int(start) / 1000))  # type: ignore[call-overload]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
