@@ -25,6 +25,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from bench.measure import peak_rss_mb, percentile
 from edge_agent.collector.local import LocalCollector
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.core.aggregate import HOUR_MS, Fact, compute_hour, for_central
@@ -148,13 +149,6 @@ async def _fleet(
     return elapsed, sorted(latencies), errors
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _run(target: str, args: argparse.Namespace) -> dict[str, float]:
     store = CentralStore.open(target)
     tokens = {}
@@ -175,15 +169,15 @@ def _run(target: str, args: argparse.Namespace) -> dict[str, float]:
             elapsed, latencies, errors = asyncio.run(
                 _fleet(central.url, requests, tokens, args.concurrency)
             )
-            rss = _peak_rss_mb(central.pid or 0)
+            rss = peak_rss_mb(central.pid or 0)
         finally:
             central.stop()
     return {
         "batches": len(requests),
         "seconds": elapsed,
         "per_s": len(requests) / elapsed,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "p50_ms": 1000 * percentile(latencies, 0.5),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
         "errors": errors,
         "rss_mb": rss,
     }

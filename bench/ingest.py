@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import random
@@ -43,7 +42,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from queue import Empty
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -52,6 +51,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bench.measure import mb, percentile, vmhwm_kb
 
 # edge_agent is imported inside the functions that need it: the reference subscriber is a
 # fresh interpreter that imports this module, and it must stay a bare paho client.
@@ -92,7 +93,6 @@ _SPAWN = multiprocessing.get_context("spawn")
 Item = tuple[str, bytes]
 
 
-Number = TypeVar("Number", int, float)
 
 
 class BenchError(Exception):
@@ -107,18 +107,6 @@ def say(text: str = "") -> None:
 def iso_now() -> bytes:
     """The current time as ISO 8601 UTC with microseconds, as a device would stamp it."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z").encode()
-
-
-def vmhwm_kb(pid: int | str = "self") -> int:
-    """Peak resident set size (VmHWM) of a process in kB, 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def descendants(root: int) -> list[int]:
@@ -159,16 +147,6 @@ def process_label(pid: int, root: int) -> str:
     if "edge_agent.mqtt.receiver" in command:
         return "agent child (paho receiver)"
     return command[:60]
-
-
-def percentile(ordered: Sequence[Number], fraction: float) -> Number:
-    """Nearest-rank percentile of sorted values."""
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def mb(kb: int) -> float:
-    """kB -> MB (MiB, as the kernel counts)."""
-    return kb / 1024
 
 
 def rate_text(rate: float) -> str:

@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from bench.measure import peak_rss_mb
 from edge_agent.core import nbr
 from edge_agent.core.nbr_onnx import INPUT_HISTORY, INPUT_K, OUTPUT_ITEMS, serialize
 from edge_agent.core.releases import Manifest, release
@@ -75,21 +75,6 @@ def keyset(folder: Path, index: int) -> dict[str, list[str]]:
     """The ``train``/``val``/``test`` user ids of keyset ``index``."""
     raw = json.loads((folder / f"keyset_{index}.json").read_text())
     return {part: [str(u) for u in raw[part]] for part in ("train", "val", "test")}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size, MB.
-
-    ``VmHWM`` of /proc/self/status where there is one: unlike ``ru_maxrss``, which Linux
-    carries over a fork and exec, it is this process's own peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def fit_shipped(folder: str, index: int, onnx_path: str) -> dict[str, object]:

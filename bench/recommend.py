@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.measure import peak_rss_mb, percentile
 from bench.sync import DAY_MS, SITE, store_days
 from edge_agent.config import load_settings
 from edge_agent.core.recommend import PERSONAL, Context, inputs
@@ -31,16 +32,9 @@ from edge_agent.serving.recommend import Recommender, run_model
 from edge_agent.store.database import Store
 
 
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _percentiles(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
-    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return percentile(ordered, 0.5), percentile(ordered, 0.99)
 
 
 def main() -> None:
@@ -113,7 +107,7 @@ def main() -> None:
     print(f"  training (models train, its own process): {trained_s:.1f} s")
     print(f"  one request (3 lists, reasons): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     print(f"  reference, one bare next-basket run: p50 {f50:.2f} ms, p99 {f99:.2f} ms")
-    print(f"  ratio p50 {p50 / f50:.1f}x; peak RSS with every model loaded {_peak_rss_mb():.0f} MB")
+    print(f"  ratio p50 {p50 / f50:.1f}x; peak RSS with every model loaded {peak_rss_mb():.0f} MB")
     print(f"  requests/s on one thread: {1000 / float(np.mean(times)):.0f}")
 
 

@@ -35,7 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import sync_playwright
 
-from bench.ingest import descendants, mb, percentile, vmhwm_kb
+from bench.ingest import descendants
+from bench.measure import mb, percentile, vmhwm_kb
 from bench.sync import DAY_MS, SITE, store_days
 from edge_agent.config import load_settings
 from edge_agent.demo.simulate import iso_timestamp
