@@ -93,8 +93,6 @@ _SPAWN = multiprocessing.get_context("spawn")
 Item = tuple[str, bytes]
 
 
-
-
 class BenchError(Exception):
     """The benchmark could not measure what it set out to (lost messages, stalls, crashes)."""
 

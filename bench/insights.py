@@ -37,7 +37,7 @@ BATCH = 5000
 # Run in a child process so that its peak RSS is the computation's alone.
 _FULL_DAY = """
 import json, resource, sys, time
-from edge_agent.app.schedule import compute_insights
+from edge_agent.app.insights import compute_insights
 from edge_agent.store.database import Store
 from edge_agent.config import load_settings
 settings = load_settings(environ={"EDGE_AGENT_SITE__DATA_DIR": sys.argv[1]})

@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from edge_agent import app, schemas
-from edge_agent.app.schedule import compute_insights
+from edge_agent import schemas
+from edge_agent.app import ingest
+from edge_agent.app.insights import compute_insights
 from edge_agent.collector.local import LocalCollector
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS
@@ -42,7 +43,7 @@ def store_days(settings: Settings, start: int, end: int, seed: int) -> tuple[int
     """The demo site's simulated events from ``start`` to ``end`` through the agent's real
     ingest path; returns how many, and their bytes as published."""
     key = keyfile.load_or_create(settings.site_key)
-    limits, compiled = app.limits_of(settings), schemas.load()
+    limits, compiled = ingest.limits_of(settings), schemas.load()
     stream = site_stream(random.Random(seed), start, SITE, load_tafeng())
     raw_bytes = events = 0
     with Store.open(settings.database, "NORMAL") as store:
@@ -53,7 +54,7 @@ def store_days(settings: Settings, start: int, end: int, seed: int) -> tuple[int
                 payload = orjson.dumps({**p.payload, "timestamp": iso_timestamp(p.at_ms)})
                 raw_bytes += len(payload)
                 items.append((p.topic, payload, p.at_ms))
-            received, rejected = app.classify(
+            received, rejected = ingest.classify(
                 items, limits, compiled, settings.store.dead_letter_raw_bytes, key
             )
             store.commit(received, rejected, "v1", chunk[-1].at_ms)

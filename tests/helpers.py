@@ -221,14 +221,15 @@ def ingest(
     """Store events through the agent's own ingest path (validation, pseudonymisation,
     consent rules, one commit), as received at ``received_ms`` (default now); ``junk`` are
     payloads that must be rejected. Returns how many were rejected."""
-    from edge_agent import app, schemas
+    from edge_agent import schemas
+    from edge_agent.app import clock, ingest
     from edge_agent.ops import keyfile
     from edge_agent.store.database import Store
 
-    at = received_ms if received_ms is not None else app.now_ms()
-    received, rejected = app.classify(
+    at = received_ms if received_ms is not None else clock.now_ms()
+    received, rejected = ingest.classify(
         [(topic(device), encode(e), at) for e in events] + [(topic(device), r, at) for r in junk],
-        app.limits_of(settings),
+        ingest.limits_of(settings),
         schemas.load(),
         65536,
         keyfile.load_or_create(settings.site_key),

@@ -1,4 +1,5 @@
-"""Periodic work on apscheduler 3.x: each job opens its own connection to the store."""
+"""When the use cases run, on apscheduler 3.x: each job calls one of `edge_agent.app`, logs
+what came of it, and keeps the scheduler running whatever it raised."""
 
 from __future__ import annotations
 
@@ -12,20 +13,11 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from edge_agent import logs
+from edge_agent.app.insights import compute_due
+from edge_agent.app.retention import expire_once
 from edge_agent.config import Settings
-from edge_agent.core.aggregate import (
-    DWELL_LOOKBACK_HOURS,
-    HOUR_MS,
-    Cell,
-    compute_hour,
-    for_central,
-    hour_of,
-    to_document,
-)
-from edge_agent.core.retention import cutoffs
 from edge_agent.core.sync import site_offset
 from edge_agent.errors import EdgeAgentError, StorageError
-from edge_agent.store.database import Store
 
 if TYPE_CHECKING:
     from edge_agent.sync.client import SyncReport
@@ -33,52 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def expire_once(settings: Settings, now_ms: int) -> dict[str, int]:
-    """Delete what retention says has expired; returns rows removed per table.
-
-    Raises:
-        StorageError: the database cannot be opened or written.
-    """
-    r = settings.retention
-    with Store.open(settings.database, settings.store.synchronous) as store:
-        return store.expire(cutoffs(now_ms, r.events_days, r.dead_letters_days))
-
-
-def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
-    """Compute the cells of closed hours that have new events; returns how many were computed.
-
-    An hour is recomputed from its stored events (ingest marks the hours an event can change:
-    its own, and for zone events the next ones), so a late event's cost is bounded by those
-    hours, not the history.
-
-    Raises:
-        StorageError: the database cannot be read or written.
-    """
-    current = hour_of(now_ms)
-    computed = 0
-    for hour, marked in store.dirty_hours(current):
-        cell, events = hour_cell(store, hour)
-        outgoing = for_central(cell, settings.insights.k) if settings.sync.url else None
-        store.save_cell(to_document(cell), events, marked, now_ms, outgoing)
-        computed += 1
-    return computed
-
-
-def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
-    """The cell of the hour starting at ``hour`` from the stored events, and how many there were.
-
-    Raises:
-        StorageError: the database cannot be read.
-    """
-    facts = store.facts(hour, hour + HOUR_MS)
-    earlier = store.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
-    return compute_hour(hour, facts, earlier, quality=store.quality(hour)), len(facts)
-
-
 def _insights_job(settings: Settings, clock: Callable[[], int]) -> None:
     try:
-        with Store.open(settings.database, settings.store.synchronous) as store:
-            computed = compute_insights(store, settings, clock())
+        computed = compute_due(settings, clock())
     except StorageError as exc:
         logs.log(logger, logging.ERROR, "insights_failed", str(exc))
         return
@@ -102,11 +51,10 @@ def _sync_job(
     on_sync: Callable[[SyncReport | None], None] = lambda _report: None,
 ) -> None:
     # Imported here: httpx is only needed on a site that syncs.
-    from edge_agent.sync import client as sync
+    from edge_agent.app.sync import send
 
     try:
-        with sync.client_for(settings) as client:
-            report = sync.drain(settings, clock(), client)
+        report = send(settings, clock())
     except EdgeAgentError as exc:
         logs.log(logger, logging.ERROR, "sync_failed", str(exc))
         on_sync(None)

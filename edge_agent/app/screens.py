@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from edge_agent.app import schedule as jobs
 from edge_agent.app.clock import now_ms
+from edge_agent.app.insights import hour_cell
 from edge_agent.config import Settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
 from edge_agent.core.identity import pseudonym
@@ -91,7 +91,7 @@ def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) ->
     day = now_ms - now_ms % DAY_MS
     current = hour_of(now_ms)
     cells = [from_document(d) for d in store.cells(day, current)]
-    cells.append(jobs.hour_cell(store, current)[0])
+    cells.append(hour_cell(store, current)[0])
     released = release(cells, k)
     hours = [
         {

@@ -25,19 +25,21 @@ def _agent_line(heartbeat: tuple[str, int] | None, every_s: float) -> str:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the agent in the foreground."""
-    from edge_agent import app, logs
+    from edge_agent import logs
+    from edge_agent.app import ingest
     from edge_agent.service import under_journald
 
     logs.setup(settings.log.level, under_journald())
-    app.run(settings)
+    ingest.run(settings)
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the store's counters."""
-    from edge_agent import app
+    from edge_agent.app.status import counters
+    from edge_agent.core.health import HEARTBEAT_EVERY_S
 
-    status = app.status(settings)
+    status = counters(settings)
     if args.json:
         print(json.dumps(asdict(status), indent=2))
         return 0
@@ -50,7 +52,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"dead letters:     {sum(status.dead_letters_by_reason.values())}")
     for reason, count in status.dead_letters_by_reason.items():
         print(f"  {reason:<24}{count}")
-    print(f"agent:            {_agent_line(heartbeat, app.HEARTBEAT_EVERY_S)}")
+    print(f"agent:            {_agent_line(heartbeat, HEARTBEAT_EVERY_S)}")
     print(f"last event time:  {when(status.last_event_ms)}")
     print(f"last stored at:   {when(status.last_stored_ms)}")
     print(

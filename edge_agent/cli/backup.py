@@ -19,9 +19,9 @@ def _print_copy(done: Copied) -> None:
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     """Write a consistent copy of the database while the agent runs."""
-    from edge_agent import app
+    from edge_agent.app import backup
 
-    done = app.backup(settings, args.file)
+    done = backup.backup(settings, args.file)
     print(f"backed up {settings.database}")
     _print_copy(done)
     return 0
@@ -29,9 +29,9 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     """Put a backup in place of the database (the agent stopped)."""
-    from edge_agent import app
+    from edge_agent.app import backup
 
-    done = app.restore(settings, args.file)
+    done = backup.restore(settings, args.file)
     print(f"restored {args.file} to {settings.database}")
     _print_copy(done)
     if done.previous is not None:

@@ -13,9 +13,9 @@ from edge_agent.config import Settings
 
 def cmd_dead_letters_list(args: argparse.Namespace, settings: Settings) -> int:
     """List dead letters, newest first."""
-    from edge_agent import app
+    from edge_agent.app import deadletters
 
-    rows = app.list_dead_letters(settings, args.reason, args.all, args.limit)
+    rows = deadletters.list_dead_letters(settings, args.reason, args.all, args.limit)
     if args.json:
         print(
             json.dumps([{k: v for k, v in asdict(r).items() if k != "raw"} for r in rows], indent=2)
@@ -32,9 +32,9 @@ def cmd_dead_letters_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dead_letters_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one dead letter with its payload."""
-    from edge_agent import app
+    from edge_agent.app import deadletters
 
-    row = app.get_dead_letter(settings, args.id)
+    row = deadletters.get_dead_letter(settings, args.id)
     if row is None:
         print(f"no dead letter with id {args.id}", file=sys.stderr)
         return 1
@@ -61,7 +61,7 @@ def cmd_dead_letters_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Validate dead letters again with the current schemas."""
-    from edge_agent import app
+    from edge_agent.app import deadletters
 
     if not (args.id or args.reason or args.all):
         print(
@@ -69,7 +69,7 @@ def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings) -> int
             file=sys.stderr,
         )
         return 2
-    report = app.replay_dead_letters(settings, args.id or None, args.reason)
+    report = deadletters.replay_dead_letters(settings, args.id or None, args.reason)
     print(
         f"examined {report.examined}, fixed {report.fixed} (stored {report.stored} events, "
         f"{report.duplicates} already stored), not replayable {report.not_replayable}"

@@ -35,7 +35,7 @@ _FLAT = {
 
 def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
     """Print a day's (or an hour's) released insights."""
-    from edge_agent import app
+    from edge_agent.app import insights
 
     day = args.day or time.strftime("%Y-%m-%d", time.gmtime())
     try:
@@ -44,7 +44,7 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
         print(f"edge-agent: --day must be YYYY-MM-DD, got {day!r}", file=sys.stderr)
         return 2
     hours = range(args.hour, args.hour + 1) if args.hour is not None else range(24)
-    released = app.insights(settings, day_start, hours, args.k or settings.insights.k, args.dp)
+    released = insights.insights(settings, day_start, hours, args.k or settings.insights.k, args.dp)
     if args.format == "json":
         print(json.dumps(released, indent=2))
         return 0

@@ -10,9 +10,10 @@ from edge_agent.config import Settings
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     """Drain the outbox to central now; exit 1 when something is left for a later retry."""
-    from edge_agent.app.sync import sync_now
+    from edge_agent.app.clock import now_ms
+    from edge_agent.app.sync import send
 
-    report = sync_now(settings)
+    report = send(settings, now_ms(), force=True)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     elif report.skipped:

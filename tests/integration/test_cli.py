@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import app, schemas
+from edge_agent import schemas
+from edge_agent.app import clock, ingest
+from edge_agent.app.status import counters
 from edge_agent.config import load_settings
 from edge_agent.core.identity import SiteKey
 from edge_agent.store.database import Store
@@ -21,22 +23,22 @@ def site(tmp_path: Path) -> Path:
     config = tmp_path / "agent.toml"
     config.write_text(f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n')
     settings = load_settings(config, environ={})
-    received, rejected = app.classify(
+    received, rejected = ingest.classify(
         [
             (
                 topic("door-1"),
                 encode(track("Door Counted", {"direction": "in", "count": 2}, "door-1")),
-                app.now_ms(),
+                clock.now_ms(),
             ),
-            (topic("door-1"), b"{oops", app.now_ms()),
+            (topic("door-1"), b"{oops", clock.now_ms()),
         ],
-        app.limits_of(settings),
+        ingest.limits_of(settings),
         schemas.load(),
         65536,
         SiteKey(bytes(32)),
     )
     store = Store.open(settings.database)
-    store.commit(received, rejected, "v1", app.now_ms())
+    store.commit(received, rejected, "v1", clock.now_ms())
     store.close()
     return config
 
@@ -92,7 +94,7 @@ def test_demo_runs_a_site_with_good_and_bad_devices(tmp_path: Path) -> None:
     screens = cli("--config", str(tmp_path / "demo" / "agent.toml"), "screens", "list")
     assert screens.stdout.count("waiting for its pairing code") == 2  # one per till
     settings = load_settings(tmp_path / "demo" / "agent.toml", environ={})
-    status = app.status(settings)
+    status = counters(settings)
     assert status.stored > 100
     assert sum(status.dead_letters_by_reason.values()) >= 2
     _assert_sane_insights(tmp_path / "demo" / "agent.toml")

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import app
-from edge_agent.app.schedule import compute_insights
+from edge_agent.app import clock
+from edge_agent.app.insights import compute_insights
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of
 from edge_agent.store.database import Store
 from tests.helpers import SITE, cli, ingest, track
 
-NOW = app.now_ms()
+NOW = clock.now_ms()
 LAST_HOUR = hour_of(NOW) - HOUR_MS
 
 

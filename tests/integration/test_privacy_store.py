@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import app
-from edge_agent.app.schedule import expire_once
+from edge_agent.app import clock
+from edge_agent.app.retention import expire_once
 from edge_agent.config import load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.retention import DAY_MS
@@ -50,7 +50,7 @@ def _ingest(config: Path, events: list[dict[str, object]], now_ms: int) -> None:
 
 def test_retention_deletes_old_raw_events_and_dead_letters(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    now = app.now_ms()
+    now = clock.now_ms()
     old = track("Door Counted", {"direction": "in", "count": 1}, "loyalty-1")
     _ingest(
         config, [old, track("Door Counted", {"direction": "out", "count": 1}, "loyalty-1")], now
@@ -67,7 +67,7 @@ def test_retention_deletes_old_raw_events_and_dead_letters(tmp_path: Path) -> No
 
 def test_identified_items_waiting_for_central_expire_with_the_events(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    now = app.now_ms()
+    now = clock.now_ms()
     consent = {"analytics": False, "personalization": False, "crm_sync": True}
     user = {"userId": "member-0a1b2c3d"}
     _ingest(
@@ -99,7 +99,7 @@ def test_export_person_and_forget(tmp_path: Path) -> None:
         "loyalty-1",
         userId=user,
     )
-    _ingest(config, [consent], app.now_ms())
+    _ingest(config, [consent], clock.now_ms())
     exported = cli("--config", str(config), "export-person", user)
     assert exported.returncode == 0, exported.stderr
     document = json.loads(exported.stdout)
@@ -120,7 +120,7 @@ def test_export_person_and_forget(tmp_path: Path) -> None:
 
 def test_forgetting_an_unknown_person_gives_a_receipt_of_nothing(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    _ingest(config, [], app.now_ms())
+    _ingest(config, [], clock.now_ms())
     done = cli("--config", str(config), "forget", "never-seen")
     assert done.returncode == 0, done.stderr
     receipt = json.loads(done.stdout)

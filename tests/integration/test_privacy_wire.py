@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import app
-from edge_agent.app.schedule import compute_insights
+from edge_agent.app import ingest
+from edge_agent.app.insights import compute_insights
 from edge_agent.collector.app import create_app
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.config import Settings, load_settings
@@ -123,7 +123,7 @@ def test_nothing_leaves_without_consent(
         with client_for(site) as client:
             client.event_hooks["request"] = [seen.append]
             for batch in _batches(payloads, cuts):
-                received, rejected = app.classify(batch, LIMITS, SCHEMAS, 65536, KEY)
+                received, rejected = ingest.classify(batch, LIMITS, SCHEMAS, 65536, KEY)
                 with Store.open(site.database) as store:
                     store.commit(received, rejected, "v1", NOW_MS)
                     compute_insights(store, site, NOW_MS + 3 * HOUR_MS)

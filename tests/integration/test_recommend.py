@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent import app
+from edge_agent.app import clock
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, TRENDING
@@ -92,7 +92,7 @@ CHAIN = np.roll(np.eye(len(ITEMS)), 1, axis=1) + 0.01
 
 def _serve(models: Models, name: str, model: bytes) -> None:
     manifest = release_unsigned(Manifest(name, "1", "2026-11-26T00:00:00Z", ITEMS, "", 0), model)
-    entry = models.install(orjson.dumps(manifest.document()), model, None, app.now_ms())
+    entry = models.install(orjson.dumps(manifest.document()), model, None, clock.now_ms())
     assert entry.status == "serving", entry.reason
 
 
@@ -100,7 +100,7 @@ def _models(settings: Settings, store: Store) -> Models:
     models = Models(store, settings.models_folder)
     _serve(models, PERSONAL, _item_model(np.eye(len(ITEMS)) + CHAIN, np.zeros_like(CHAIN)))
     _serve(models, COMPLEMENTS, _item_model(np.zeros_like(CHAIN), CHAIN))
-    assert train_trending(store, models, app.now_ms()) is not None
+    assert train_trending(store, models, clock.now_ms()) is not None
     return models
 
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from edge_agent import app, schemas
+from edge_agent import schemas
+from edge_agent.app import clock, deadletters, ingest
 from edge_agent.config import load_settings
 from edge_agent.core.deadletters import dead_letter
 from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection, Schemas
@@ -95,16 +96,19 @@ def test_replay_after_a_schema_update_stores_the_fixed_events(
     store = Store.open(settings_.database)
     coupon = track("Coupon Redeemed", {"coupon": "WELCOME"})
     door = track("Door Counted", {"direction": "sideways", "count": 1}, "door-1")
-    _, rejected = app.classify(
-        [(topic(), encode(coupon), app.now_ms()), (topic("door-1"), encode(door), app.now_ms())],
-        app.limits_of(settings_),
+    _, rejected = ingest.classify(
+        [
+            (topic(), encode(coupon), clock.now_ms()),
+            (topic("door-1"), encode(door), clock.now_ms()),
+        ],
+        ingest.limits_of(settings_),
         schemas.load(),
         65536,
         SiteKey(bytes(32)),
     )
-    store.commit([], rejected, "v1", app.now_ms())
+    store.commit([], rejected, "v1", clock.now_ms())
     store.close()
-    assert app.replay_dead_letters(settings_, None, None).fixed == 0
+    assert deadletters.replay_dead_letters(settings_, None, None).fixed == 0
 
     shipped = schemas.load()
 
@@ -117,7 +121,7 @@ def test_replay_after_a_schema_update_stores_the_fixed_events(
         )
 
     monkeypatch.setattr(schemas, "load", with_coupons)
-    report = app.replay_dead_letters(settings_, None, None)
+    report = deadletters.replay_dead_letters(settings_, None, None)
     assert (report.examined, report.fixed, report.stored) == (2, 1, 1)
     assert report.still_rejected == {"invalid_properties": 1}
     store = Store.open(settings_.database)
@@ -129,7 +133,7 @@ def test_replay_after_a_schema_update_stores_the_fixed_events(
         "invalid_properties": "open",
     }
     store.close()
-    again = app.replay_dead_letters(settings_, None, None)
+    again = deadletters.replay_dead_letters(settings_, None, None)
     assert (again.examined, again.fixed) == (1, 0)
 
 
@@ -148,5 +152,5 @@ def test_truncated_dead_letters_are_not_replayed(tmp_path: Path) -> None:
         1,
     )
     store.close()
-    report = app.replay_dead_letters(settings_, None, "payload_too_large")
+    report = deadletters.replay_dead_letters(settings_, None, "payload_too_large")
     assert (report.examined, report.not_replayable, report.fixed) == (1, 1, 0)

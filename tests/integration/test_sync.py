@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge_agent import app
-from edge_agent.app.schedule import compute_insights
+from edge_agent.app import clock
+from edge_agent.app.insights import compute_insights
 from edge_agent.collector.app import create_app
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.config import Settings, load_settings
@@ -40,7 +40,7 @@ from tests.proxy import FlakyProxy
 
 pytestmark = pytest.mark.integration
 
-NOW = app.now_ms()
+NOW = clock.now_ms()
 LAST_HOUR = hour_of(NOW) - HOUR_MS
 TOKEN = "site-token-" + "t" * 32
 MEMBER = "member-0001"
@@ -102,7 +102,7 @@ def _site(tmp_path: Path, url: str, **overrides: object) -> Settings:
 def _store(settings: Settings, events: list[dict[str, Any]]) -> None:
     # Judged at the real time: some events are stamped now, and a long run of the suite
     # puts NOW (taken at import) minutes in the past.
-    assert ingest(settings, events, app.now_ms()) == 0
+    assert ingest(settings, events, clock.now_ms()) == 0
 
 
 def _iso(ms: int) -> str:
@@ -174,7 +174,7 @@ def _prepare(settings: Settings, visits: int = 8, member_orders: int = 3) -> Non
 
 def _drain_until_empty(settings: Settings, client: httpx.Client, tries: int = 200) -> SyncReport:
     for _ in range(tries):
-        report = drain(settings, app.now_ms(), client, force=True)
+        report = drain(settings, clock.now_ms(), client, force=True)
         if not report.remaining:
             return report
     raise AssertionError(f"the outbox did not drain: {report.as_dict()}")
@@ -187,7 +187,7 @@ def test_insights_notices_and_consented_data_arrive_once(central: Central, tmp_p
         report = _drain_until_empty(settings, client)
         assert report.sent == {"identified": 4, "insight": 1}
         # Nothing left: a second run sends nothing.
-        assert drain(settings, app.now_ms(), client, force=True).sent == {}
+        assert drain(settings, clock.now_ms(), client, force=True).sent == {}
     ((user_id,),) = set(rows(central.target, "SELECT DISTINCT user_id FROM identified"))
     assert user_id == MEMBER  # the raw id, for the CRM to match: crm_sync was granted
     assert count(central.target, "identified") == 4  # identify, three orders
@@ -205,7 +205,7 @@ def test_an_outage_loses_nothing_and_drains_afterwards(central: Central, tmp_pat
     _prepare(settings, visits=6, member_orders=2)
     central.stop()
     with client_for(settings) as client:
-        at = app.now_ms()
+        at = clock.now_ms()
         down = drain(settings, at, client, force=True)
         assert down.problem is not None
         assert down.retry_in_s is not None
@@ -286,7 +286,7 @@ def test_a_wrong_token_keeps_everything_queued(central: Central, tmp_path: Path)
     settings = _site(tmp_path, central.url, token="not-the-token")  # noqa: S106
     _prepare(settings, visits=6, member_orders=1)
     with client_for(settings) as client:
-        report = drain(settings, app.now_ms(), client, force=True)
+        report = drain(settings, clock.now_ms(), client, force=True)
     assert report.problem is not None
     assert "token" in report.problem
     assert report.remaining == {"identified": 2, "insight": 1}
@@ -464,7 +464,7 @@ def test_tls_with_the_configured_ca_bundle_and_only_with_it(tmp_path: Path) -> N
                 untrusted = _site(tmp_path / "a", server.url)
                 _prepare(untrusted, visits=6, member_orders=1)
                 with client_for(untrusted) as client:
-                    refused = drain(untrusted, app.now_ms(), client, force=True)
+                    refused = drain(untrusted, clock.now_ms(), client, force=True)
                 assert refused.problem is not None
                 assert "CERTIFICATE_VERIFY_FAILED" in refused.problem
                 assert refused.remaining == {"identified": 2, "insight": 1}

@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import app, schemas
+from edge_agent import schemas
+from edge_agent.app import ingest
 from edge_agent.core.consent import PURPOSES
 from edge_agent.core.events import Limits
 from edge_agent.core.identity import SiteKey, pseudonym
@@ -167,7 +168,7 @@ def test_consent_rules_hold_over_random_streams(stream: list[Step], cuts: list[i
         for n, step in enumerate(stream):
             model.see(n, step)
         for batch in _batches(payloads, cuts):
-            received, rejected = app.classify(batch, LIMITS, SCHEMAS, 65536, KEY)
+            received, rejected = ingest.classify(batch, LIMITS, SCHEMAS, 65536, KEY)
             store.commit(received, rejected, "v1", NOW_MS)
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db = store.db.conn

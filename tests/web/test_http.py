@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.app import now_ms
+from edge_agent.app.clock import now_ms
 from edge_agent.config import Settings, load_settings
 from edge_agent.ops.metrics import Metrics
 from edge_agent.store.database import Store

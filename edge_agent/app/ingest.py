@@ -1,0 +1,385 @@
+"""The agent's ingest loop: the receiver process's batches validated, pseudonymised and
+committed, then acknowledged; the scheduler and the screens' server started beside it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from edge_agent import logs, schemas
+from edge_agent.app import schedule as jobs
+from edge_agent.app.clock import now_ms
+from edge_agent.config import Settings
+from edge_agent.core.deadletters import DeadLetter, dead_letter
+from edge_agent.core.events import (
+    Inbound,
+    Limits,
+    Parsed,
+    Reason,
+    Rejection,
+    Schemas,
+    parse_payload,
+)
+
+# Re-exported: `edge-agent status` judges the heartbeat by the same period.
+from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
+from edge_agent.core.identity import (
+    SiteKey,
+    pseudonymise,
+    redact,
+)
+from edge_agent.core.topics import SiteId
+from edge_agent.errors import StorageError
+from edge_agent.mqtt import receiver as mqtt
+from edge_agent.mqtt.receiver import Item, ReceiverOptions
+from edge_agent.ops import keyfile
+from edge_agent.ops.disk import DiskWatch
+from edge_agent.ops.metrics import Metrics
+from edge_agent.service import Notifier, service_manager, under_journald
+from edge_agent.store.database import Received, Store
+from edge_agent.store.lock import DatabaseLock
+from edge_agent.web.changes import Changes, touched
+
+if TYPE_CHECKING:
+    import uvicorn
+
+
+logger = logging.getLogger(__name__)
+
+
+_RETRY_COMMIT_S = 1.0
+
+
+#: How often the loop looks again while it waits for disk space.
+_SPACE_WAIT_S = 0.2
+
+
+# More than this many events waiting in the pipe are committed together: one fsync for all.
+_GROUP_MAX_EVENTS = 5000
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The core's inbound bounds from the ``[site]`` and ``[ingest]`` settings."""
+    i = settings.ingest
+    return Limits(
+        site=SiteId(settings.site.id),
+        max_payload_bytes=i.max_payload_bytes,
+        max_batch_events=i.max_batch_events,
+        max_depth=i.max_depth,
+        max_future_skew_ms=i.max_future_skew_s * 1000,
+        max_past_age_ms=i.max_past_age_s * 1000,
+    )
+
+
+def classify(
+    items: Iterable[Item], limits: Limits, compiled: Schemas, raw_limit: int, key: SiteKey
+) -> tuple[list[Received], list[DeadLetter]]:
+    """Validate inbound messages into pseudonymised events to store and dead letters to keep."""
+    received: list[Received] = []
+    rejected: list[DeadLetter] = []
+    for topic, payload, received_ms in items:
+        message = Inbound(topic, payload, received_ms)
+        try:
+            parsed = parse_payload(message, limits, compiled)
+        except Exception as exc:
+            # A bug must not cost the event nor stop ingest: keep it, replay it once fixed.
+            logs.log(
+                logger, logging.ERROR, "validation_crashed", "validator raised", error=repr(exc)
+            )
+            crash = Rejection(Reason.INTERNAL_ERROR, f"validator raised {exc!r}"[:300], payload)
+            parsed = Parsed((), (crash,))
+        for event in parsed.events:
+            stored, identity = pseudonymise(event, key)
+            received.append(Received(stored, received_ms, identity))
+        for rejection in parsed.rejections:
+            # A dead letter keeps no raw userId nor traits either; see identity.redact.
+            kept = replace(rejection, raw=redact(rejection.raw, key))
+            rejected.append(dead_letter(message, kept, raw_limit))
+    return received, rejected
+
+
+class Agent:
+    """The ingest loop: receiver process -> validate -> commit -> ack."""
+
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        # The receiver process would only log a bad TLS file or password file and retry
+        # forever; checked here, it stops the agent with one line naming the file.
+        mqtt.check(settings.mqtt)
+        # Before the database: one agent per database, and no restore under a running agent.
+        self.lock = DatabaseLock.acquire(settings.database, "agent")
+        self.store = Store.open(settings.database, settings.store.synchronous)
+        self.key = keyfile.load_or_create(settings.site_key)
+        self.schemas = schemas.load()
+        self.limits = limits_of(settings)
+        self.stop_requested = threading.Event()
+        self.totals = {"stored": 0, "duplicates": 0, "dead_letters": 0}
+        # News for the screens' streams, when the agent serves screens.
+        self.changes = Changes() if settings.http.enabled else None
+        self.metrics = Metrics(settings, now_ms)
+        self.disk = DiskWatch(
+            settings.database.parent, settings.store.min_free_mb, self.metrics.disk_short
+        )
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.broker_connection = "connecting"
+        self.ready_sent = False
+
+    def _options(self) -> ReceiverOptions:
+        s = self.settings
+        return ReceiverOptions(
+            mqtt=s.mqtt,
+            client_id=s.mqtt.effective_client_id(s.site.id),
+            topic=s.mqtt.topic.replace("{site}", s.site.id),
+            batch_max_events=s.ingest.commit_max_events,
+            batch_max_ms=s.ingest.commit_max_ms,
+            queue_max_events=s.ingest.queue_max_events,
+            log_level=s.log.level,
+            journald=under_journald(),
+        )
+
+    def _start_receiver(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        # A plain child process over a socket pair: multiprocessing's spawn would also start
+        # its resource-tracker process, 13 MB of memory for nothing this agent uses.
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.mqtt.receiver", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+        )
+        theirs.close()
+        pipe = Connection(ours.detach())
+        pipe.send(self._options())
+        return process, pipe
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to finish the current commit and stop."""
+        self.stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the agent cleanly."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self.request_stop()
+
+    def run(self) -> None:
+        """Ingest until asked to stop. The receiver process is restarted if it dies."""
+        s = self.settings
+        logs.log(
+            logger,
+            logging.INFO,
+            "agent_starting",
+            "agent starting",
+            site=s.site.id,
+            database=str(s.database),
+            broker=f"{s.mqtt.host}:{s.mqtt.port}",
+            schema_version=self.schemas.version,
+        )
+        self.store.set_state("heartbeat", "alive", now_ms())
+        scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced)
+        server = _serve_http(s, self.changes, self.metrics) if self.changes else None
+        process, pipe = self._start_receiver()
+        last_progress = time.monotonic()
+        try:
+            while not self.stop_requested.is_set():
+                self._report_to_systemd()
+                if process.poll() is not None:
+                    logs.log(
+                        logger,
+                        logging.ERROR,
+                        "receiver_died",
+                        "MQTT receiver exited; restarting",
+                        exitcode=process.returncode,
+                    )
+                    pipe.close()
+                    self.store.set_state("broker", "disconnected", now_ms())
+                    time.sleep(_RETRY_COMMIT_S)
+                    process, pipe = self._start_receiver()
+                    continue
+                try:
+                    if not self._waiting_for_space():
+                        self._drain(pipe)
+                except (EOFError, OSError):
+                    continue  # the receiver went away mid-read; the liveness check restarts it
+                if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
+                    last_progress = time.monotonic()
+                    # `status` tells a running agent from one that died without saying so.
+                    self.store.set_state("heartbeat", "alive", now_ms())
+                    logs.log(
+                        logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
+                    )
+        finally:
+            self.notifier.stopping()
+            if server is not None:
+                server.should_exit = True
+            scheduler.shutdown(wait=True)
+            self._stop_receiver(process, pipe)
+            self.store.set_state("heartbeat", "stopped", now_ms())
+            self.store.set_state("broker", "disconnected", now_ms())
+            self.store.close()
+            self.lock.release()
+            self.notifier.close()
+            logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
+
+    def _waiting_for_space(self) -> bool:
+        """Whether the data disk is short of space; if so, wait a moment.
+
+        While it is, the pipe is not read at all: nothing is committed nor acknowledged, the
+        receiver stops reading from the broker once its queue (or the pipe) is full, and the
+        broker keeps every message of the persistent session until ingest resumes.
+        """
+        if not self.disk.is_short():
+            return False
+        self.stop_requested.wait(_SPACE_WAIT_S)
+        return True
+
+    def _drain(self, pipe: Connection) -> None:
+        if not pipe.poll(0.2):
+            return
+        batches: list[tuple[int, list[Item]]] = []
+        count = unacked = 0
+        while count < _GROUP_MAX_EVENTS and pipe.poll(0):
+            message = pipe.recv()
+            if message[0] == "batch":
+                batches.append((message[1], message[2]))
+                count += len(message[2])
+                unacked = message[3]
+            elif message[0] == "broker":
+                self._broker_state(message[1], message[2])
+        if batches:
+            self._commit(batches)
+            for seq, _ in batches:
+                pipe.send(("ack", seq))
+            self.metrics.waiting(unacked - count)
+
+    def _broker_state(self, state: str, detail: str) -> None:
+        level = logging.INFO if state == "connected" else logging.WARNING
+        logs.log(logger, level, f"broker_{state}", f"broker {state}", detail=detail)
+        self.store.set_state("broker", state, now_ms())
+        self._tell_systemd_broker(state)
+
+    def _tell_systemd_broker(self, state: str) -> None:
+        self.broker_connection = state
+        # Ready means the database is open (since __init__) and the broker confirmed the
+        # subscription: from here on events flow. systemd holds back units ordered after this
+        # one, and `systemctl start` returns, only then.
+        if state == "connected" and not self.ready_sent:
+            self.ready_sent = True
+            self.notifier.ready(self._status_line())
+
+    def _report_to_systemd(self) -> None:
+        # Called once per turn of the loop, i.e. after a commit or an idle poll of at most
+        # 0.2 s: a ping vouches that ingest moves. A commit that hangs, or that keeps failing
+        # in _commit's retry loop, never comes back here, so the pings stop and systemd
+        # restarts the agent after WatchdogSec. Nothing is lost by that: what was not committed
+        # was not acknowledged, and the broker delivers it again.
+        self.notifier.alive()
+        self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        t = self.totals
+        return (
+            f"stored {t['stored']}, duplicates {t['duplicates']}, "
+            f"dead letters {t['dead_letters']}, broker {self.broker_connection}"
+        )
+
+    def _commit(self, batches: list[tuple[int, list[Item]]]) -> None:
+        received, rejected = classify(
+            (item for _, items in batches for item in items),
+            self.limits,
+            self.schemas,
+            self.settings.store.dead_letter_raw_bytes,
+            self.key,
+        )
+        while True:
+            try:
+                result = self.store.commit(received, rejected, self.schemas.version, now_ms())
+                break
+            except StorageError as exc:
+                # Nothing is acknowledged until this succeeds, so waiting loses nothing: the
+                # receiver stops reading once its queue is full and the broker keeps the rest.
+                logs.log(logger, logging.ERROR, "commit_failed", str(exc))
+                if self.stop_requested.wait(_RETRY_COMMIT_S):
+                    raise
+        if self.changes is not None:
+            self.changes.seen(*touched(r.event for r in received))
+        self.metrics.committed(
+            result,
+            (letter.reason.value for letter in rejected),
+            (items[0][2] for _, items in batches if items),
+            now_ms(),
+        )
+        self.totals["stored"] += result.stored
+        self.totals["duplicates"] += result.duplicates
+        self.totals["dead_letters"] += result.dead_letters
+        for letter in rejected:
+            logs.log(
+                logger,
+                logging.WARNING,
+                "dead_letter",
+                "payload rejected",
+                reason=letter.reason.value,
+                topic=letter.topic,
+                sha256=letter.raw_sha256,
+            )
+
+    def _stop_receiver(self, process: subprocess.Popen[bytes], pipe: Connection) -> None:
+        with contextlib.suppress(OSError):  # it may already be gone
+            pipe.send(("stop",))
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(5)
+        pipe.close()
+
+
+def _serve_http(settings: Settings, changes: Changes, metrics: Metrics) -> uvicorn.Server:
+    """The staff screens' page and API under uvicorn, in a thread of the agent (stopped with
+    it; open streams are cut after a short grace)."""
+    import uvicorn
+
+    from edge_agent.web.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, now_ms, changes, metrics),
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        access_log=False,
+        limit_concurrency=128,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    # Run from a thread, uvicorn leaves the process's signal handlers to the agent.
+    threading.Thread(target=server.run, name="http", daemon=True).start()
+    logs.log(
+        logger, logging.INFO, "http_started", "staff screens listening",
+        host=settings.http.host, port=settings.http.port,
+    )  # fmt: skip
+    return server
+
+
+def run(settings: Settings) -> None:
+    """Run the agent in the foreground until SIGTERM/SIGINT, reporting to systemd when it
+    started the agent.
+
+    Raises:
+        StorageError: the database is in use by another agent or a restore, or cannot be
+            opened (e.g. it was written by a newer edge-agent).
+    """
+    manager = service_manager()
+    agent = Agent(settings, Notifier(manager.notify_socket, manager.watchdog_usec))
+    agent.install_signal_handlers()
+    agent.run()

@@ -1,0 +1,35 @@
+"""The site's existing database and key, for the use cases that act on a person's data."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edge_agent.config import Settings
+
+# Re-exported: `edge-agent status` judges the heartbeat by the same period.
+from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
+from edge_agent.core.identity import (
+    SiteKey,
+)
+from edge_agent.errors import StorageError
+from edge_agent.ops import keyfile
+from edge_agent.store.database import Store
+
+if TYPE_CHECKING:
+    pass
+
+
+def existing_store(settings: Settings) -> tuple[Store, SiteKey]:
+    """The site's database (which must exist: these commands never create one) and its key.
+
+    Raises:
+        StorageError: there is no database at the configured path, or it cannot be opened.
+        ConfigError: the site key file cannot be read or created.
+    """
+    if not settings.database.exists():
+        raise StorageError(
+            f"no database at {settings.database}: has the agent run with this config?"
+        )
+    return Store.open(settings.database, settings.store.synchronous), keyfile.load_or_create(
+        settings.site_key
+    )
