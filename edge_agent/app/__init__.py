@@ -58,7 +58,9 @@ from edge_agent.ops.disk import DiskWatch
 from edge_agent.ops.metrics import Metrics
 from edge_agent.ops.systemd import Notifier
 from edge_agent.store import backup as backups
-from edge_agent.store.database import DeadLetterRow, Received, Status, Store
+from edge_agent.store.database import Status, Store
+from edge_agent.store.deadletters import DeadLetterRow
+from edge_agent.store.events import Received
 from edge_agent.store.lock import DatabaseLock
 from edge_agent.store.people import Receipt
 from edge_agent.web.changes import Changes, touched
@@ -197,7 +199,7 @@ class Agent:
             broker=f"{s.mqtt.host}:{s.mqtt.port}",
             schema_version=self.schemas.version,
         )
-        self.store.set_state("heartbeat", "alive", now_ms())
+        self.store.state.set("heartbeat", "alive", now_ms())
         scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced)
         server = _serve_http(s, self.changes, self.metrics) if self.changes else None
         process, pipe = self._start_receiver()
@@ -214,7 +216,7 @@ class Agent:
                         exitcode=process.returncode,
                     )
                     pipe.close()
-                    self.store.set_state("broker", "disconnected", now_ms())
+                    self.store.state.set("broker", "disconnected", now_ms())
                     time.sleep(_RETRY_COMMIT_S)
                     process, pipe = self._start_receiver()
                     continue
@@ -226,7 +228,7 @@ class Agent:
                 if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
                     last_progress = time.monotonic()
                     # `status` tells a running agent from one that died without saying so.
-                    self.store.set_state("heartbeat", "alive", now_ms())
+                    self.store.state.set("heartbeat", "alive", now_ms())
                     logs.log(
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
@@ -236,8 +238,8 @@ class Agent:
                 server.should_exit = True
             scheduler.shutdown(wait=True)
             self._stop_receiver(process, pipe)
-            self.store.set_state("heartbeat", "stopped", now_ms())
-            self.store.set_state("broker", "disconnected", now_ms())
+            self.store.state.set("heartbeat", "stopped", now_ms())
+            self.store.state.set("broker", "disconnected", now_ms())
             self.store.close()
             self.lock.release()
             self.notifier.close()
@@ -277,7 +279,7 @@ class Agent:
     def _broker_state(self, state: str, detail: str) -> None:
         level = logging.INFO if state == "connected" else logging.WARNING
         logs.log(logger, level, f"broker_{state}", f"broker {state}", detail=detail)
-        self.store.set_state("broker", state, now_ms())
+        self.store.state.set("broker", state, now_ms())
         self._tell_systemd_broker(state)
 
     def _tell_systemd_broker(self, state: str) -> None:
@@ -415,7 +417,7 @@ def list_dead_letters(
         StorageError: the database cannot be read.
     """
     with Store.open(settings.database, readonly=True) as store:
-        return store.dead_letters(
+        return store.dead_letters.find(
             reason=reason, status=None if include_replayed else "open", limit=limit
         )
 
@@ -427,7 +429,7 @@ def get_dead_letter(settings: Settings, letter_id: int) -> DeadLetterRow | None:
         StorageError: the database cannot be read.
     """
     with Store.open(settings.database, readonly=True) as store:
-        rows = store.dead_letters(ids=[letter_id], status=None)
+        rows = store.dead_letters.find(ids=[letter_id], status=None)
     return rows[0] if rows else None
 
 
@@ -462,7 +464,7 @@ def replay_dead_letters(
     stored = duplicates = not_replayable = 0
     still: dict[str, int] = {}
     with store:
-        rows = store.dead_letters(reason=reason, status="open", ids=ids)
+        rows = store.dead_letters.find(reason=reason, status="open", ids=ids)
         for row in rows:
             if len(row.raw) < row.raw_size:
                 not_replayable += 1
@@ -480,10 +482,10 @@ def replay_dead_letters(
             duplicates += result.duplicates
             if same:
                 still[rejected[0].reason.value] = still.get(rejected[0].reason.value, 0) + 1
-                store.update_dead_letter(row.id, rejected[0].reason.value, rejected[0].detail)
+                store.dead_letters.update(row.id, rejected[0].reason.value, rejected[0].detail)
             else:
                 fixed.append(row.id)
-        store.mark_replayed(fixed, now_ms())
+        store.dead_letters.mark_replayed(fixed, now_ms())
     return ReplayReport(
         examined=len(rows),
         fixed=len(fixed),
@@ -556,7 +558,7 @@ def insights(
         jobs.compute_insights(store, settings, now)
         start = day_start_ms + hours.start * HOUR_MS
         end = day_start_ms + hours.stop * HOUR_MS
-        cells = [from_document(d) for d in store.cells(day_start_ms, end)]
+        cells = [from_document(d) for d in store.insights.cells(day_start_ms, end)]
         current = hour_of(now)
         open_hour = start <= current < end
         if open_hour:
@@ -581,7 +583,7 @@ def _add_noise(
     total = cast("dict[str, object] | None", released["total"])
     shown = [h for h in hours if not h.get("suppressed")] + ([total] if total else [])
     day = budget_day(day_start_ms)
-    spent = store.spend_epsilon(
+    spent = store.insights.spend_epsilon(
         day, eps * len(shown), settings.insights.epsilon_per_day, "insights release", now
     )
     if isinstance(spent, Refusal):

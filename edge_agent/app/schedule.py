@@ -56,10 +56,10 @@ def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
     """
     current = hour_of(now_ms)
     computed = 0
-    for hour, marked in store.dirty_hours(current):
+    for hour, marked in store.insights.dirty_hours(current):
         cell, events = hour_cell(store, hour)
         outgoing = for_central(cell, settings.insights.k) if settings.sync.url else None
-        store.save_cell(to_document(cell), events, marked, now_ms, outgoing)
+        store.insights.save_cell(to_document(cell), events, marked, now_ms, outgoing)
         computed += 1
     return computed
 
@@ -70,9 +70,9 @@ def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
     Raises:
         StorageError: the database cannot be read.
     """
-    facts = store.facts(hour, hour + HOUR_MS)
-    earlier = store.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
-    return compute_hour(hour, facts, earlier, quality=store.quality(hour)), len(facts)
+    facts = store.events.facts(hour, hour + HOUR_MS)
+    earlier = store.events.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
+    return compute_hour(hour, facts, earlier, quality=store.insights.quality(hour)), len(facts)
 
 
 def _insights_job(settings: Settings, clock: Callable[[], int]) -> None:
