@@ -28,7 +28,8 @@ from edge_agent.core.events import Event, MessageId
 from edge_agent.core.topics import DeviceId, parse_topic
 from edge_agent.demo.catalogue import load_tafeng
 from edge_agent.demo.simulate import site_stream
-from edge_agent.store.database import Received, Store
+from edge_agent.store.database import Store
+from edge_agent.store.events import Received
 
 SITE = "bench"
 DAY_MS = 24 * HOUR_MS

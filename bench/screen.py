@@ -231,7 +231,7 @@ def main() -> None:
         with Store.open(settings.database) as store:
             products = [
                 str(row[0])
-                for row in store.read(
+                for row in store.db.execute(
                     "SELECT DISTINCT json_extract(value, '$.product_id') FROM events, "
                     "json_each(json_extract(body, '$.properties.products')) "
                     "WHERE event = 'Order Completed' LIMIT 500"

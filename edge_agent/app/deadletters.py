@@ -12,7 +12,8 @@ from edge_agent.config import Settings
 
 # Re-exported: `edge-agent status` judges the heartbeat by the same period.
 from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
-from edge_agent.store.database import DeadLetterRow, Store
+from edge_agent.store.database import Store
+from edge_agent.store.deadletters import DeadLetterRow
 
 if TYPE_CHECKING:
     pass
@@ -29,7 +30,7 @@ def list_dead_letters(
         StorageError: the database cannot be read.
     """
     with Store.open(settings.database, readonly=True) as store:
-        return store.dead_letters(
+        return store.dead_letters.find(
             reason=reason, status=None if include_replayed else "open", limit=limit
         )
 
@@ -41,7 +42,7 @@ def get_dead_letter(settings: Settings, letter_id: int) -> DeadLetterRow | None:
         StorageError: the database cannot be read.
     """
     with Store.open(settings.database, readonly=True) as store:
-        rows = store.dead_letters(ids=[letter_id], status=None)
+        rows = store.dead_letters.find(ids=[letter_id], status=None)
     return rows[0] if rows else None
 
 
@@ -76,7 +77,7 @@ def replay_dead_letters(
     stored = duplicates = not_replayable = 0
     still: dict[str, int] = {}
     with store:
-        rows = store.dead_letters(reason=reason, status="open", ids=ids)
+        rows = store.dead_letters.find(reason=reason, status="open", ids=ids)
         for row in rows:
             if len(row.raw) < row.raw_size:
                 not_replayable += 1
@@ -94,10 +95,10 @@ def replay_dead_letters(
             duplicates += result.duplicates
             if same:
                 still[rejected[0].reason.value] = still.get(rejected[0].reason.value, 0) + 1
-                store.update_dead_letter(row.id, rejected[0].reason.value, rejected[0].detail)
+                store.dead_letters.update(row.id, rejected[0].reason.value, rejected[0].detail)
             else:
                 fixed.append(row.id)
-        store.mark_replayed(fixed, now_ms())
+        store.dead_letters.mark_replayed(fixed, now_ms())
     return ReplayReport(
         examined=len(rows),
         fixed=len(fixed),

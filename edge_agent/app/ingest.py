@@ -47,7 +47,8 @@ from edge_agent.ops import keyfile
 from edge_agent.ops.disk import DiskWatch
 from edge_agent.ops.metrics import Metrics
 from edge_agent.service import Notifier, service_manager, under_journald
-from edge_agent.store.database import Received, Store
+from edge_agent.store.database import Store
+from edge_agent.store.events import Received
 from edge_agent.store.lock import DatabaseLock
 from edge_agent.web.changes import Changes, touched
 
@@ -186,7 +187,7 @@ class Agent:
             broker=f"{s.mqtt.host}:{s.mqtt.port}",
             schema_version=self.schemas.version,
         )
-        self.store.set_state("heartbeat", "alive", now_ms())
+        self.store.state.set("heartbeat", "alive", now_ms())
         scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced)
         server = _serve_http(s, self.changes, self.metrics) if self.changes else None
         process, pipe = self._start_receiver()
@@ -203,7 +204,7 @@ class Agent:
                         exitcode=process.returncode,
                     )
                     pipe.close()
-                    self.store.set_state("broker", "disconnected", now_ms())
+                    self.store.state.set("broker", "disconnected", now_ms())
                     time.sleep(_RETRY_COMMIT_S)
                     process, pipe = self._start_receiver()
                     continue
@@ -215,7 +216,7 @@ class Agent:
                 if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
                     last_progress = time.monotonic()
                     # `status` tells a running agent from one that died without saying so.
-                    self.store.set_state("heartbeat", "alive", now_ms())
+                    self.store.state.set("heartbeat", "alive", now_ms())
                     logs.log(
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
@@ -225,8 +226,8 @@ class Agent:
                 server.should_exit = True
             scheduler.shutdown(wait=True)
             self._stop_receiver(process, pipe)
-            self.store.set_state("heartbeat", "stopped", now_ms())
-            self.store.set_state("broker", "disconnected", now_ms())
+            self.store.state.set("heartbeat", "stopped", now_ms())
+            self.store.state.set("broker", "disconnected", now_ms())
             self.store.close()
             self.lock.release()
             self.notifier.close()
@@ -266,7 +267,7 @@ class Agent:
     def _broker_state(self, state: str, detail: str) -> None:
         level = logging.INFO if state == "connected" else logging.WARNING
         logs.log(logger, level, f"broker_{state}", f"broker {state}", detail=detail)
-        self.store.set_state("broker", state, now_ms())
+        self.store.state.set("broker", state, now_ms())
         self._tell_systemd_broker(state)
 
     def _tell_systemd_broker(self, state: str) -> None:

@@ -56,10 +56,10 @@ def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
     """
     current = hour_of(now_ms)
     computed = 0
-    for hour, marked in store.dirty_hours(current):
+    for hour, marked in store.insights.dirty_hours(current):
         cell, events = hour_cell(store, hour)
         outgoing = for_central(cell, settings.insights.k) if settings.sync.url else None
-        store.save_cell(to_document(cell), events, marked, now_ms, outgoing)
+        store.insights.save_cell(to_document(cell), events, marked, now_ms, outgoing)
         computed += 1
     return computed
 
@@ -70,9 +70,9 @@ def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
     Raises:
         StorageError: the database cannot be read.
     """
-    facts = store.facts(hour, hour + HOUR_MS)
-    earlier = store.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
-    return compute_hour(hour, facts, earlier, quality=store.quality(hour)), len(facts)
+    facts = store.events.facts(hour, hour + HOUR_MS)
+    earlier = store.events.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
+    return compute_hour(hour, facts, earlier, quality=store.insights.quality(hour)), len(facts)
 
 
 def insights(
@@ -94,7 +94,7 @@ def insights(
         compute_insights(store, settings, now)
         start = day_start_ms + hours.start * HOUR_MS
         end = day_start_ms + hours.stop * HOUR_MS
-        cells = [from_document(d) for d in store.cells(day_start_ms, end)]
+        cells = [from_document(d) for d in store.insights.cells(day_start_ms, end)]
         current = hour_of(now)
         open_hour = start <= current < end
         if open_hour:
@@ -124,7 +124,7 @@ def _add_noise(
     hours, total = released.hours, released.total
     shown = [h for h in hours if not h.get("suppressed")] + ([total] if total else [])
     day = budget_day(day_start_ms)
-    spent = store.spend_epsilon(
+    spent = store.insights.spend_epsilon(
         day, eps * len(shown), settings.insights.epsilon_per_day, "insights release", now
     )
     if isinstance(spent, Refusal):

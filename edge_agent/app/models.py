@@ -12,8 +12,9 @@ from edge_agent.config import Settings
 from edge_agent.core.recommend import PERSONAL
 from edge_agent.core.releases import Refused
 from edge_agent.errors import EdgeAgentError
-from edge_agent.serving.models import Entry, Models
+from edge_agent.serving.models import Models
 from edge_agent.store.database import Store
+from edge_agent.store.registry import Entry
 
 
 @contextmanager

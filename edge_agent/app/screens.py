@@ -90,7 +90,7 @@ def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) ->
     """
     day = now_ms - now_ms % DAY_MS
     current = hour_of(now_ms)
-    cells = [from_document(d) for d in store.cells(day, current)]
+    cells = [from_document(d) for d in store.insights.cells(day, current)]
     cells.append(hour_cell(store, current)[0])
     released = release(cells, k)
     hours = [

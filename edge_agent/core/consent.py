@@ -1,8 +1,8 @@
 """Consent: the current purposes of a person from their ledger, and what each purpose allows.
 
-Purposes (DESIGN.md): ``analytics`` (identified events may link visits in aggregates),
-``personalization`` (a profile and recommendations from their history), ``crm_sync``
-(identified data and the raw id may leave the site). No consent recorded means anonymous.
+The purposes and what each allows (DESIGN.md) are written in `ALLOWS`, and only there: the
+store's queries and consent rules ask for a use (`purpose_for`, `allows`), never spell a
+purpose themselves. No consent recorded means anonymous.
 Changes are ordered by the event's timestamp, ties by the order the agent received them, so a
 late-arriving old change never overrides a newer one.
 """
@@ -15,6 +15,24 @@ from typing import Literal, get_args
 
 Purpose = Literal["analytics", "personalization", "crm_sync"]
 PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
+
+#: What consent can allow: ``link_visits`` (a visit counts as its person's in aggregates),
+#: ``personalise`` (a profile, a greeting by name, recommendations from their history),
+#: ``send_identified`` (the raw id, traits and identified events may leave the site).
+Use = Literal["link_visits", "personalise", "send_identified"]
+
+#: Purpose -> the uses it allows.
+ALLOWS: Mapping[Purpose, frozenset[Use]] = {
+    "analytics": frozenset({"link_visits"}),
+    "personalization": frozenset({"personalise"}),
+    "crm_sync": frozenset({"send_identified"}),
+}
+
+
+def purpose_for(use: Use) -> Purpose:
+    """The one purpose that allows ``use`` (what the store's queries filter on)."""
+    (purpose,) = (p for p in PURPOSES if use in ALLOWS[p])
+    return purpose
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -41,6 +59,11 @@ def granted(consent: Consent, purpose: Purpose) -> bool:
     """Whether ``purpose`` is currently granted (never answered means no)."""
     decision = consent.get(purpose)
     return decision is not None and decision.granted
+
+
+def allows(consent: Consent, use: Use) -> bool:
+    """Whether the person's current consent allows ``use``."""
+    return granted(consent, purpose_for(use))
 
 
 def any_granted(consent: Consent) -> bool:

@@ -37,7 +37,6 @@ from edge_agent.core.sync import PRIORITY
 from edge_agent.errors import StorageError
 from edge_agent.ops.disk import free_bytes
 from edge_agent.store.database import CommitResult, Store
-from edge_agent.store.outbox import Outbox
 
 if TYPE_CHECKING:
     from edge_agent.sync.client import SyncReport
@@ -200,11 +199,10 @@ class StoreFigures(Collector):
 
         s = self.settings
         with Store.open(s.database, readonly=True) as store:
-            outbox = Outbox(store.db, store.path)
-            depth = outbox.depth()
-            losses = outbox.losses()
+            depth = store.outbox.depth()
+            losses = store.outbox.losses()
             serving = [e for e in Models(store, s.models_folder).entries() if e.status == "serving"]
-            spent = store.epsilon_spent(budget_day(self.clock()))
+            spent = store.insights.epsilon_spent(budget_day(self.clock()))
         queued = GaugeMetricFamily(
             "edge_agent_outbox_items", "Items queued for central, by kind", labels=["kind"]
         )

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.core.releases import Manifest, Refused, check, not_worse, parse
 from edge_agent.errors import ModelIntegrityError, StorageError
 from edge_agent.store.database import Store
+from edge_agent.store.registry import Entry
 
 #: What a shadow evaluation returns: metric name -> value (higher is better).
 Shadow = Callable[[ort.InferenceSession, Manifest], Mapping[str, float]]
@@ -78,19 +76,6 @@ def load(model: bytes | Path, manifest: Manifest) -> ort.InferenceSession | Refu
     return session
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One version of a model and what became of it."""
-
-    name: str
-    version: str
-    status: str
-    reason: str
-    metrics: dict[str, float]
-    shadow: dict[str, float]
-    changed_ms: int
-
-
 class Sessions:
     """The serving sessions loaded so far, by model name: one copy in memory, shared by the
     registries of several connections (the screens' API reads from one per thread)."""
@@ -108,56 +93,13 @@ class Models:
         self.folder = folder
         self._sessions = sessions or Sessions()
 
-    def _fail(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"database {self.store.path}: the model registry: {exc}")
-
     def entries(self) -> list[Entry]:
-        """Every version ever offered, newest change first."""
-        try:
-            rows = self.store.db.execute(
-                "SELECT name, version, status, reason, metrics, shadow, changed_ms FROM models "
-                "ORDER BY changed_ms DESC, rowid DESC"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
-        return [
-            Entry(n, v, s, r, orjson.loads(m), orjson.loads(sh), c) for n, v, s, r, m, sh, c in rows
-        ]
+        """Every version ever offered, newest change first.
 
-    def _version(self, name: str, status: str) -> str | None:
-        row = self.store.db.execute(
-            "SELECT version FROM models WHERE name = ? AND status = ? "
-            "ORDER BY changed_ms DESC, rowid DESC LIMIT 1",
-            (name, status),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def _record(
-        self,
-        name: str,
-        version: str,
-        status: str,
-        now_ms: int,
-        reason: str = "",
-        metrics: Mapping[str, float] | None = None,
-        shadow: Mapping[str, float] | None = None,
-    ) -> None:
-        self.store.db.execute(
-            "INSERT INTO models (name, version, status, reason, metrics, shadow, changed_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE SET "
-            "status = excluded.status, reason = excluded.reason, "
-            "metrics = excluded.metrics, shadow = excluded.shadow, "
-            "changed_ms = excluded.changed_ms",
-            (
-                name,
-                version,
-                status,
-                reason,
-                orjson.dumps(dict(metrics or {})).decode(),
-                orjson.dumps(dict(shadow or {})).decode(),
-                now_ms,
-            ),
-        )
+        Raises:
+            StorageError: the registry cannot be read.
+        """
+        return self.store.registry.entries()
 
     def serving(self, name: str) -> tuple[Manifest, ort.InferenceSession] | None:
         """The serving version of ``name`` with its session (loaded once), or None.
@@ -166,10 +108,7 @@ class Models:
             StorageError: the registry cannot be read.
             ModelIntegrityError: the serving files are gone or do not load.
         """
-        try:
-            version = self._version(name, "serving")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        version = self.store.registry.serving(name)
         if version is None:
             return None
         with self._sessions.lock:
@@ -268,39 +207,10 @@ class Models:
             raise StorageError(f"cannot write the model to {folder}: {exc.strerror}") from exc
 
     def _promote(self, manifest: Manifest, now_ms: int, measured: Mapping[str, float]) -> Entry:
-        try:
-            with self.store.db.atomic():
-                current = self._version(manifest.name, "serving")
-                if current is not None and current != manifest.version:
-                    for old in self._versions(manifest.name, "previous"):
-                        self._set(manifest.name, old, "retired", now_ms)
-                    self._set(manifest.name, current, "previous", now_ms)
-                self._record(
-                    manifest.name,
-                    manifest.version,
-                    "serving",
-                    now_ms,
-                    "",
-                    manifest.metrics,
-                    measured,
-                )
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
-        return self._entry(manifest.name, manifest.version)
-
-    def _versions(self, name: str, status: str) -> list[str]:
-        return [
-            str(v)
-            for (v,) in self.store.db.execute(
-                "SELECT version FROM models WHERE name = ? AND status = ?", (name, status)
-            )
-        ]
-
-    def _set(self, name: str, version: str, status: str, now_ms: int) -> None:
-        self.store.db.execute(
-            "UPDATE models SET status = ?, changed_ms = ? WHERE name = ? AND version = ?",
-            (status, now_ms, name, version),
+        self.store.registry.promote(
+            manifest.name, manifest.version, now_ms, manifest.metrics, measured
         )
+        return self._entry(manifest.name, manifest.version)
 
     def _settle(
         self,
@@ -312,14 +222,8 @@ class Models:
         metrics: Mapping[str, float] | None = None,
         shadow: Mapping[str, float] | None = None,
     ) -> Entry:
-        try:
-            with self.store.db.atomic():
-                if self._version(name, "serving") == version:
-                    # The serving version offered again, damaged: it keeps serving.
-                    return self._entry(name, version, reason)
-                self._record(name, version, status, now_ms, reason, metrics, shadow)
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        if not self.store.registry.settle(name, version, status, now_ms, reason, metrics, shadow):
+            return self._entry(name, version, reason)
         return self._entry(name, version)
 
     def _entry(self, name: str, version: str, reason: str | None = None) -> Entry:
@@ -332,16 +236,8 @@ class Models:
         Raises:
             StorageError: the registry cannot be written.
         """
-        try:
-            with self.store.db.atomic():
-                previous = self._version(name, "previous")
-                current = self._version(name, "serving")
-                if previous is None:
-                    return Refused(f"no previous version of {name} to roll back to")
-                if current is not None:
-                    self._set(name, current, "retired", now_ms)
-                self._set(name, previous, "serving", now_ms)
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        previous = self.store.registry.rollback(name, now_ms)
+        if previous is None:
+            return Refused(f"no previous version of {name} to roll back to")
         self._sessions.by_name.pop(name, None)
         return self._entry(name, previous)

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.config import Settings
 from edge_agent.core.releases import MAX_MODEL_BYTES, Manifest, parse
 from edge_agent.errors import ConfigError, PullError
-from edge_agent.serving.models import Entry, Models, Shadow
+from edge_agent.serving.models import Models, Shadow
+from edge_agent.store.registry import Entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Recommendations for a staff screen: the serving models in onnxruntime, then the business
 rules of `edge_agent.core.recommend`.
 
-A visitor's history is read only when they granted ``personalization`` (the store keeps a
-profile only then, and it is checked again here); otherwise the models see none of it.
+A visitor's history is read only when their consent allows personalising (the store keeps a
+profile only then, and checks the consent again when reading it); otherwise the models see
+none of it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-import orjson
 
 from edge_agent.core.identity import Pseudonym
 from edge_agent.core.recommend import (
@@ -43,27 +43,17 @@ class Recommender:
         self.models = models
 
     def context(self, visitor: Pseudonym | None, basket: tuple[str, ...]) -> Context:
-        """What may be used about ``visitor``: their baskets only with personalization.
+        """What may be used about ``visitor``: their baskets only when their consent allows
+        personalising.
 
         Raises:
             StorageError: the database cannot be read.
         """
         if visitor is None:
             return Context(basket)
-        consented = self.store.read(
-            "SELECT 1 FROM consent WHERE pseudonym = ? AND purpose = 'personalization' AND granted",
-            (visitor,),
-        )
-        if not consented:
+        history = self.store.people.history(visitor)
+        if history is None:
             return Context(basket)
-        rows = self.store.read(
-            "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms, rowid",
-            (visitor,),
-        )
-        history = tuple(
-            tuple(str(line.get("product_id")) for line in orjson.loads(products))
-            for (products,) in rows
-        )
         return Context(basket, history, personal=True)
 
     def first_name(self, visitor: Pseudonym) -> str | None:
@@ -73,12 +63,7 @@ class Recommender:
         Raises:
             StorageError: the database cannot be read.
         """
-        rows = self.store.read(
-            "SELECT p.first_name FROM profiles p JOIN consent c ON c.pseudonym = p.pseudonym "
-            "AND c.purpose = 'personalization' AND c.granted WHERE p.pseudonym = ?",
-            (visitor,),
-        )
-        return rows[0][0] if rows else None
+        return self.store.people.first_name(visitor)
 
     def recommend(
         self,
@@ -183,40 +168,18 @@ def in_front(store: Store, kind: str, place: str, now_ms: int) -> InFront:
     Raises:
         StorageError: the database cannot be read.
     """
-    if kind == "zone":
-        latest = store.read(
-            "SELECT e.anonymous_id FROM events e WHERE e.event = 'Zone Entered' "
-            "AND e.ts_ms >= ? AND json_extract(e.body, '$.properties.zone') = ? "
-            "AND NOT EXISTS (SELECT 1 FROM events x WHERE x.anonymous_id = e.anonymous_id "
-            "AND x.event = 'Zone Exited' AND x.ts_ms >= e.ts_ms "
-            "AND json_extract(x.body, '$.properties.zone') = ?) "
-            "ORDER BY e.ts_ms DESC, e.id DESC LIMIT 1",
-            (now_ms - PRESENT_MS, place, place),
-        )
-    else:
-        latest = store.read(
-            "SELECT anonymous_id FROM events WHERE ts_ms >= ? AND device_id = ? "
-            "AND anonymous_id IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1",
-            (now_ms - PRESENT_MS, place),
-        )
-    if not latest:
+    since_ms = now_ms - PRESENT_MS
+    visit = (
+        store.events.latest_visit_in(place, since_ms)
+        if kind == "zone"
+        else store.events.latest_visit_at(place, since_ms)
+    )
+    if visit is None:
         return InFront(None, (), False, {})
-    visit = latest[0][0]
-    ((person,),) = store.read(
-        "SELECT coalesce((SELECT pseudonym FROM events WHERE anonymous_id = ? "
-        "AND pseudonym IS NOT NULL ORDER BY id DESC LIMIT 1), "
-        "(SELECT pseudonym FROM visit_links WHERE anonymous_id = ?))",
-        (visit, visit),
-    )
-    events = store.read(
-        "SELECT event, body FROM events WHERE anonymous_id = ? AND event IN "
-        "('Product Added', 'Product Removed', 'Order Completed') ORDER BY ts_ms, id",
-        (visit,),
-    )
+    person = store.events.person_of(visit)
     basket: dict[str, None] = {}
     names: dict[str, str] = {}
-    for name, body in events:
-        properties = orjson.loads(body).get("properties", {})
+    for name, properties in store.events.basket_events(visit):
         lines = properties.get("products", []) if name == "Order Completed" else [properties]
         for line in lines:
             if isinstance(line.get("name"), str):
@@ -227,7 +190,7 @@ def in_front(store: Store, kind: str, place: str, now_ms: int) -> InFront:
             basket[str(properties.get("product_id"))] = None
         else:
             basket.pop(str(properties.get("product_id")), None)
-    return InFront(Pseudonym(person) if person else None, tuple(basket), True, names)
+    return InFront(person, tuple(basket), True, names)
 
 
 #: Items sold at the site this recently count as available (the POS data says they are stocked).
@@ -242,17 +205,8 @@ def stocked_items(store: Store, now_ms: int, after_id: int = 0) -> tuple[dict[st
     Raises:
         StorageError: the database cannot be read.
     """
-    ((last,),) = store.read("SELECT coalesce(max(id), 0) FROM events")
-    rows = store.read(
-        "SELECT json_extract(line.value, '$.product_id') AS item, "
-        "max(json_extract(line.value, '$.name')) FROM events, "
-        "json_each(json_extract(events.body, '$.properties.products')) AS line "
-        "WHERE events.id > ? AND events.id <= ? AND events.event = 'Order Completed' "
-        "AND events.ts_ms >= ? GROUP BY item",
-        (after_id, last, now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000),
-    )
-    names = {str(item): name if isinstance(name, str) else "" for item, name in rows if item}
-    return names, int(last)
+    sold, last = store.events.sold_items(after_id, now_ms - AVAILABLE_DAYS * 24 * 3600 * 1000)
+    return {item: name if isinstance(name, str) else "" for item, name in sold.items()}, last
 
 
 class Stocked:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import onnxruntime as ort
-import orjson
 
 from edge_agent.core.nbr import evaluate, top_k
 from edge_agent.core.recommend import Context, inputs
@@ -30,14 +29,8 @@ def cases(store: Store) -> list[tuple[tuple[tuple[str, ...], ...], tuple[str, ..
     Raises:
         StorageError: the database cannot be read.
     """
-    rows = store.read(
-        "SELECT pseudonym, products FROM profile_purchases ORDER BY pseudonym, ts_ms, rowid"
-    )
-    baskets: dict[str, list[tuple[str, ...]]] = {}
-    for person, products in rows:
-        items = tuple(str(line.get("product_id")) for line in orjson.loads(products))
-        baskets.setdefault(person, []).append(items)
-    return [(tuple(b[:-1]), b[-1]) for b in baskets.values() if len(b) >= 2]
+    baskets = store.people.baskets().values()
+    return [(tuple(b[:-1]), b[-1]) for b in baskets if len(b) >= 2]
 
 
 def local_shadow(store: Store, minimum: int = MIN_CASES) -> Shadow | None:

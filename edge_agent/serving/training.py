@@ -23,10 +23,11 @@ from edge_agent.core.nbr_onnx import serialize
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, Context, inputs
 from edge_agent.core.releases import Manifest, release_unsigned
 from edge_agent.errors import ModelIntegrityError
-from edge_agent.serving.models import Entry, Models, Shadow
+from edge_agent.serving.models import Models, Shadow
 from edge_agent.serving.recommend import run_model
 from edge_agent.serving.shadow import cases, local_shadow
 from edge_agent.store.database import Store
+from edge_agent.store.registry import Entry
 
 #: The releases that ship inside the package, signed by the project's release key.
 SHIPPED = Path(__file__).resolve().parent / "shipped"
@@ -43,17 +44,13 @@ def recent_orders(store: Store, since_ms: int) -> list[tuple[int, dict[str, int]
     Raises:
         StorageError: the database cannot be read.
     """
-    rows = store.read(
-        "SELECT ts_ms, body FROM events WHERE event = 'Order Completed' AND ts_ms >= ?",
-        (since_ms,),
-    )
     orders = []
-    for ts_ms, body in rows:
+    for ts_ms, products in store.events.orders(since_ms):
         lines: dict[str, int] = {}
-        for line in orjson.loads(body).get("properties", {}).get("products", []):
+        for line in products:
             item = str(line.get("product_id"))
             lines[item] = lines.get(item, 0) + int(line.get("quantity", 1))
-        orders.append((int(ts_ms), lines))
+        orders.append((ts_ms, lines))
     return orders
 
 

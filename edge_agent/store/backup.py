@@ -1,7 +1,7 @@
 """Online backups of the store, and putting one back in place of the database.
 
 A backup is a consistent copy taken while the agent ingests (SQLite's online backup API, see
-`Store.copy_to`), written to a temporary file beside the target and renamed into place, so a
+`copy`), written to a temporary file beside the target and renamed into place, so a
 reader never finds half a backup under the target's name. A restore checks the file first
 (SQLite opens it, ``PRAGMA integrity_check`` passes, it is an edge-agent database this release
 can migrate), holds the agent's lock (`edge_agent.store.lock`) so no agent writes
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,21 @@ from pathlib import Path
 from edge_agent.errors import StorageError
 from edge_agent.store.database import Store
 from edge_agent.store.lock import DatabaseLock
+from edge_agent.store.migrations import FIRST_STEP, migrations
 
 #: SQLite keeps a database's write-ahead log and its index next to it under these suffixes.
 _WAL_SUFFIXES = ("-wal", "-shm")
+#: The tables that hold a site's data (`row_counts`), not its bookkeeping.
+MAIN_TABLES = (
+    "events",
+    "dead_letters",
+    "consent",
+    "profiles",
+    "outbox",
+    "insight_cells",
+    "models",
+    "screens",
+)
 
 
 @dataclass(frozen=True)
@@ -48,12 +61,12 @@ def backup(database: Path, target: Path) -> Copied:
     with Store.open(database, readonly=True) as store:
         temporary = _temporary_beside(target, ".tmp")
         try:
-            store.copy_to(temporary)
-            with Store.open(temporary, readonly=True) as copy:
-                problems = copy.problems()
-                if problems:
-                    raise StorageError(f"the copy of {database} fails its check: {problems[0]}")
-                rows = copy.row_counts()
+            copy(store, temporary)
+            with Store.open(temporary, readonly=True) as copied:
+                found = problems(copied)
+                if found:
+                    raise StorageError(f"the copy of {database} fails its check: {found[0]}")
+                rows = row_counts(copied)
             _durable_replace(temporary, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -73,13 +86,13 @@ def check(source: Path) -> dict[str, int]:
         raise StorageError(f"no backup file at {source}")
     # Store.open refuses a file with schema steps this release does not know.
     with Store.open(source, readonly=True) as candidate:
-        problems = candidate.problems()
-        if problems:
+        found = problems(candidate)
+        if found:
             raise StorageError(
-                f"{source} cannot be restored: {'; '.join(problems[:3])}"
-                + (f" (and {len(problems) - 3} more found)" if len(problems) > 3 else "")
+                f"{source} cannot be restored: {'; '.join(found[:3])}"
+                + (f" (and {len(found) - 3} more found)" if len(found) > 3 else "")
             )
-        return candidate.row_counts()
+        return row_counts(candidate)
 
 
 def restore(database: Path, source: Path) -> Copied:
@@ -106,7 +119,7 @@ def restore(database: Path, source: Path) -> Copied:
         staged = _temporary_beside(database, ".restore")
         try:
             with Store.open(source, readonly=True) as store:
-                store.copy_to(staged)
+                copy(store, staged)
             previous = _set_aside(database)
             _durable_replace(staged, database)
         except BaseException:
@@ -114,6 +127,54 @@ def restore(database: Path, source: Path) -> Copied:
                 staged.unlink()
             raise
     return Copied(database, database.stat().st_size, rows, previous)
+
+
+def copy(store: Store, target: Path) -> None:
+    """Copy the whole database into ``target`` (a new or empty file) with SQLite's online
+    backup, in one step: one read transaction, so the copy is the database as of one
+    commit while the agent goes on committing (in WAL mode readers do not block it). The
+    copy is left in rollback-journal mode: one self-contained file, no ``-wal`` beside it.
+
+    Raises:
+        StorageError: the database cannot be read or ``target`` cannot be written.
+    """
+    with store.connection.failing(f"cannot be copied to {target}") as conn:
+        copied = sqlite3.connect(target, isolation_level=None)
+        try:
+            conn.backup(copied)
+            copied.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copied.close()
+
+
+def problems(store: Store) -> list[str]:
+    """What ``PRAGMA integrity_check`` finds (empty: the file is sound), and whether this
+    is an edge-agent database at all (its first schema step is recorded).
+
+    Raises:
+        StorageError: the file cannot be read as an SQLite database.
+    """
+    with store.connection.failing("cannot be read") as conn:
+        found = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
+        ours = {m.name for m in migrations.applied(store.db)} >= {FIRST_STEP}
+    issues = [] if found == ["ok"] else found
+    if not ours:
+        issues.append("not an edge-agent database (no edge-agent schema steps recorded)")
+    return issues
+
+
+def row_counts(store: Store) -> dict[str, int]:
+    """Rows of each of the site's main tables that this database has.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    with store.connection.failing("cannot be read") as conn:
+        return {
+            table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in MAIN_TABLES
+            if store.db[table].exists()
+        }
 
 
 def _set_aside(database: Path) -> Path | None:

@@ -1,20 +1,22 @@
-"""The outbox tables as the sender sees them: pending items, consent at send time, losses.
+"""The outbox tables: what is queued for central, consent at send time, losses.
 
-Every method runs in its own short transaction on the store's connection, so the ingest loop
-(another connection) is never held up by a slow network.
+The ``queue_*`` methods run inside the caller's transaction (the consent rules, the insights
+job); every other method runs in its own short transaction on the store's connection, so the
+ingest loop (another connection) is never held up by a slow network.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlite_utils import Database
 
+from edge_agent.core.consent import purpose_for
 from edge_agent.core.sync import PRIORITY, Item
-from edge_agent.errors import StorageError
+from edge_agent.store.connection import Connection
+
+_FAILING = "cannot use the outbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,102 +33,120 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """What the site may tell central about a person with ``crm_sync`` now."""
+    """What the site may tell central about a person whose consent allows it now."""
 
     user_id: str
     traits: dict[str, object]
 
 
 class Outbox:
-    """Read and settle the outbox of one store."""
+    """The ``outbox``, ``outbox_losses`` and ``sync_dead_letters`` tables."""
 
-    def __init__(self, db: Database, path: object) -> None:
-        self.db = db
-        self.conn = db.conn
-        self.path = path
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
-    def _fail(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"database {self.path}: the outbox cannot be used: {exc}")
+    def queue_notice(self, kind: str, subject: str | None, notice: object, now_ms: int) -> None:
+        """Queue a notice for central (an erasure, a withdrawal), inside the caller's
+        transaction."""
+        self.connection.conn.execute(
+            "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
+            "VALUES (?, ?, NULL, ?, ?)",
+            (kind, subject, orjson.dumps(notice).decode(), now_ms),
+        )
+
+    def queue_identified(
+        self, subject: str, message_id: str, item: dict[str, object], now_ms: int
+    ) -> None:
+        """Queue an identified item, once per messageId, inside the caller's transaction."""
+        self.connection.conn.execute(
+            "INSERT OR IGNORE INTO outbox (kind, subject, message_id, payload, created_ms) "
+            "VALUES ('identified', ?, ?, ?, ?)",
+            (subject, message_id, orjson.dumps(item).decode(), now_ms),
+        )
+
+    def forget_identified(self, subject: str) -> None:
+        """Take a person's queued identified items out (consent withdrawn), inside the
+        caller's transaction."""
+        self.connection.conn.execute(
+            "DELETE FROM outbox WHERE kind = 'identified' AND subject = ?", (subject,)
+        )
+
+    def replace_insight(self, message_id: str, cell: dict[str, object], now_ms: int) -> None:
+        """Queue an hour's cell for central, replacing an unsent older form of it, inside the
+        caller's transaction."""
+        self.connection.conn.execute(
+            "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
+            "VALUES ('insight', NULL, ?, ?, ?) "
+            "ON CONFLICT (kind, message_id) WHERE message_id IS NOT NULL "
+            "DO UPDATE SET payload = excluded.payload, "
+            "created_ms = excluded.created_ms",
+            (message_id, orjson.dumps(cell).decode(), now_ms),
+        )
 
     def sizes(self) -> list[Item]:
         """Every queued item's kind, size and age (for the quota)."""
-        try:
-            rows = self.conn.execute(
+        with self.connection.failing(_FAILING) as conn:
+            rows = conn.execute(
                 "SELECT id, kind, length(payload), created_ms FROM outbox"
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
         return [Item(i, k, s, c) for i, k, s, c in rows]
 
     def pending(self, kinds: Sequence[str], limit: int) -> list[Row]:
         """Up to ``limit`` items of ``kinds``, the highest priority and oldest first."""
         order = " ".join(f"WHEN '{k}' THEN {PRIORITY[k]}" for k in kinds)
         marks = ", ".join("?" for _ in kinds)
-        try:
-            rows = self.conn.execute(
+        with self.connection.failing(_FAILING) as conn:
+            rows = conn.execute(
                 "SELECT id, kind, subject, payload, created_ms FROM outbox "
                 f"WHERE kind IN ({marks}) ORDER BY CASE kind {order} END, id LIMIT ?",
                 (*kinds, limit),
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
         return [Row(i, k, s, orjson.loads(p), c, len(p)) for i, k, s, p, c in rows]
 
     def holders(self, subjects: Iterable[str]) -> dict[str, Holder]:
-        """The people among ``subjects`` whose ``crm_sync`` consent holds now, with the raw id
-        and traits the vault keeps for exactly that long."""
+        """The people among ``subjects`` whose consent allows sending identified data now,
+        with the raw id and traits the vault keeps for exactly that long."""
         subjects = sorted(set(subjects))
         if not subjects:
             return {}
         marks = ", ".join("?" for _ in subjects)
-        try:
-            rows = self.conn.execute(
+        with self.connection.failing(_FAILING) as conn:
+            rows = conn.execute(
                 "SELECT v.pseudonym, v.user_id, v.traits FROM identity_vault v "
-                "JOIN consent c ON c.pseudonym = v.pseudonym AND c.purpose = 'crm_sync' "
+                "JOIN consent c ON c.pseudonym = v.pseudonym AND c.purpose = ? "
                 f"AND c.granted WHERE v.pseudonym IN ({marks})",
-                subjects,
+                (purpose_for("send_identified"), *subjects),
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
         return {p: Holder(u, orjson.loads(t)) for p, u, t in rows}
 
     def settle(self, ids: Sequence[int], loss: tuple[str, str] | None = None) -> None:
         """Remove items: sent, or lost for ``loss`` = (class, reason), which is counted."""
         if not ids:
             return
-        try:
-            with self.db.atomic():
-                self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-                if loss is not None:
-                    self._count(loss, len(ids))
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            if loss is not None:
+                self._count(loss, len(ids))
 
     def drop(self, items: Sequence[Item], reason: str) -> None:
         """Remove items the site gives up on, counting each by its class."""
-        try:
-            with self.db.atomic():
-                for item in items:
-                    self.conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
-                    self._count((item.kind, reason), 1)
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            for item in items:
+                conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
+                self._count((item.kind, reason), 1)
 
     def expire(self, kind: str, before_ms: int) -> int:
         """Remove items of ``kind`` queued before ``before_ms``, counted as ``expired``."""
-        try:
-            with self.db.atomic():
-                gone = self.conn.execute(
-                    "DELETE FROM outbox WHERE kind = ? AND created_ms < ?", (kind, before_ms)
-                ).rowcount
-                if gone:
-                    self._count((kind, "expired"), gone)
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            gone: int = conn.execute(
+                "DELETE FROM outbox WHERE kind = ? AND created_ms < ?", (kind, before_ms)
+            ).rowcount
+            if gone:
+                self._count((kind, "expired"), gone)
         return gone
 
     def _count(self, loss: tuple[str, str], n: int) -> None:
-        self.conn.execute(
+        self.connection.conn.execute(
             "INSERT INTO outbox_losses (class, reason, count) VALUES (?, ?, ?) "
             "ON CONFLICT (class, reason) DO UPDATE SET count = count + excluded.count",
             (*loss, n),
@@ -134,10 +154,8 @@ class Outbox:
 
     def losses(self) -> dict[str, dict[str, int]]:
         """Everything the outbox ever lost, by class and reason (cumulative)."""
-        try:
-            rows = self.conn.execute("SELECT class, reason, count FROM outbox_losses").fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING) as conn:
+            rows = conn.execute("SELECT class, reason, count FROM outbox_losses").fetchall()
         out: dict[str, dict[str, int]] = {}
         for kind, reason, count in rows:
             out.setdefault(kind, {})[reason] = count
@@ -154,21 +172,16 @@ class Outbox:
         kind: str,
     ) -> None:
         """Keep a batch central refused (with its answer), and take its items out."""
-        try:
-            with self.db.atomic():
-                self.conn.execute(
-                    "INSERT INTO sync_dead_letters (destination, status, reason, items, body, "
-                    "failed_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    (destination, status, reason[:2000], len(ids), body, now_ms),
-                )
-                self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-                self._count((kind, "rejected"), len(ids))
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            conn.execute(
+                "INSERT INTO sync_dead_letters (destination, status, reason, items, body, "
+                "failed_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (destination, status, reason[:2000], len(ids), body, now_ms),
+            )
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self._count((kind, "rejected"), len(ids))
 
     def depth(self) -> dict[str, int]:
         """Queued items by kind."""
-        try:
-            return dict(self.conn.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"))
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING) as conn:
+            return dict(conn.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"))

@@ -1,36 +1,43 @@
-"""The personal-data tables (consent, identity vault, visit links, profiles, outbox, erasure).
+"""The personal-data tables (consent, identity vault, visit links, profiles, erasure).
 
 Every rule here is a consent rule from DESIGN.md, applied inside the same transaction as the
-events that trigger it, so an acknowledged consent change has taken effect on disk:
-- the raw userId (and traits) sits in ``identity_vault`` only while ``crm_sync`` is granted;
+events that trigger it, so an acknowledged consent change has taken effect on disk. Which
+purpose allows what is `edge_agent.core.consent.ALLOWS`; the rules ask for the use:
+- the raw userId (and traits) sits in ``identity_vault`` only while sending identified data
+  is allowed;
 - a visit is linked to a person only while the person grants some purpose;
-- a profile exists only while ``personalization`` is granted;
-- the outbox holds identified items only while ``crm_sync`` is granted;
+- a profile exists only while personalising is allowed;
+- the outbox holds identified items only while sending identified data is allowed;
 - a withdrawal removes at once what the purpose allowed, and queues a notice for central.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from edge_agent.core.consent import (
+    ALLOWS,
     PURPOSES,
     Change,
     Consent,
     Decision,
     Purpose,
     Stamp,
+    allows,
     any_granted,
     apply_update,
-    granted,
+    purpose_for,
 )
 from edge_agent.core.events import Event
 from edge_agent.core.identity import Identity, Pseudonym, subject_hash
+from edge_agent.store.connection import Connection
+from edge_agent.store.deadletters import DeadLetters
+from edge_agent.store.events import Events, Stored
+from edge_agent.store.outbox import Outbox
 
 CONSENT_EVENT = "Consent Updated"
 ERASURE_EVENT = "Erasure Requested"
@@ -52,15 +59,6 @@ _PERSON_ROWS: tuple[tuple[str, str], ...] = (
     ("outbox", "subject = :p"),
     ("visit_links", "pseudonym = :p"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """An event just inserted (``seq`` is its row id: the receive order) and who it named."""
-
-    event: Event
-    seq: int
-    identity: Identity | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +89,68 @@ class Receipt:
 
 
 class PersonalData:
-    """Applies the consent rules to a batch, on the store's connection and transaction."""
+    """Applies the consent rules to a batch, on the store's connection and transaction, and
+    reads what a person's consent lets the screens and training use."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(
+        self, connection: Connection, events: Events, outbox: Outbox, dead_letters: DeadLetters
+    ) -> None:
+        self.connection = connection
+        self.conn = connection.conn
+        self.events = events
+        self.outbox = outbox
+        self.dead_letters = dead_letters
 
     # --- reading -----------------------------------------------------------------------------
+
+    def history(self, visitor: Pseudonym) -> tuple[tuple[str, ...], ...] | None:
+        """The visitor's baskets (item ids), oldest first, when their consent allows
+        personalising; None when it does not.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            if not conn.execute(
+                "SELECT 1 FROM consent WHERE pseudonym = ? AND purpose = ? AND granted",
+                (visitor, purpose_for("personalise")),
+            ).fetchall():
+                return None
+            rows = conn.execute(
+                "SELECT products FROM profile_purchases WHERE pseudonym = ? ORDER BY ts_ms, rowid",
+                (visitor,),
+            ).fetchall()
+        return tuple(_items(products) for (products,) in rows)
+
+    def first_name(self, visitor: Pseudonym) -> str | None:
+        """The name the visitor gave, only while their consent allows personalising.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            row = conn.execute(
+                "SELECT p.first_name FROM profiles p JOIN consent c ON c.pseudonym = p.pseudonym "
+                "AND c.purpose = ? AND c.granted WHERE p.pseudonym = ?",
+                (purpose_for("personalise"), visitor),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def baskets(self) -> dict[str, list[tuple[str, ...]]]:
+        """Every profiled person's baskets (item ids), oldest first: ``profile_purchases``
+        holds only people whose consent allows personalising.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            rows = conn.execute(
+                "SELECT pseudonym, products FROM profile_purchases ORDER BY pseudonym, ts_ms, rowid"
+            ).fetchall()
+        baskets: dict[str, list[tuple[str, ...]]] = {}
+        for person, products in rows:
+            baskets.setdefault(person, []).append(_items(products))
+        return baskets
 
     def consent(self, person: Pseudonym) -> dict[Purpose, Decision]:
         """The person's current consent."""
@@ -175,12 +229,10 @@ class PersonalData:
 
     def _withdraw(self, person: Pseudonym, change: Change, identity: Identity, now_ms: int) -> None:
         for purpose in sorted(change.withdrawn_now):
-            if purpose == "crm_sync":
+            if "send_identified" in ALLOWS[purpose]:
                 self.conn.execute("DELETE FROM identity_vault WHERE pseudonym = ?", (person,))
-                self.conn.execute(
-                    "DELETE FROM outbox WHERE kind = 'identified' AND subject = ?", (person,)
-                )
-            elif purpose == "personalization":
+                self.outbox.forget_identified(person)
+            if "personalise" in ALLOWS[purpose]:
                 self.conn.execute("DELETE FROM profile_purchases WHERE pseudonym = ?", (person,))
                 self.conn.execute("DELETE FROM profiles WHERE pseudonym = ?", (person,))
             notice = {
@@ -189,11 +241,7 @@ class PersonalData:
                 "purpose": purpose,
                 "timestamp_ms": change.after[purpose].stamp.ts_ms,
             }
-            self.conn.execute(
-                "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
-                "VALUES ('consent_withdrawn', ?, NULL, ?, ?)",
-                (person, orjson.dumps(notice).decode(), now_ms),
-            )
+            self.outbox.queue_notice("consent_withdrawn", person, notice, now_ms)
         if change.withdrawn_now and not any_granted(change.after):
             # Anonymous again: no visit of theirs stays linked to them.
             self.conn.execute("DELETE FROM visit_links WHERE pseudonym = ?", (person,))
@@ -202,12 +250,12 @@ class PersonalData:
         if not change.granted_now:
             return
         # What the person's already linked visits and identified events now may be used for.
-        for event in self._events_of(person):
+        for event in self.events.of_person(person):
             self._use(event, person, change.after, now_ms)
 
     def _remember(self, identity: Identity, consent: Consent, now_ms: int) -> None:
         person = identity.pseudonym
-        if granted(consent, "crm_sync") and identity.user_id is not None:
+        if allows(consent, "send_identified") and identity.user_id is not None:
             self.conn.execute(
                 "INSERT INTO identity_vault (pseudonym, user_id, traits, updated_ms) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
@@ -215,7 +263,7 @@ class PersonalData:
                 "WHEN excluded.traits = '{}' THEN identity_vault.traits ELSE excluded.traits END",
                 (person, identity.user_id, orjson.dumps(identity.traits).decode(), now_ms),
             )
-        if granted(consent, "personalization"):
+        if allows(consent, "personalise"):
             first = identity.traits.get("first_name")
             self.conn.execute(
                 "INSERT INTO profiles (pseudonym, first_name, created_ms, updated_ms) "
@@ -233,40 +281,31 @@ class PersonalData:
             (visit, person, now_ms),
         )
         # The visit's earlier events (before the check-in) now belong to the person too.
-        for event in self._events_where("anonymous_id = ?", (visit,)):
+        for event in self.events.of_visit(visit):
             self._use(event, person, consent, now_ms)
 
     def _use(self, event: Event, person: Pseudonym, consent: Consent, now_ms: int) -> None:
-        if event.name == ORDER_EVENT and granted(consent, "personalization"):
+        if event.name == ORDER_EVENT and allows(consent, "personalise"):
             products = orjson.loads(event.body)["properties"]["products"]
             self.conn.execute(
                 "INSERT OR IGNORE INTO profile_purchases (pseudonym, message_id, ts_ms, products) "
                 "VALUES (?, ?, ?, ?)",
                 (person, event.message_id, event.timestamp_ms, orjson.dumps(products).decode()),
             )
-        if granted(consent, "crm_sync") and event.name not in (CONSENT_EVENT, ERASURE_EVENT):
-            self.conn.execute(
-                "INSERT OR IGNORE INTO outbox (kind, subject, message_id, payload, created_ms) "
-                "VALUES ('identified', ?, ?, ?, ?)",
-                (person, event.message_id, orjson.dumps(_segment(event, person)).decode(), now_ms),
-            )
-
-    def _events_of(self, person: Pseudonym) -> list[Event]:
-        return self._events_where(
-            "pseudonym = ? OR anonymous_id IN (SELECT anonymous_id FROM visit_links "
-            "WHERE pseudonym = ?)",
-            (person, person),
-        )
-
-    def _events_where(self, where: str, params: tuple[object, ...]) -> list[Event]:
-        rows = self.conn.execute(
-            "SELECT message_id, type, event, ts_ms, device_id, anonymous_id, body FROM events "
-            f"WHERE {where} ORDER BY id",
-            params,
-        )
-        return [Event(m, t, n, ts, d, a, None, b) for m, t, n, ts, d, a, b in rows]
+        if allows(consent, "send_identified") and event.name not in (CONSENT_EVENT, ERASURE_EVENT):
+            self.outbox.queue_identified(person, event.message_id, _segment(event, person), now_ms)
 
     # --- erasure and access ------------------------------------------------------------------
+
+    def erased(self, request: str) -> bool:
+        """Whether the erasure request ``request`` was carried out already (inside the
+        caller's error mapping)."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM erasure_receipts WHERE request = ?", (request,)
+            ).fetchone()
+            is not None
+        )
 
     def person_rows(self, person: Pseudonym) -> dict[str, list[dict[str, object]]]:
         """Every row held about a person, table by table (subject access, and erasure's digest)."""
@@ -298,18 +337,12 @@ class PersonalData:
         # Events first: their WHERE needs the visit links that are deleted after them.
         for table, where in _PERSON_ROWS:
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", {"p": person})
-        letters = self.conn.execute(
-            "DELETE FROM dead_letters WHERE instr(raw, ?) > 0 OR instr(raw, ?) > 0",
-            ((raw_user_id or person).encode("utf-8"), person.encode()),
+        removed["dead_letters"] = self.dead_letters.erase_holding(
+            (raw_user_id or person).encode("utf-8"), person.encode()
         )
-        removed["dead_letters"] = letters.rowcount
         subject = subject_hash(person)
         notice = {"type": "erasure", "subject_hash": subject, "timestamp_ms": requested_ms}
-        self.conn.execute(
-            "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
-            "VALUES ('erasure', NULL, NULL, ?, ?)",
-            (orjson.dumps(notice).decode(), now_ms),
-        )
+        self.outbox.queue_notice("erasure", None, notice, now_ms)
         cursor = self.conn.execute(
             "INSERT INTO erasure_receipts (subject_hash, request, source, requested_ms, "
             "completed_ms, removed, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -333,6 +366,11 @@ class PersonalData:
             removed,
             digest,
         )
+
+
+def _items(products: str) -> tuple[str, ...]:
+    """The item ids of a stored basket."""
+    return tuple(str(line.get("product_id")) for line in orjson.loads(products))
 
 
 def _segment(event: Event, person: Pseudonym) -> dict[str, object]:

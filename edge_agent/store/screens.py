@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_agent.errors import StorageError
 from edge_agent.store.database import Store
 
 PAIRING_TTL_MS = 10 * 60 * 1000
 Kind = Literal["device", "zone"]
 _COLUMNS = "id, device, label, created_ms, paired_ms, revoked_ms, kind"
+_FAILING = "cannot use the screens table"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,69 +47,53 @@ class Screens:
     """The screens of one agent's store."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def _fail(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"database {self.store.path}: the screens table: {exc}")
+        self.connection = store.connection
 
     def add(self, device: str, label: str, now_ms: int, kind: Kind = "device") -> tuple[int, str]:
         """Register a screen by ``device`` (or in that zone, with ``kind`` zone); returns its
         id and one-time pairing code."""
         code = secrets.token_urlsafe(9)
-        try:
-            with self.store.db.atomic():
-                cursor = self.store.db.execute(
-                    "INSERT INTO screens (device, label, pairing_sha256, pairing_expires_ms, "
-                    "created_ms, kind) VALUES (?, ?, ?, ?, ?, ?)",
-                    (device, label, _digest(code), now_ms + PAIRING_TTL_MS, now_ms, kind),
-                )
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            cursor = conn.execute(
+                "INSERT INTO screens (device, label, pairing_sha256, pairing_expires_ms, "
+                "created_ms, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                (device, label, _digest(code), now_ms + PAIRING_TTL_MS, now_ms, kind),
+            )
         return int(cursor.lastrowid or 0), code
 
     def pair(self, code: str, now_ms: int) -> str | None:
         """The screen's new token for a valid, unused, unexpired code; else None."""
         token = secrets.token_urlsafe(32)
-        try:
-            with self.store.db.atomic():
-                changed = self.store.db.execute(
-                    "UPDATE screens SET token_sha256 = ?, paired_ms = ?, pairing_sha256 = NULL, "
-                    "pairing_expires_ms = NULL WHERE pairing_sha256 = ? "
-                    "AND pairing_expires_ms >= ? AND revoked_ms IS NULL",
-                    (_digest(token), now_ms, _digest(code), now_ms),
-                ).rowcount
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            changed = conn.execute(
+                "UPDATE screens SET token_sha256 = ?, paired_ms = ?, pairing_sha256 = NULL, "
+                "pairing_expires_ms = NULL WHERE pairing_sha256 = ? "
+                "AND pairing_expires_ms >= ? AND revoked_ms IS NULL",
+                (_digest(token), now_ms, _digest(code), now_ms),
+            ).rowcount
         return token if changed == 1 else None
 
     def by_token(self, token: str) -> Screen | None:
         """The screen this token belongs to, unless revoked."""
-        try:
-            row = self.store.db.execute(
+        with self.connection.failing(_FAILING) as conn:
+            row = conn.execute(
                 f"SELECT {_COLUMNS} FROM screens WHERE token_sha256 = ? AND revoked_ms IS NULL",
                 (_digest(token),),
             ).fetchone()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
         return None if row is None else Screen(*row)
 
     def all(self) -> list[Screen]:
         """Every screen ever registered, oldest first."""
-        try:
-            rows = self.store.db.execute(f"SELECT {_COLUMNS} FROM screens ORDER BY id").fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING) as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM screens ORDER BY id").fetchall()
         return [Screen(*row) for row in rows]
 
     def revoke(self, screen_id: int, now_ms: int) -> bool:
         """Lock a screen out now; False when there is no such screen (or it was revoked)."""
-        try:
-            with self.store.db.atomic():
-                changed = self.store.db.execute(
-                    "UPDATE screens SET revoked_ms = ?, token_sha256 = NULL, pairing_sha256 = NULL "
-                    "WHERE id = ? AND revoked_ms IS NULL",
-                    (now_ms, screen_id),
-                ).rowcount
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
+        with self.connection.failing(_FAILING), self.connection.atomic() as conn:
+            changed = conn.execute(
+                "UPDATE screens SET revoked_ms = ?, token_sha256 = NULL, pairing_sha256 = NULL "
+                "WHERE id = ? AND revoked_ms IS NULL",
+                (now_ms, screen_id),
+            ).rowcount
         return bool(changed)

@@ -120,8 +120,8 @@ def drain(
         report.skipped = "no [sync] url configured"
         return report
     with Store.open(settings.database, settings.store.synchronous) as store:
-        outbox = Outbox(store.db, store.path)
-        state = store.state()
+        outbox = store.outbox
+        state = store.state.all()
         waiting_until = int(state.get(_NEXT_KEY, ("0", 0))[0])
         # The quota holds while central is away too: it is checked on every run.
         _enforce_quota(outbox, settings, report)
@@ -147,11 +147,11 @@ def drain(
                         rng or random.Random(),
                     )
                 report.retry_in_s = round(delay, 3)
-                store.set_state(_ATTEMPT_KEY, str(attempt), now_ms)
-                store.set_state(_NEXT_KEY, str(now_ms + int(delay * 1000)), now_ms)
+                store.state.set(_ATTEMPT_KEY, str(attempt), now_ms)
+                store.state.set(_NEXT_KEY, str(now_ms + int(delay * 1000)), now_ms)
             else:
-                store.set_state(_ATTEMPT_KEY, "0", now_ms)
-                store.set_state(_NEXT_KEY, "0", now_ms)
+                store.state.set(_ATTEMPT_KEY, "0", now_ms)
+                store.state.set(_NEXT_KEY, "0", now_ms)
         report.remaining = outbox.depth()
     return report
 
@@ -201,11 +201,13 @@ def _send_notices_and_insights(
         except CollectorRejected:
             # Already in the sync dead letters; its losses were not taken, so they go again.
             continue
-        store.set_state(_LOSSES_KEY, orjson.dumps(losses).decode(), now_ms)
+        store.state.set(_LOSSES_KEY, orjson.dumps(losses).decode(), now_ms)
 
 
 def _reported_losses(store: Store) -> dict[str, dict[str, int]]:
-    reported: dict[str, dict[str, int]] = orjson.loads(store.state().get(_LOSSES_KEY, ("{}", 0))[0])
+    reported: dict[str, dict[str, int]] = orjson.loads(
+        store.state.all().get(_LOSSES_KEY, ("{}", 0))[0]
+    )
     return reported
 
 

@@ -52,7 +52,7 @@ def readiness(settings: Settings, readers: Readers, now_ms: int) -> Verdict:
     """The broker, database, disk and models checks of the agent, as of ``now_ms``."""
     try:
         reader = readers.get()
-        state = reader.store.state()
+        state = reader.store.state.all()
     except StorageError as exc:
         unreadable = Check("database", False, "unreadable", str(exc))
         return verdict([unreadable, _disk(settings), _models(readers.get().models)])

@@ -64,14 +64,14 @@ def test_closed_hours_are_computed_once_and_again_after_a_late_event(tmp_path: P
     with Store.open(settings.database) as store:
         assert compute_insights(store, settings, NOW) == 1
         assert compute_insights(store, settings, NOW) == 0  # nothing new: nothing recomputed
-        (document,) = store.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
+        (document,) = store.insights.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
     cell = from_document(document)
     assert (cell.orders, cell.items, round(cell.visits.get_estimate())) == (6, 12, 6)
     assert cell.dwell["dairy"].get_quantile(0.5, True) == 60.0
     _store(settings, _visit(7, LAST_HOUR + 30 * 60_000))  # late events for the closed hour
     with Store.open(settings.database) as store:
         assert compute_insights(store, settings, NOW) == 1
-        (document,) = store.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
+        (document,) = store.insights.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
     assert from_document(document).orders == 7
 
 
@@ -131,7 +131,7 @@ def test_duplicates_and_dead_letters_are_counted_in_their_hours(tmp_path: Path) 
     _store(settings, events[:4], junk=[b"{oops", b"[]", b"{oops"])  # re-sent, and rejected
     with Store.open(settings.database) as store:
         compute_insights(store, settings, NOW)
-        (document,) = store.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
+        (document,) = store.insights.cells(LAST_HOUR, LAST_HOUR + HOUR_MS)
     figures = from_document(document).figures()
     assert figures["duplicates"] == 4
     assert figures["dead_letters"] == 3  # a redelivered rejection counts again
@@ -168,6 +168,6 @@ def test_the_ledger_never_lets_a_day_overspend(
     path = tmp_path_factory.mktemp("ledger") / "edge-agent.db"
     with Store.open(path) as store:
         for day, cost in releases:
-            store.spend_epsilon(day, cost, per_day, "test", NOW)
+            store.insights.spend_epsilon(day, cost, per_day, "test", NOW)
         spent = dict(store.db.execute("SELECT day, sum(epsilon) FROM dp_ledger GROUP BY day"))
     assert all(total <= per_day + 1e-9 for total in spent.values())

@@ -18,7 +18,8 @@ from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection,
 from edge_agent.core.identity import SiteKey
 from edge_agent.core.topics import DeviceId
 from edge_agent.errors import StorageError
-from edge_agent.store.database import Received, Store
+from edge_agent.store.database import Store
+from edge_agent.store.events import Received
 from edge_agent.store.migrations import migrations
 from tests.helpers import SITE, encode, topic, track
 
@@ -68,7 +69,7 @@ def test_commit_counts_duplicates_and_dead_letter_repeats(tmp_path: Path) -> Non
     assert status.duplicates == 2
     assert status.dead_letters_by_reason == {"not_json": 2}
     assert status.last_stored_ms == 200
-    (row,) = store.dead_letters()
+    (row,) = store.dead_letters.find()
     assert (row.occurrences, row.received_ms, row.last_seen_ms, row.raw) == (2, 10, 200, raw)
     store.close()
 
@@ -128,7 +129,7 @@ def test_replay_after_a_schema_update_stores_the_fixed_events(
     assert [r[0] for r in store.db.execute("SELECT message_id FROM events")] == [
         coupon["messageId"]
     ]
-    assert {r.reason: r.status for r in store.dead_letters(status=None)} == {
+    assert {r.reason: r.status for r in store.dead_letters.find(status=None)} == {
         "unknown_event": "replayed",
         "invalid_properties": "open",
     }

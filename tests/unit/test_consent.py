@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from edge_agent.core.consent import Consent, Decision, Stamp, any_granted, apply_update, granted
+from typing import get_args
+
+from edge_agent.core.consent import (
+    ALLOWS,
+    PURPOSES,
+    Consent,
+    Decision,
+    Stamp,
+    Use,
+    allows,
+    any_granted,
+    apply_update,
+    granted,
+    purpose_for,
+)
 
 
 def test_grant_then_withdraw() -> None:
@@ -43,3 +57,19 @@ def test_purposes_not_mentioned_are_kept() -> None:
 def test_no_consent_is_anonymous() -> None:
     assert not any_granted({})
     assert not granted({}, "analytics")
+
+
+def test_each_use_is_allowed_by_exactly_one_purpose() -> None:
+    assert set(ALLOWS) == set(PURPOSES)
+    for use in get_args(Use):
+        assert [p for p in PURPOSES if use in ALLOWS[p]] == [purpose_for(use)]
+
+
+def test_what_each_purpose_allows() -> None:
+    assert purpose_for("link_visits") == "analytics"
+    assert purpose_for("personalise") == "personalization"
+    assert purpose_for("send_identified") == "crm_sync"
+    consent: Consent = {"personalization": Decision(True, Stamp(1, 1))}
+    assert allows(consent, "personalise")
+    assert not allows(consent, "send_identified")
+    assert not allows({}, "link_visits")

@@ -1,0 +1,163 @@
+"""The dead letters table: rejected messages kept with their reason, until replayed or
+expired."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from edge_agent.core.deadletters import DeadLetter
+from edge_agent.store.connection import Connection
+
+# A redelivered rejection bumps its counter instead of adding a row, and a dead letter that
+# was replayed but fails again is reopened with its new reason.
+_UPSERT = """
+INSERT INTO dead_letters (fingerprint, reason, detail, topic, received_ms, last_seen_ms,
+    raw, raw_size, raw_sha256)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (fingerprint) DO UPDATE SET
+    occurrences = occurrences + 1,
+    last_seen_ms = excluded.last_seen_ms,
+    reason = excluded.reason,
+    detail = excluded.detail,
+    status = 'open'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """A dead letter as stored."""
+
+    id: int
+    reason: str
+    detail: str
+    topic: str
+    received_ms: int
+    last_seen_ms: int
+    occurrences: int
+    raw: bytes
+    raw_size: int
+    raw_sha256: str
+    status: str
+
+
+class DeadLetters:
+    """The ``dead_letters`` table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def add(self, letters: Sequence[DeadLetter], stored_ms: int) -> None:
+        """Keep rejections (inside the caller's transaction and error mapping)."""
+        self.connection.conn.executemany(
+            _UPSERT,
+            [
+                (
+                    d.fingerprint,
+                    d.reason.value,
+                    d.detail,
+                    d.topic,
+                    d.received_ms,
+                    stored_ms,
+                    d.raw,
+                    d.raw_size,
+                    d.raw_sha256,
+                )
+                for d in letters
+            ],
+        )
+
+    def find(
+        self,
+        reason: str | None = None,
+        status: str | None = "open",
+        ids: Iterable[int] | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetterRow]:
+        """Dead letters, newest first, filtered by reason, status and/or ids.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        where: list[str] = []
+        params: list[object] = []
+        if reason is not None:
+            where.append("reason = ?")
+            params.append(reason)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if ids is not None:
+            wanted = list(ids)
+            where.append(f"id IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            params.extend(wanted)
+        # Only fixed clauses and placeholders are joined here; every value is a parameter.
+        sql = (
+            "SELECT id, reason, detail, topic, received_ms, last_seen_ms, occurrences, raw, "
+            "raw_size, raw_sha256, status FROM dead_letters"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY id DESC"
+            + (" LIMIT ?" if limit is not None else "")
+        )
+        if limit is not None:
+            params.append(limit)
+        with self.connection.failing("cannot be read") as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [DeadLetterRow(*row) for row in rows]
+
+    def open_by_reason(self) -> dict[str, int]:
+        """Occurrences of the open dead letters, by reason.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            return dict(
+                conn.execute(
+                    "SELECT reason, sum(occurrences) FROM dead_letters WHERE status = 'open' "
+                    "GROUP BY reason ORDER BY reason"
+                ).fetchall()
+            )
+
+    def mark_replayed(self, ids: Sequence[int], now_ms: int) -> None:
+        """Close dead letters whose replay stored their events.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        with self.connection.failing("could not mark replays") as conn:
+            conn.executemany(
+                "UPDATE dead_letters SET status = 'replayed', replayed_ms = ? WHERE id = ?",
+                [(now_ms, i) for i in ids],
+            )
+
+    def update(self, letter_id: int, reason: str, detail: str) -> None:
+        """Give an open dead letter the reason it fails with now (after a replay).
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        with self.connection.failing("could not update a dead letter") as conn:
+            conn.execute(
+                "UPDATE dead_letters SET reason = ?, detail = ? WHERE id = ?",
+                (reason, detail, letter_id),
+            )
+
+    def erase_holding(self, *needles: bytes) -> int:
+        """Delete the dead letters whose raw message holds any of ``needles`` (inside the
+        caller's transaction); returns how many."""
+        where = " OR ".join("instr(raw, ?) > 0" for _ in needles)
+        # Only fixed clauses and placeholders are joined here; every value is a parameter.
+        return self.connection.conn.execute(
+            f"DELETE FROM dead_letters WHERE {where}", needles
+        ).rowcount
+
+    def expire(self, before_ms: int, chunk: int) -> int:
+        """Delete dead letters last seen before ``before_ms``; returns how many (inside the
+        caller's error mapping)."""
+        return self.connection.delete_in_chunks(
+            "dead_letters",
+            "SELECT id FROM dead_letters WHERE last_seen_ms < ? LIMIT ?",
+            before_ms,
+            chunk,
+        )
