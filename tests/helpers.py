@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
+import io
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -17,7 +23,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.cli import main
 from edge_agent.config import Settings
+from edge_agent.store.database import Store
 
 SITE = "test-site"
 
@@ -200,15 +208,38 @@ def dead_letter_reasons(db: Path) -> dict[str, int]:
     )
 
 
+#: Commands whose process is part of what they do (a foreground service, signals, a demo
+#: that starts its own processes): run as a child process. The rest run in-process.
+_OWN_PROCESS = frozenset({"run", "demo", "simulate"})
+
+
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``edge-agent ARGS`` as an installer would, capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run ``edge-agent ARGS`` as an installer would, capturing its output and exit code.
+
+    Most commands run through `edge_agent.cli.main` in this process, which is what the
+    console script calls too, without a new interpreter's start-up each time.
+    """
+    if _OWN_PROCESS.intersection(args):
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse refusing the arguments, or --help
+            code = exc.code if isinstance(exc.code, int) else 2
+        out.flush()
+        err.flush()
+    printed = [
+        stream.buffer.getvalue().decode("utf-8", "replace")
+        for stream in (out, err)
+    ]
+    return subprocess.CompletedProcess(["edge-agent", *args], code, printed[0], printed[1])
 
 
 def ingest(
@@ -224,7 +255,6 @@ def ingest(
     from edge_agent import schemas
     from edge_agent.app import clock, ingest
     from edge_agent.ops import keyfile
-    from edge_agent.store.database import Store
 
     at = received_ms if received_ms is not None else clock.now_ms()
     received, rejected = ingest.classify(
@@ -237,3 +267,19 @@ def ingest(
     with Store.open(settings.database) as store:
         store.commit(received, rejected, "v1", at)
     return len(rejected)
+
+
+@functools.cache
+def _migrated() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="edge-agent-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    Store.open(folder / "template.db").close()
+    return folder / "template.db"
+
+
+def migrated_store(path: Path) -> Store:
+    """A store at ``path`` that starts as a freshly migrated, empty database: a copy of one
+    migrated once per test process, since migrating again for each hypothesis example would
+    cost more than the example itself."""
+    shutil.copyfile(_migrated(), path)
+    return Store.open(path)

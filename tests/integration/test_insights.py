@@ -18,7 +18,7 @@ from edge_agent.app.insights import compute_insights
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of
 from edge_agent.store.database import Store
-from tests.helpers import SITE, cli, ingest, track
+from tests.helpers import SITE, cli, ingest, migrated_store, track
 
 NOW = clock.now_ms()
 LAST_HOUR = hour_of(NOW) - HOUR_MS
@@ -166,7 +166,7 @@ def test_the_ledger_never_lets_a_day_overspend(
     tmp_path_factory: pytest.TempPathFactory, releases: list[tuple[str, float]], per_day: float
 ) -> None:
     path = tmp_path_factory.mktemp("ledger") / "edge-agent.db"
-    with Store.open(path) as store:
+    with migrated_store(path) as store:
         for day, cost in releases:
             store.insights.spend_epsilon(day, cost, per_day, "test", NOW)
         spent = dict(store.db.execute("SELECT day, sum(epsilon) FROM dp_ledger GROUP BY day"))

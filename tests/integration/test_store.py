@@ -21,7 +21,7 @@ from edge_agent.errors import StorageError
 from edge_agent.store.database import Store
 from edge_agent.store.events import Received
 from edge_agent.store.migrations import migrations
-from tests.helpers import SITE, encode, topic, track
+from tests.helpers import SITE, encode, migrated_store, topic, track
 
 
 def event(message_id: str) -> Received:
@@ -78,7 +78,7 @@ def test_commit_counts_duplicates_and_dead_letter_repeats(tmp_path: Path) -> Non
 @given(st.lists(st.lists(st.sampled_from([f"m{i}" for i in range(30)]), max_size=40), max_size=8))
 def test_each_message_id_is_stored_once_whatever_the_batches(batches: list[list[str]]) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        store = Store.open(Path(folder) / "a.db")
+        store = migrated_store(Path(folder) / "a.db")
         for n, batch in enumerate(batches):
             store.commit([event(m) for m in batch], [], "v1", n)
         ids = [r[0] for r in store.db.execute("SELECT message_id FROM events")]

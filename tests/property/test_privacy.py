@@ -21,8 +21,7 @@ from edge_agent.core.consent import PURPOSES
 from edge_agent.core.events import Limits
 from edge_agent.core.identity import SiteKey, pseudonym
 from edge_agent.core.topics import SiteId
-from edge_agent.store.database import Store
-from tests.helpers import SITE, encode, topic
+from tests.helpers import SITE, encode, migrated_store, topic
 
 KEY = SiteKey(bytes(range(32)))
 SCHEMAS = schemas.load()
@@ -161,7 +160,7 @@ def _all_rows(db: sqlite3.Connection, skip: str = "") -> Iterator[tuple[str, str
 def test_consent_rules_hold_over_random_streams(stream: list[Step], cuts: list[int]) -> None:
     model = Model()
     with tempfile.TemporaryDirectory() as folder:
-        store = Store.open(Path(folder) / "site.db")
+        store = migrated_store(Path(folder) / "site.db")
         payloads = [
             (topic("till-1"), encode(_event(n, step)), NOW_MS) for n, step in enumerate(stream)
         ]
