@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -294,39 +294,12 @@ class PublishReport:
         return self.acked / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-class _Window:
-    """The in-flight window and PUBACK counters, shared with paho's network thread."""
-
-    def __init__(self) -> None:
-        self.slots = threading.Semaphore(WINDOW)
-        self.changed = threading.Condition()
-        self.acked = 0
-        self.failed = 0
-        self.last_ack = time.monotonic()
-
-    def on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        # Runs on paho's network thread, sometimes before publish() has returned.
-        with self.changed:
-            if reason_code.is_failure:
-                self.failed += 1
-            else:
-                self.acked += 1
-            self.last_ack = time.monotonic()
-            self.changed.notify_all()
-        self.slots.release()
-
-
 def _publish_all(
     port: int, items: Sequence[Item], rate: float, ready: Queue[Any], go: ProcessEvent
 ) -> PublisherReport:
-    window = _Window()
+    from edge_agent.mqtt.publisher import Window
+
+    window = Window(WINDOW, STALL_S)
     client = new_client(f"bench-publisher-{os.getpid()}")
     # The window above bounds what is in flight. paho's own limit is left off (0): with one
     # set, paho 2.2 walks every in-flight message on each PUBACK (_update_inflight), and a
@@ -339,7 +312,7 @@ def _publish_all(
         if not go.wait(60):
             raise BenchError("publisher was never told to start")
         started = time.monotonic()
-        sent = refused = 0
+        sent = 0
         for index, (topic, payload) in enumerate(items):
             if rate > 0:
                 delay = started + index / rate - time.monotonic()
@@ -347,26 +320,19 @@ def _publish_all(
                     # Wake at most every PACE_TICK_S and send what is due in one burst: a
                     # wake-up per message costs more CPU than the agent under test.
                     time.sleep(max(delay, PACE_TICK_S))
-            if not window.slots.acquire(timeout=STALL_S):
-                raise BenchError(f"no PUBACK for {STALL_S:.0f} s with {WINDOW} publishes in flight")
+            window.reserve(where=f"127.0.0.1:{port}")
             # Stamped after the window opens: waiting for it is not part of the latency.
             body = payload.replace(TS_MARK, iso_now()) if TS_MARK in payload else payload
-            info = client.publish(topic, body, qos=1)
+            window.handed(client.publish(topic, body, qos=1).rc)
             sent += 1
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                refused += 1
-                window.slots.release()
-        with window.changed:
-            window.changed.wait_for(
-                lambda: window.acked + window.failed >= sent - refused, timeout=STALL_S
-            )
-            return PublisherReport(
-                sent=sent,
-                acked=window.acked,
-                failed=window.failed + refused,
-                started=started,
-                last_ack=window.last_ack,
-            )
+        window.drain(STALL_S)
+        return PublisherReport(
+            sent=sent,
+            acked=window.acknowledged,
+            failed=window.rejected + window.refused,
+            started=started,
+            last_ack=window.last_ack,
+        )
     finally:
         client.disconnect()
         client.loop_stop()

@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.cli import main
 from edge_agent.config import Settings
+from edge_agent.mqtt.publisher import Window
 from edge_agent.store.database import Store
 
 SITE = "test-site"
@@ -126,11 +126,8 @@ def encode(event: object) -> bytes:
 
 
 class Publisher:
-    """A paho QoS-1 publisher that checks every result and counts broker acknowledgements.
-
-    The in-flight window is bounded: past 65,535 unacknowledged publishes, messages are lost
-    without any error, so ``publish`` waits for room.
-    """
+    """A paho QoS-1 publisher whose in-flight window (`edge_agent.mqtt.publisher.Window`)
+    checks every result and counts the broker's acknowledgements."""
 
     def __init__(self, port: int, client_id: str | None = None, window: int = 500) -> None:
         self.client = mqtt.Client(
@@ -139,32 +136,28 @@ class Publisher:
             protocol=mqtt.MQTTv5,
         )
         self.client.max_inflight_messages_set(window)
-        self.room = threading.Semaphore(window)
-        self.acked: set[int] = set()
-        self.lock = threading.Lock()
-        self.client.on_publish = self._on_publish
+        self.window = Window(window)
+        self.client.on_publish = self.window.on_publish
         self.client.reconnect_delay_set(1, 2)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        with self.lock:
-            self.acked.add(mid)
-        self.room.release()
-
-    def publish(self, topic_name: str, payload: bytes, timeout_s: float = 30.0) -> int:
+    def publish(self, topic_name: str, payload: bytes) -> int:
         """Publish at QoS 1; returns the message id paho assigned."""
-        if not self.room.acquire(timeout=timeout_s):
-            raise TimeoutError("no PUBACK room: the broker is not acknowledging")
+        self.window.reserve(where="under test")
         info = self.client.publish(topic_name, payload, qos=1)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+        if not self.window.handed(info.rc):
             raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
         return info.mid
 
     def publish_all(self, items: Iterable[tuple[str, bytes]], timeout_s: float = 60.0) -> None:
         """Publish every item and wait until the broker acknowledged all of them."""
-        mids = [self.publish(t, p) for t, p in items]
-        wait_for(lambda: all(m in self.acked for m in mids), timeout_s, "PUBACK for every publish")
+        for topic_name, payload in items:
+            self.publish(topic_name, payload)
+        if not self.window.drain(timeout_s):
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for PUBACK for every publish"
+            )
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""
@@ -235,10 +228,7 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
             code = exc.code if isinstance(exc.code, int) else 2
         out.flush()
         err.flush()
-    printed = [
-        stream.buffer.getvalue().decode("utf-8", "replace")
-        for stream in (out, err)
-    ]
+    printed = [stream.buffer.getvalue().decode("utf-8", "replace") for stream in (out, err)]
     return subprocess.CompletedProcess(["edge-agent", *args], code, printed[0], printed[1])
 
 

@@ -24,13 +24,14 @@ from typing import Literal
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.core.topics import DeviceId, DeviceTopic, SiteId
 from edge_agent.demo.catalogue import Basket, Catalogue, Product, load_tafeng
 from edge_agent.errors import BrokerError, ConfigError, TopicError
+from edge_agent.mqtt.publisher import Window
 
 logger = logging.getLogger(__name__)
 
@@ -431,82 +432,14 @@ class SimulatorReport:
     elapsed_s: float
 
 
-class _Tally:
-    """Counters shared with paho's network thread, and the in-flight window."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._window = threading.BoundedSemaphore(_WINDOW)
-        self.published = self.acknowledged = self.refused = self.rejected = 0
-        self._last_ack = time.monotonic()
-
-    @property
-    def outstanding(self) -> int:
-        return self.published - self.acknowledged - self.rejected
-
-    def reserve(self, stop: threading.Event, where: str) -> bool:
-        """Take a slot in the window; False when stopped first.
-
-        Raises:
-            BrokerError: the window stayed full with no PUBACK for ``_STALL_S`` seconds.
-        """
-        while not self._window.acquire(timeout=_TICK_S):
-            if stop.is_set():
-                return False
-            with self._changed:
-                silent = time.monotonic() - self._last_ack
-            if silent > _STALL_S:
-                raise BrokerError(
-                    f"MQTT broker {where} acknowledged nothing for {silent:.0f} s with "
-                    f"{_WINDOW} events in flight: check that the broker is up and not overloaded"
-                )
-        return True
-
-    def handed(self, rc: MQTTErrorCode) -> None:
-        with self._changed:
-            # NO_CONN means paho kept the message and sends it once it has reconnected.
-            if rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                self.published += 1
-                return
-            self.refused += 1
-        self._window.release()
-        logger.warning(
-            "paho refused a publish: %s",
-            mqtt.error_string(rc),
-            extra={"event": "simulator_publish_refused", "rc": int(rc)},
-        )
-
-    def on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        # Runs on paho's network thread, and may run before publish() has returned there.
-        with self._changed:
-            if reason_code.is_failure:
-                self.rejected += 1
-            else:
-                self.acknowledged += 1
-            self._last_ack = time.monotonic()
-            self._changed.notify_all()
-        self._window.release()
-
-    def drain(self, timeout: float) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: self.outstanding <= 0, timeout)
-
-    def report(self, elapsed_s: float) -> SimulatorReport:
-        with self._changed:
-            return SimulatorReport(
-                published=self.published,
-                acknowledged=self.acknowledged,
-                failed=self.refused + self.rejected,
-                unacknowledged=max(0, self.outstanding),
-                elapsed_s=round(elapsed_s, 3),
-            )
+def _report(window: Window, elapsed_s: float) -> SimulatorReport:
+    return SimulatorReport(
+        published=window.published,
+        acknowledged=window.acknowledged,
+        failed=window.refused + window.rejected,
+        unacknowledged=max(0, window.outstanding),
+        elapsed_s=round(elapsed_s, 3),
+    )
 
 
 def run_simulator(
@@ -541,7 +474,7 @@ def run_simulator(
         catalogue,
         visits_per_hour=min(options.rate * 3600 / EVENTS_PER_VISIT, _MAX_VISITS_PER_HOUR),
     )
-    tally = _Tally()
+    tally = Window(_WINDOW, _STALL_S)
     client = _connect(options, tally)
     started = time.monotonic()
     try:
@@ -550,10 +483,10 @@ def run_simulator(
     finally:
         client.disconnect()
         client.loop_stop()
-    return tally.report(time.monotonic() - started)
+    return _report(tally, time.monotonic() - started)
 
 
-def _connect(options: SimulatorOptions, tally: _Tally) -> mqtt.Client:
+def _connect(options: SimulatorOptions, tally: Window) -> mqtt.Client:
     where = f"{options.host}:{options.port}"
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=options.client_id or "", protocol=mqtt.MQTTv5
@@ -624,7 +557,7 @@ def _publish(
     stream: Iterator[Publication],
     options: SimulatorOptions,
     stop: threading.Event,
-    tally: _Tally,
+    tally: Window,
 ) -> None:
     where = f"{options.host}:{options.port}"
     total = math.floor(options.rate * options.duration) if options.duration > 0 else None
@@ -645,6 +578,11 @@ def _publish(
                 "timestamp": iso_timestamp(time.time_ns() // 1_000_000),
             }
             info = client.publish(publication.topic, orjson.dumps(stamped), qos=1)
-            tally.handed(info.rc)
+            if not tally.handed(info.rc):
+                logger.warning(
+                    "paho refused a publish: %s",
+                    mqtt.error_string(info.rc),
+                    extra={"event": "simulator_publish_refused", "rc": int(info.rc)},
+                )
             sent += 1
         stop.wait(min(_TICK_S, max(0.0, started + sent / options.rate - time.monotonic())))
