@@ -489,16 +489,12 @@ class AgentRun:
             for k, v in os.environ.items()
             if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"
         }
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent", "--config", str(config), "run"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.folder,
-                # Its own process group: Ctrl-C reaches only us, and we stop it in order.
-                start_new_session=True,
-            )
+        from edge_agent.demo.agent import AgentChild
+
+        self.child = AgentChild(config, self.log, env)
+        # Its own process group: Ctrl-C reaches only us, and we stop it in order.
+        self.child.spawn(own_session=True)
+        self.process = self.child.process
 
     def check_alive(self) -> None:
         """Raises BenchError with the log's end when the agent has exited."""
@@ -529,13 +525,13 @@ class AgentRun:
         Raises:
             BenchError: it exits or does not connect in time.
         """
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S * 2
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if self.query("SELECT 1 FROM agent_state WHERE key = 'broker' AND value = 'connected'"):
-                return
-            time.sleep(POLL_S)
-        raise BenchError(f"agent ({self.name}) did not connect:\n{self.log_tail()}")
+        from edge_agent.demo.agent import SUBSCRIBED
+        from edge_agent.errors import EdgeAgentError
+
+        try:
+            self.child.wait_log(SUBSCRIBED, 1, CONNECT_TIMEOUT_S * 2)
+        except EdgeAgentError as exc:
+            raise BenchError(f"agent ({self.name}): {exc}:\n{self.log_tail()}") from exc
 
     def probe(self, template: Item) -> None:
         """Publish probe events until one is stored: the subscription is then live.

@@ -39,6 +39,7 @@ from bench.ingest import descendants
 from bench.measure import mb, percentile, vmhwm_kb
 from bench.sync import DAY_MS, SITE, store_days
 from edge_agent.config import load_settings
+from edge_agent.demo.agent import AgentChild
 from edge_agent.demo.simulate import iso_timestamp
 from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.service import free_port
@@ -74,25 +75,14 @@ def _topic(device: str) -> str:
     return f"sites/{SITE}/devices/{device}/events"
 
 
-class _Agent:
-    """``edge-agent run`` as a process of its own, as an installer runs it."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent", "--config", str(config), "run"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+class _Agent(AgentChild):
+    """``edge-agent run`` as a process of its own, with its memory measured."""
 
     def rss_mb(self) -> tuple[float, float]:
         """Peak RSS of the parent and of its receiver process."""
+        assert self.process is not None
         pid = self.process.pid
         return mb(vmhwm_kb(pid)), sum(mb(vmhwm_kb(child)) for child in descendants(pid))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
 
 
 def _wait(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
@@ -244,12 +234,14 @@ def main() -> None:
 
         # The same agent on the same data, without the server: the memory reference.
         plain = _Agent(config, folder / "plain.log")
+        plain.spawn()
         time.sleep(15)
         plain_rss = plain.rss_mb()
         plain.stop()
 
         config.write_text(site + f"[http]\nenabled = true\nport = {port}\n")
         agent = _Agent(config, folder / "agent.log")
+        agent.spawn()
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: _up(base), "the screens' server")
         time.sleep(5)  # the start-up jobs (retention, insights, models) settle first

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -15,8 +12,9 @@ import pytest
 from hypothesis import settings
 from playwright.sync_api import Browser, sync_playwright
 
+from edge_agent.demo.agent import AgentChild
 from edge_agent.mqtt.broker import Mosquitto
-from tests.helpers import SITE, wait_for
+from tests.helpers import SITE
 from tests.postgres import Cluster
 
 # Examples: as many as each test asks for (hypothesis's 100 where it does not say), with no
@@ -94,7 +92,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-class AgentProcess:
+class AgentProcess(AgentChild):
     """The agent run as ``python -m edge_agent run``, the way an installer runs it."""
 
     def __init__(
@@ -108,68 +106,31 @@ class AgentProcess:
         """``prepared``: run with that config file as it is (its data_dir must be
         ``folder/data``) instead of writing one for ``broker_port``. ``env``: variables added
         to the agent's environment (e.g. what systemd would set)."""
+        super().__init__(
+            prepared or folder / "agent.toml", folder / "agent.log", {**os.environ, **env}
+        )
         self.folder = folder
-        self.env = {**os.environ, **env}
-        self.config = prepared or folder / "agent.toml"
         self.db = folder / "data" / "edge-agent.db"
-        self.log = folder / "agent.log"
         if prepared is None:
             self.config.write_text(
                 f'[site]\nid = "{SITE}"\ndata_dir = "{folder / "data"}"\n'
                 f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.5\nreconnect_max_s = 1\n"
                 f"{extra}"
             )
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_connected: bool = True) -> None:
-        """Start the agent; by default wait until its subscription is confirmed."""
-        connected_before = self.log_text().count('"event": "broker_connected"')
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent", "--config", str(self.config), "run"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=self.env,
-            )
+        """Start the agent in a session of its own; by default wait until its subscription
+        is confirmed."""
         if wait_connected:
-            self.wait_log("broker_connected", connected_before + 1)
-
-    def wait_log(self, event: str, times: int = 1, timeout_s: float = 30.0) -> None:
-        """Wait until the log holds ``times`` lines with ``event``."""
-        wait_for(
-            lambda: self.log_text().count(f'"event": "{event}"') >= times,
-            timeout_s,
-            f"agent log {event}",
-        )
-
-    def log_text(self) -> str:
-        """Everything the agent logged so far."""
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+            self.start_subscribed(own_session=True)
+        else:
+            self.spawn(own_session=True)
 
     def kill9(self) -> None:
         """SIGKILL the agent's main process, as a power cut or OOM kill would."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(5)
-
-    def kill_group(self) -> None:
-        """Make sure nothing of this agent is left running."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):  # already gone
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
 from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.service import free_port
 from tests.conftest import AgentProcess
-from tests.helpers import cli, wait_for
+from tests.helpers import cli, identify, track, wait_for
 
 
 def answers(base: str) -> bool:
@@ -50,3 +51,22 @@ def revoke(agent: AgentProcess, screen_id: str) -> None:
     """Lock a screen out through the CLI, as an installer would."""
     revoked = cli("--config", str(agent.config), "screens", "revoke", screen_id)
     assert revoked.returncode == 0, revoked.stderr
+
+
+#: The loyalty member the screens' tests serve.
+MEMBER = "member-5e1f00"
+
+
+def visit_at_till(personalization: bool) -> list[dict[str, Any]]:
+    """A member's visit at till-1: consent (with or without personalization), a loyalty
+    check-in with traits a screen must never show, and a product in the basket."""
+    user = {"userId": MEMBER, "anonymousId": "visit-at-till"}
+    purposes = {"analytics": True, "personalization": personalization, "crm_sync": False}
+    product = {"product_id": "p2", "price": 2.0, "quantity": 1, "cart_id": "c1"}
+    traits = {"first_name": "Mei", "email": "mei@example.org", "phone": "+886912345678"}
+    # Consent first: a name given before personalization is granted is not kept.
+    return [
+        track("Consent Updated", {"purposes": purposes, "source": "till"}, **user),
+        identify(MEMBER, traits, anonymousId=user["anonymousId"]),
+        track("Product Added", product, **user),
+    ]

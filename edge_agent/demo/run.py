@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.collector.local import LocalCollector
+from edge_agent.demo.agent import SUBSCRIBED, AgentChild
 from edge_agent.demo.simulate import TILLS, SimulatorOptions, run_simulator
 from edge_agent.errors import EdgeAgentError, StorageError
 from edge_agent.mqtt.broker import Mosquitto
@@ -99,23 +98,6 @@ def _status_line(db: Path) -> str:
     return f"stored {s.stored} events, {s.duplicates} duplicates, dead letters: {dead}"
 
 
-def _wait_subscribed(agent: subprocess.Popen[bytes], db: Path, log: Path) -> None:
-    deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if agent.poll() is not None:
-            raise EdgeAgentError(f"the agent exited with {agent.returncode}; see {log}")
-        try:
-            with Store.open(db, readonly=True) as store:
-                if store.status().broker.get("broker", ("",))[0] == "connected":
-                    return
-        except StorageError:
-            pass  # not created yet
-        time.sleep(0.1)
-    raise EdgeAgentError(
-        f"the agent did not subscribe within {_SUBSCRIBE_TIMEOUT_S:g} s; see {log}"
-    )
-
-
 def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | None) -> None:
     """Run the demo site until Ctrl-C (or ``duration`` seconds), printing where to look.
 
@@ -148,12 +130,8 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     log = folder / "agent.log"
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with log.open("ab") as out:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "--config", str(config), "run"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    agent = AgentChild(config, log)
+    agent.spawn()
     threads = [
         threading.Thread(
             target=run_simulator,
@@ -197,7 +175,7 @@ Ctrl-C stops the demo.""",
     )
     try:
         # Until the agent's session exists, the broker would keep nothing for it.
-        _wait_subscribed(agent, db, log)
+        agent.wait_log(SUBSCRIBED, 1, _SUBSCRIBE_TIMEOUT_S)
         with Store.open(db) as store:
             for till in TILLS:
                 code = Screens(store).add(till, f"Till {till[-1]}", int(time.time() * 1000))[1]
@@ -210,8 +188,8 @@ Ctrl-C stops the demo.""",
             if duration <= 0
             else min(_STATUS_EVERY_S, max(0.1, deadline - time.monotonic()))
         ):
-            if agent.poll() is not None:
-                raise EdgeAgentError(f"the agent exited with {agent.returncode}; see {log}")
+            if agent.process is not None and agent.process.poll() is not None:
+                raise EdgeAgentError(f"the agent exited with {agent.process.returncode}; see {log}")
             print(f"[{time.strftime('%H:%M:%S')}] {_status_line(db)}", flush=True)
             if time.monotonic() >= deadline:
                 break
@@ -220,11 +198,7 @@ Ctrl-C stops the demo.""",
         for thread in threads:
             if thread.ident is not None:
                 thread.join(15)
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        agent.stop()
         broker.stop()
         central.stop()
         signal.signal(signal.SIGINT, previous)

@@ -17,12 +17,10 @@ from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.store.database import Store
 from edge_agent.store.screens import PAIRING_TTL_MS, Screens
 from tests.conftest import AgentProcess
-from tests.helpers import Publisher, encode, identify, topic, track, wait_for
-from tests.screens import add_screen, answers, revoke, serving
+from tests.helpers import Publisher, encode, topic, track, wait_for
+from tests.screens import MEMBER, add_screen, answers, revoke, serving, visit_at_till
 
 pytestmark = pytest.mark.integration
-
-MEMBER = "member-5e1f00"
 
 
 def _pair(agent: AgentProcess, base: str, device: str = "till-1") -> str:
@@ -36,19 +34,6 @@ def _pair(agent: AgentProcess, base: str, device: str = "till-1") -> str:
     return token
 
 
-def _visit(personalization: bool) -> list[dict[str, Any]]:
-    user = {"userId": MEMBER, "anonymousId": "visit-at-till"}
-    purposes = {"analytics": True, "personalization": personalization, "crm_sync": False}
-    product = {"product_id": "p2", "price": 2.0, "quantity": 1, "cart_id": "c1"}
-    traits = {"first_name": "Mei", "email": "mei@example.org", "phone": "+886912345678"}
-    # Consent first: a name given before personalization is granted is not kept.
-    return [
-        track("Consent Updated", {"purposes": purposes, "source": "till"}, **user),
-        identify(MEMBER, traits, anonymousId=user["anonymousId"]),
-        track("Product Added", product, **user),
-    ]
-
-
 def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
     broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
 ) -> None:
@@ -60,7 +45,7 @@ def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
 
     publisher = Publisher(broker.port)
     try:
-        publisher.publish_all((topic("till-1"), encode(e)) for e in _visit(True))
+        publisher.publish_all((topic("till-1"), encode(e)) for e in visit_at_till(True))
         wait_for(
             lambda: (
                 httpx.get(f"{base}/v1/screen", headers=headers).json()["basket"]
@@ -76,7 +61,7 @@ def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
         assert seen.headers["cache-control"] == "no-store"
 
         # Withdrawn: no name any more.
-        publisher.publish_all((topic("till-1"), encode(e)) for e in _visit(False)[:1])
+        publisher.publish_all((topic("till-1"), encode(e)) for e in visit_at_till(False)[:1])
         wait_for(
             lambda: (
                 httpx.get(f"{base}/v1/screen", headers=headers).json()["visitor"]
@@ -122,7 +107,7 @@ def test_the_stream_pushes_the_visitor_and_ends_when_the_screen_is_revoked(
                     events.append(line[7:])
                 if events.count("visitor") == 1 and "site" in events:
                     break
-            publisher.publish_all((topic("till-1"), encode(e)) for e in _visit(True))
+            publisher.publish_all((topic("till-1"), encode(e)) for e in visit_at_till(True))
             for line in lines:
                 if line.startswith("data: ") and '"first_name":"Mei"' in line:
                     break

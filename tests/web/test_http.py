@@ -18,10 +18,9 @@ from edge_agent.store.database import Store
 from edge_agent.store.screens import Screens
 from edge_agent.web.app import create_app
 from edge_agent.web.changes import Changes
-from tests.helpers import SITE, identify, ingest, track, wait_for
+from tests.helpers import SITE, ingest, wait_for
 from tests.inprocess import in_process
-
-MEMBER = "member-5e1f00"
+from tests.screens import visit_at_till
 
 
 class Site:
@@ -57,19 +56,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
     app = create_app(settings, now_ms, Changes(), Metrics(settings, now_ms))
     with in_process(app) as client:
         yield Site(settings, client)
-
-
-def _visit(personalization: bool) -> list[dict[str, Any]]:
-    user = {"userId": MEMBER, "anonymousId": "visit-at-till"}
-    purposes = {"analytics": True, "personalization": personalization, "crm_sync": False}
-    product = {"product_id": "p2", "price": 2.0, "quantity": 1, "cart_id": "c1"}
-    traits = {"first_name": "Mei", "email": "mei@example.org", "phone": "+886912345678"}
-    # Consent first: a name given before personalization is granted is not kept.
-    return [
-        track("Consent Updated", {"purposes": purposes, "source": "till"}, **user),
-        identify(MEMBER, traits, anonymousId=user["anonymousId"]),
-        track("Product Added", product, **user),
-    ]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +103,7 @@ def test_bad_query_strings_and_another_screens_token(site: Site) -> None:
             assert "k must be" in answer.json()["detail"]
     assert site.answers()
 
-    ingest(site.settings, _visit(True), device="till-1")
+    ingest(site.settings, visit_at_till(True), device="till-1")
     wait_for(
         lambda: site.client.get("/v1/screen", headers=at_till_1).json()["visitor"]["present"],
         20,
