@@ -88,6 +88,7 @@ def replay_dead_letters(
                 compiled,
                 settings.store.dead_letter_raw_bytes,
                 key,
+                replaying=True,
             )
             same = len(rejected) == 1 and rejected[0].raw_sha256 == row.raw_sha256
             result = store.commit(received, [] if same else rejected, compiled.version, now_ms())

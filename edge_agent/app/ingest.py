@@ -36,6 +36,7 @@ from edge_agent.core.events import (
 from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     SiteKey,
+    imitates_pseudonym,
     pseudonymise,
     redact,
 )
@@ -84,9 +85,18 @@ def limits_of(settings: Settings) -> Limits:
 
 
 def classify(
-    items: Iterable[Item], limits: Limits, compiled: Schemas, raw_limit: int, key: SiteKey
+    items: Iterable[Item],
+    limits: Limits,
+    compiled: Schemas,
+    raw_limit: int,
+    key: SiteKey,
+    replaying: bool = False,
 ) -> tuple[list[Received], list[DeadLetter]]:
-    """Validate inbound messages into pseudonymised events to store and dead letters to keep."""
+    """Validate inbound messages into pseudonymised events to store and dead letters to keep.
+
+    ``replaying``: the messages are dead letters, whose ``pseudonym:`` ids are the agent's
+    own; from devices such an id is refused (`Reason.RESERVED_ID`).
+    """
     received: list[Received] = []
     rejected: list[DeadLetter] = []
     for topic, payload, received_ms in items:
@@ -100,12 +110,17 @@ def classify(
             )
             crash = Rejection(Reason.INTERNAL_ERROR, f"validator raised {exc!r}"[:300], payload)
             parsed = Parsed((), (crash,))
+        rejections = list(parsed.rejections)
         for event in parsed.events:
+            if not replaying and event.user_id is not None and imitates_pseudonym(event.user_id):
+                detail = "userId has the agent's own pseudonym form (pseudonym:...): refused"
+                rejections.append(Rejection(Reason.RESERVED_ID, detail, event.body.encode()))
+                continue
             stored, identity = pseudonymise(event, key)
             received.append(Received(stored, received_ms, identity))
-        for rejection in parsed.rejections:
+        for rejection in rejections:
             # A dead letter keeps no raw userId nor traits either; see identity.redact.
-            kept = replace(rejection, raw=redact(rejection.raw, key))
+            kept = replace(rejection, raw=redact(rejection.raw, key, replaying))
             rejected.append(dead_letter(message, kept, raw_limit))
     return received, rejected
 

@@ -32,7 +32,11 @@ _NON_FINITE = re.compile(rb"(?:NaN|Infinity)")
 _LONG_DIGITS = re.compile(rb"\d{19}")
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _INT64 = range(-(2**63), 2**63)
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string, or one a hostile payload leaves unterminated (to the end of the payload). The
+# possessive quantifiers and the end-of-text alternative keep this linear in the payload:
+# without them, an unterminated string of escaped quotes is scanned again from every quote
+# (64 KiB took tens of seconds, stalling ingest for every device).
+_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
 
@@ -56,6 +60,7 @@ class Reason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     DEVICE_MISMATCH = "device_mismatch"
+    RESERVED_ID = "reserved_id"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -214,16 +219,13 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
         events: list[Event] = []
         rejections: list[Rejection] = []
         for item in document:
-            body = orjson.dumps(item).decode("utf-8")
-            outcome = check_event(item, body, where.device, message.received_ms, limits, schemas)
+            outcome = check_event(item, where.device, message.received_ms, limits, schemas)
             if isinstance(outcome, Event):
                 events.append(outcome)
             else:
-                rejections.append(Rejection(outcome[0], outcome[1], body.encode("utf-8")))
+                rejections.append(Rejection(outcome[0], outcome[1], orjson.dumps(item)))
         return Parsed(tuple(events), tuple(rejections))
-    outcome = check_event(
-        document, payload.decode("utf-8"), where.device, message.received_ms, limits, schemas
-    )
+    outcome = check_event(document, where.device, message.received_ms, limits, schemas)
     if isinstance(outcome, Event):
         return Parsed((outcome,), ())
     return _reject(*outcome, payload)
@@ -255,9 +257,28 @@ def _check_clock(stamp: str, now_ms: int, limits: Limits) -> int | Problem:
     return timestamp_ms
 
 
+#: The largest integral float that is stored as an integer: beyond 2**53 a double no longer
+#: holds every integer, so such a value stays the float it was sent as.
+_EXACT = 2**53
+
+
+def normalised(value: object) -> object:
+    """A decoded JSON value in the form the agent stores: every integral float as an integer
+    (a kiosk's ``"nps": 9.0`` is the answer 9, which a schema's ``integer`` accepts and the
+    insights count as one). Decoding already kept one copy of a repeated key, the last one,
+    which is the copy the schemas judged: storing this form, nothing downstream reads another.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [normalised(item) for item in value]
+    return value
+
+
 def check_event(
     document: object,
-    body: str,
     device: DeviceId,
     now_ms: int,
     limits: Limits,
@@ -266,8 +287,8 @@ def check_event(
     """Check one decoded event against the schemas, the clock and its topic.
 
     Args:
-        document: the decoded JSON value that should be one event.
-        body: its JSON text, stored as is when it is valid.
+        document: the decoded JSON value that should be one event; a valid one is stored in
+            its `normalised` form.
         device: the device id from the topic it was published on.
         now_ms: the time it was received, in epoch milliseconds (skew is judged against it,
             so a dead letter replayed later is judged as when it arrived).
@@ -319,5 +340,5 @@ def check_event(
         device_id=device,
         anonymous_id=document.get("anonymousId"),
         user_id=document.get("userId"),
-        body=body,
+        body=orjson.dumps(normalised(document)).decode("utf-8"),
     )

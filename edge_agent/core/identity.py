@@ -83,9 +83,18 @@ def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
     return replace(event, user_id=person, body=body), identity
 
 
-def redact(raw: bytes, key: SiteKey) -> bytes:
+def imitates_pseudonym(user_id: str) -> bool:
+    """Whether a userId from a device has the form of the agent's own marked pseudonyms, which
+    only a replayed dead letter may carry: stored as given, it would escape the vault and the
+    person's erasure (``forget`` hashes what it is told)."""
+    return user_id.startswith(REDACTED)
+
+
+def redact(raw: bytes, key: SiteKey, replaying: bool = False) -> bytes:
     """A rejected payload as a dead letter may keep it: userIds replaced by their pseudonyms
-    (marked, so a replay does not hash them again) and traits dropped.
+    (marked, so a replay does not hash them again) and traits dropped. ``replaying``: the
+    payload is a dead letter's, whose marked ids are the agent's own; from a device, an id
+    in that form is hashed like any other.
 
     Bytes that are not a JSON object or array of objects are returned as they are: they name
     no one the agent can find, and they expire with the dead letters' retention.
@@ -100,7 +109,8 @@ def redact(raw: bytes, key: SiteKey) -> bytes:
         if not isinstance(item, dict):
             continue
         user_id = item.get("userId")
-        if user_id is not None and not (isinstance(user_id, str) and _known_pseudonym(user_id)):
+        ours = replaying and isinstance(user_id, str) and _known_pseudonym(user_id)
+        if user_id is not None and not ours:
             # A number or other JSON where a text id belongs still names someone.
             text = user_id if isinstance(user_id, str) else orjson.dumps(user_id).decode()
             item["userId"] = REDACTED + pseudonym(key, text)

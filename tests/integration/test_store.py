@@ -15,7 +15,7 @@ from edge_agent.app import clock, deadletters, ingest
 from edge_agent.config import load_settings
 from edge_agent.core.deadletters import dead_letter
 from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection, Schemas
-from edge_agent.core.identity import SiteKey
+from edge_agent.core.identity import REDACTED, SiteKey, pseudonym
 from edge_agent.core.topics import DeviceId
 from edge_agent.errors import StorageError
 from edge_agent.store.database import Store
@@ -155,3 +155,24 @@ def test_truncated_dead_letters_are_not_replayed(tmp_path: Path) -> None:
     store.close()
     report = deadletters.replay_dead_letters(settings_, None, "payload_too_large")
     assert (report.examined, report.not_replayable, report.fixed) == (1, 1, 0)
+
+
+def test_an_id_in_the_agents_pseudonym_form_from_a_device_is_refused(tmp_path: Path) -> None:
+    key = SiteKey(bytes(32))
+    marked = REDACTED + pseudonym(key, "member-1")
+    settings_ = load_settings(
+        environ={"EDGE_AGENT_SITE__ID": SITE, "EDGE_AGENT_SITE__DATA_DIR": str(tmp_path)}
+    )
+    purposes = {"analytics": True, "personalization": True, "crm_sync": True}
+    consent = track("Consent Updated", {"purposes": purposes, "source": "till"}, userId=marked)
+    received, rejected = ingest.classify(
+        [(topic(), encode(consent), clock.now_ms())],
+        ingest.limits_of(settings_),
+        schemas.load(),
+        65536,
+        key,
+    )
+    assert received == []
+    assert [r.reason for r in rejected] == [Reason.RESERVED_ID]
+    # The device's text is hashed in the dead letter like any id, never kept as "ours".
+    assert marked.encode() not in rejected[0].raw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -323,3 +324,71 @@ def test_details_never_quote_a_user_id_or_traits() -> None:
         (rejection,) = parse(encode(event)).rejections
         assert str(value) not in rejection.detail
         assert rejection.detail.startswith(field)
+
+
+#: 64 KiB payloads built to make a backtracking check on bytes take quadratic time: an
+#: unterminated string of escaped quotes, inside nesting, after brackets, after long digits.
+_QUOTES = b'\\"' * 32_000
+HOSTILE = [
+    pytest.param(b"[" * 20 + b'"' + _QUOTES, Reason.TOO_DEEP, id="deep-then-unterminated"),
+    pytest.param(b'{"a":[' * 8 + b'"' + _QUOTES, Reason.NOT_JSON, id="nested-unterminated"),
+    pytest.param(b'[["' + b'\\"[' * 21_000, Reason.NOT_JSON, id="brackets-in-unterminated"),
+    pytest.param(
+        b"[" + b"9" * 40 + b', "' + _QUOTES, Reason.NOT_JSON, id="digits-then-unterminated"
+    ),
+    pytest.param(b'{"a": "x\\', Reason.NOT_JSON, id="ends-in-a-backslash"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), HOSTILE)
+def test_hostile_bytes_get_their_reason(payload: bytes, reason: Reason) -> None:
+    assert reasons(parse(payload)) == [reason]
+
+
+def test_checks_on_payload_bytes_are_linear_in_the_payload() -> None:
+    """All the hostile payloads together within a deadline a quadratic check misses by far
+    (it took tens of seconds for each one): ingest must never stall on one device's bytes."""
+    done = threading.Event()
+
+    def judge() -> None:
+        for case in HOSTILE:
+            parse(case.values[0])  # type: ignore[arg-type]
+        done.set()
+
+    threading.Thread(target=judge, daemon=True).start()
+    assert done.wait(10), "judging five hostile payloads took over 10 s"
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        pytest.param("member\x00-7", id="nul"),
+        pytest.param("member\n7", id="newline"),
+        pytest.param("member\r7", id="carriage-return"),
+        pytest.param("member\x1b[2J7", id="escape"),
+        pytest.param("member\u00857", id="c1-next-line"),
+        pytest.param("member\u20287", id="line-separator"),
+        pytest.param("m" * 129, id="too-long"),
+    ],
+)
+@pytest.mark.parametrize("field", ["userId", "anonymousId"])
+def test_ids_that_could_not_be_named_again_are_refused(field: str, user_id: str) -> None:
+    event = at_now(track("Product Viewed", {"product_id": "p1"}, "till-1", **{field: user_id}))
+    assert reasons(parse(encode(event))) == [Reason.INVALID_SHAPE]
+
+
+def test_an_integral_float_where_an_integer_belongs_is_stored_as_the_integer() -> None:
+    event = at_now(track("Feedback Submitted", {"nps": 9.0, "ces": 2.0, "price": 2.5}))
+    (stored,) = parse(encode(event)).events
+    assert json.loads(stored.body)["properties"] == {"nps": 9, "ces": 2, "price": 2.5}
+    assert '"nps":9,' in stored.body
+
+
+def test_a_repeated_key_is_stored_once_as_the_copy_the_schemas_judged() -> None:
+    # A reader of the stored text (SQLite's json_extract takes the first copy) must not see
+    # a value that was never validated.
+    valid = encode(at_now(track("Product Added", {"product_id": "p1", "quantity": 2})))
+    payload = valid.replace(b'"product_id"', b'"quantity": "lots", "product_id"', 1)
+    (stored,) = parse(payload).events
+    assert stored.body.count('"quantity"') == 1
+    assert json.loads(stored.body)["properties"]["quantity"] == 2

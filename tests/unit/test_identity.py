@@ -68,7 +68,7 @@ def test_redacted_dead_letters_replay_to_the_same_pseudonym_without_the_raw_id()
     assert b"member-1" not in kept
     assert b"a@b.c" not in kept
     assert json.loads(kept)["userId"] == REDACTED + pseudonym(KEY, "member-1")
-    assert redact(kept, KEY) == kept
+    assert redact(kept, KEY, replaying=True) == kept
     replayed = identify(json.loads(kept)["userId"])
     stored, identity = pseudonymise(replayed, KEY)
     assert json.loads(stored.body)["userId"] == pseudonym(KEY, "member-1")
@@ -109,3 +109,13 @@ def test_personal_data_of_the_wrong_type_is_redacted_too(
     document: dict[str, object], secret: bytes
 ) -> None:
     assert secret not in redact(json.dumps(document).encode(), KEY)
+
+
+def test_a_device_cannot_pass_an_id_off_as_one_of_the_agents_pseudonyms() -> None:
+    marked = REDACTED + pseudonym(KEY, "member-1")
+    payload = json.dumps({"type": "identify", "userId": marked}).encode()
+    # From a device, the marked form is hashed like any other id: it is the device's text.
+    kept = json.loads(redact(payload, KEY))
+    assert kept["userId"] == REDACTED + pseudonym(KEY, marked)
+    # Replaying the agent's own dead letter, the mark is trusted and not hashed again.
+    assert json.loads(redact(payload, KEY, replaying=True))["userId"] == marked
