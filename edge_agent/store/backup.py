@@ -11,11 +11,14 @@ meanwhile, and keeps the database it replaces as ``<database>.before-restore``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlite_utils import Database
 
 from edge_agent.errors import StorageError
 from edge_agent.store.database import Store
@@ -147,9 +150,24 @@ def copy(store: Store, target: Path) -> None:
             copied.close()
 
 
+@functools.cache
+def _release_schema() -> frozenset[tuple[str, str, str | None]]:
+    """Every schema object (type, name, SQL) that this release's steps create, after each
+    step: what a database written by this release or an older one may hold."""
+    scratch = Database(memory=True)
+    steps = [m.name for m in migrations.pending(scratch)]
+    seen: set[tuple[str, str, str | None]] = set()
+    for later in [*steps[1:], None]:
+        migrations.apply(scratch, stop_before=later)
+        seen |= set(scratch.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+    return frozenset(seen)
+
+
 def problems(store: Store) -> list[str]:
-    """What ``PRAGMA integrity_check`` finds (empty: the file is sound), and whether this
-    is an edge-agent database at all (its first schema step is recorded).
+    """What ``PRAGMA integrity_check`` finds (empty: the file is sound), whether this is an
+    edge-agent database at all (its first schema step is recorded), and any schema object no
+    release's steps create: a trigger, view, index or table added by hand could drop or alter
+    events the agent has acknowledged.
 
     Raises:
         StorageError: the file cannot be read as an SQLite database.
@@ -157,9 +175,18 @@ def problems(store: Store) -> list[str]:
     with store.connection.failing("cannot be read") as conn:
         found = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
         ours = {m.name for m in migrations.applied(store.db)} >= {FIRST_STEP}
+        objects = conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
     issues = [] if found == ["ok"] else found
     if not ours:
         issues.append("not an edge-agent database (no edge-agent schema steps recorded)")
+    known = _release_schema()
+    issues += [
+        f"{'an' if kind == 'index' else 'a'} {kind} {name!r} that edge-agent never creates "
+        "(or whose definition was changed)"
+        for kind, name, sql in objects
+        # SQLite's own tables (statistics, AUTOINCREMENT counters) are not schema of ours.
+        if (kind, name, sql) not in known and not str(name).startswith("sqlite_")
+    ]
     return issues
 
 

@@ -208,9 +208,34 @@ def _from_a_newer_release(path: Path) -> None:
     conn.close()
 
 
+def _schema_added(statement: str) -> Callable[[Path], None]:
+    def add(path: Path) -> None:
+        conn = sqlite3.connect(path)
+        conn.execute(statement)
+        conn.commit()
+        conn.close()
+
+    return add
+
+
+# A sound edge-agent database with one schema object more: each could drop or alter what the
+# agent acknowledges, or copy personal data where erasure does not look.
+_vanishing_events = _schema_added(
+    "CREATE TRIGGER vanish AFTER INSERT ON events BEGIN DELETE FROM events WHERE id = new.id; END"
+)
+_copying_view = _schema_added("CREATE VIEW everyone AS SELECT * FROM identity_vault")
+_shadow_table = _schema_added("CREATE TABLE kept_forever (body TEXT)")
+_extra_index = _schema_added("CREATE INDEX events_body ON events (body)")
+TAMPERED = (_vanishing_events, _copying_view, _shadow_table, _extra_index)
+
+
 @pytest.mark.parametrize(
     ("spoil", "says"),
     [
+        pytest.param(_vanishing_events, "a trigger 'vanish' that edge-agent never", id="trigger"),
+        pytest.param(_copying_view, "a view 'everyone' that edge-agent never", id="view"),
+        pytest.param(_shadow_table, "a table 'kept_forever' that edge-agent never", id="table"),
+        pytest.param(_extra_index, "an index 'events_body' that edge-agent never", id="index"),
         pytest.param(
             lambda p: p.write_text("name,total\nMei,12\n"),
             "file is not a database",
@@ -239,7 +264,7 @@ def test_restore_refuses_what_cannot_replace_the_database(
     config, settings = site
     candidate = tmp_path / "candidate.db"
     assert cli("--config", str(config), "backup", str(candidate)).returncode == 0
-    if spoil not in (_corrupted, _index_disagrees, _from_a_newer_release):
+    if spoil not in (_corrupted, _index_disagrees, _from_a_newer_release, *TAMPERED):
         candidate.unlink()
         candidate.touch()
     spoil(candidate)
