@@ -378,6 +378,10 @@ def init_site(
             ],
             access=[
                 "allow_anonymous false",
+                # The session is the credential's: a device that connects with the agent's
+                # client id gets its own user name instead, and cannot take the agent's
+                # session (kicking it off, or reading what the broker kept for it).
+                "use_username_as_clientid true",
                 f"password_file {folder.passwd}",
                 f"acl_file {folder.acl}",
             ],

@@ -44,10 +44,12 @@ def _bundle(folder: SiteFolder, device: str) -> dict[str, Any]:
 class Client:
     """A paho MQTT 5 client over TLS that records what the broker answered."""
 
-    def __init__(self, port: int, ca_file: Path, username: str, password: str) -> None:
+    def __init__(
+        self, port: int, ca_file: Path, username: str, password: str, client_id: str = ""
+    ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"test-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
         self.client.tls_set(ca_certs=str(ca_file))
@@ -271,6 +273,28 @@ def test_other_topics_are_denied_and_never_stored(site: Site, agent: AgentProces
     stored = set(stored_ids(agent.db))
     assert not {theirs["messageId"], other_site["messageId"], spoofed["messageId"]} & stored
     assert door.received == []
+
+
+def test_a_device_cannot_take_the_agents_session(site: Site, agent: AgentProcess) -> None:
+    dropped = agent.logged("broker_disconnected")
+    bundle = site.folder.bundle(DeviceId("till-1"))
+    password = _bundle(site.folder, "till-1")["password"]
+    # The agent's client id, as a kicking loop would use it, with the device's credential.
+    sent = []
+    for _ in range(3):
+        impostor = Client(
+            site.broker.port, bundle / "ca.crt", "device.till-1", password, f"edge-agent-{SITE}"
+        )
+        site.clients.append(impostor)
+        assert not impostor.connect().is_failure
+        marker = _door()
+        assert impostor.publish(topic("till-1", SITE), encode(marker)) == 0
+        sent.append(marker["messageId"])
+        impostor.close()
+    # The agent kept its session and took every event, without one disconnection.
+    wait_for(lambda: set(sent) <= set(stored_ids(agent.db)), 30, "the events stored")
+    assert agent.logged("broker_disconnected") == dropped
+    assert "Client device.till-1" in site.broker.log_tail(200)
 
 
 def test_a_wrong_password_and_a_foreign_ca_are_refused(site: Site, tmp_path: Path) -> None:
