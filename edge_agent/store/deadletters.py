@@ -3,11 +3,27 @@ expired."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from edge_agent.core.deadletters import DeadLetter
+from edge_agent.core.identity import Pseudonym
 from edge_agent.store.connection import Connection
+
+#: Ids per DELETE: well under SQLite's limit of bound parameters.
+_CHUNK = 500
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
 
 # A redelivered rejection bumps its counter instead of adding a row, and a dead letter that
 # was replayed but fails again is reopened with its new reason.
@@ -143,14 +159,33 @@ class DeadLetters:
                 (reason, detail, letter_id),
             )
 
-    def erase_holding(self, *needles: bytes) -> int:
-        """Delete the dead letters whose raw message holds any of ``needles`` (inside the
-        caller's transaction); returns how many."""
-        where = " OR ".join("instr(raw, ?) > 0" for _ in needles)
-        # Only fixed clauses and placeholders are joined here; every value is a parameter.
-        return self.connection.conn.execute(
-            f"DELETE FROM dead_letters WHERE {where}", needles
-        ).rowcount
+    def erase_naming(self, person: Pseudonym, raw_user_id: str | None) -> int:
+        """Delete the dead letters that name ``person`` (inside the caller's transaction);
+        returns how many.
+
+        A letter that was JSON names its people by the pseudonyms its redaction wrote (64 hex
+        digits: no other text matches them by chance). Bytes that are not JSON kept what came:
+        they name the person only where they hold ``"userId": "<the raw id>"``, the id a whole
+        JSON string, never where its characters merely occur (in a timestamp, another field or
+        id, a payload of quotes).
+        """
+        marked = person.encode()
+        quoted = orjson.dumps(raw_user_id) if raw_user_id else marked
+        named = re.compile(rb'"userId"\s*:\s*' + re.escape(quoted))
+        doomed = [
+            letter_id
+            for letter_id, raw in self.connection.conn.execute(
+                "SELECT id, raw FROM dead_letters WHERE instr(raw, ?) > 0 OR instr(raw, ?) > 0",
+                (marked, quoted),
+            )
+            if marked in raw or (raw_user_id and named.search(raw) and not _is_json(raw))
+        ]
+        for start in range(0, len(doomed), _CHUNK):
+            chunk = doomed[start : start + _CHUNK]
+            self.connection.conn.execute(
+                f"DELETE FROM dead_letters WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            )
+        return len(doomed)
 
     def expire(self, before_ms: int, chunk: int) -> int:
         """Delete dead letters last seen before ``before_ms``; returns how many (inside the

@@ -337,9 +337,7 @@ class PersonalData:
         # Events first: their WHERE needs the visit links that are deleted after them.
         for table, where in _PERSON_ROWS:
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", {"p": person})
-        removed["dead_letters"] = self.dead_letters.erase_holding(
-            (raw_user_id or person).encode("utf-8"), person.encode()
-        )
+        removed["dead_letters"] = self.dead_letters.erase_naming(person, raw_user_id)
         subject = subject_hash(person)
         notice = {"type": "erasure", "subject_hash": subject, "timestamp_ms": requested_ms}
         self.outbox.queue_notice("erasure", None, notice, now_ms)

@@ -1,0 +1,79 @@
+"""Erasure reaches every dead letter that names the person, and nothing else: over random
+letters of people whose ids contain one another's ("4", "42", "142"), timestamps and counts
+full of the same digits, JSON (redacted at ingest, as the agent keeps it) and broken JSON (kept
+as it came), whoever is erased."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge_agent.core.deadletters import dead_letter
+from edge_agent.core.events import Inbound, Reason, Rejection
+from edge_agent.core.identity import Identity, SiteKey, UserId, pseudonym, redact
+from tests.helpers import migrated_store, topic
+
+KEY = SiteKey(bytes(range(32)))
+#: Ids that are substrings of one another, of the timestamps, and JSON's own punctuation.
+PEOPLE = ["4", "42", "142", "member-42", '"', "2026", "a b"]
+NOW_MS = 1_800_000_000_000
+
+
+@dataclass(frozen=True)
+class Letter:
+    person: int | None  # who it names (index into PEOPLE); None: nobody
+    json: bool  # parsable (redacted) or broken (kept as it came)
+    count: int
+    salt: int
+
+
+letters = st.builds(
+    Letter,
+    person=st.one_of(st.none(), st.integers(0, len(PEOPLE) - 1)),
+    json=st.booleans(),
+    count=st.integers(0, 10**6),
+    salt=st.integers(0, 10**9),
+)
+
+
+def _raw(letter: Letter) -> bytes:
+    event: dict[str, object] = {
+        "type": "track",
+        "event": "Door Counted",
+        "timestamp": "2026-04-21T14:42:42.142Z",
+        "messageId": f"m-{letter.salt}-42",
+        "properties": {"count": letter.count, "door": "42"},
+    }
+    if letter.person is not None:
+        event["userId"] = PEOPLE[letter.person]
+    text = orjson.dumps(event)
+    # Broken JSON: the same text cut short, so nothing can parse it (and no redaction runs).
+    return text if letter.json else text[:-1]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(letters, min_size=1, max_size=25), st.integers(0, len(PEOPLE) - 1))
+def test_an_erasure_removes_the_letters_naming_the_person_and_no_other(
+    batch: list[Letter], erased: int
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = migrated_store(Path(folder) / "site.db")
+        kept = []
+        for n, letter in enumerate(batch):
+            raw = redact(_raw(letter), KEY)
+            rejection = Rejection(Reason.INVALID_PROPERTIES, "test", raw)
+            kept.append(dead_letter(Inbound(topic(f"d-{n}"), raw, NOW_MS), rejection, 65536))
+        store.commit([], kept, "v1", NOW_MS)
+        person = PEOPLE[erased]
+        identity = Identity(pseudonym(KEY, person), UserId(person), {})
+        store.erase(identity, "test", NOW_MS)
+        left = {row[0]: row[1] for row in store.db.execute("SELECT topic, raw FROM dead_letters")}
+        store.close()
+    for n, letter in enumerate(batch):
+        names_erased = letter.person == erased
+        assert (topic(f"d-{n}") in left) != names_erased, (letter, person)
