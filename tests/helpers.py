@@ -142,10 +142,10 @@ class Publisher:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
-    def publish(self, topic_name: str, payload: bytes) -> int:
-        """Publish at QoS 1; returns the message id paho assigned."""
+    def publish(self, topic_name: str, payload: bytes, retain: bool = False) -> int:
+        """Publish at QoS 1 (``retain``: with the retain flag); returns paho's message id."""
         self.window.reserve(where="under test")
-        info = self.client.publish(topic_name, payload, qos=1)
+        info = self.client.publish(topic_name, payload, qos=1, retain=retain)
         if not self.window.handed(info.rc):
             raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
         return info.mid

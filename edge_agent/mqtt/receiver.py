@@ -199,7 +199,12 @@ class _Receiver:
         with self.lock:
             self.generation += 1
         self.session_present = flags.session_present
-        client.subscribe(self.options.topic, options=SubscribeOptions(qos=1))
+        # Retained messages come once, when the subscription is new (a fresh session): sent
+        # again on every resubscribe, each would count as a new duplicate or rejection.
+        retained = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+        client.subscribe(
+            self.options.topic, options=SubscribeOptions(qos=1, retainHandling=retained)
+        )
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any

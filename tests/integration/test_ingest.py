@@ -381,3 +381,30 @@ def test_a_killed_receiver_is_restarted_and_nothing_is_lost(
     wait_for(lambda: set(stored_ids(agent.db)) == wanted, 60, "every event after the restart")
     assert len(stored_ids(agent.db)) == len(wanted)
     publisher.close()
+
+
+def test_retained_messages_are_taken_once_not_on_every_resubscribe(
+    broker: Mosquitto, agent_factory: MakeAgent
+) -> None:
+    publisher = Publisher(broker.port)
+    (kept,) = _door(1)
+    # Devices that set the retain flag: the broker keeps the last message of each topic for
+    # new subscribers.
+    publisher.publish(topic("door-1"), encode(kept), retain=True)
+    publisher.publish(topic("door-2"), b"{retained garbage", retain=True)
+    assert publisher.window.drain(10)
+    agent = agent_factory(broker.port)
+    agent.start()
+    wait_for(lambda: stored_ids(agent.db) == [kept["messageId"]], 30, "the retained event")
+    wait_for(lambda: dead_letter_reasons(agent.db) == {"not_json": 1}, 30, "the retained letter")
+    for _ in range(2):
+        agent.stop()
+        agent.start()
+        (marker,) = _door(1)
+        publisher.publish_all([(topic("door-1"), encode(marker))])
+        mark = str(marker["messageId"])
+        wait_for(lambda: mark in stored_ids(agent.db), 30, "the marker")  # noqa: B023
+    publisher.close()
+    duplicates = query(agent.db, "SELECT value FROM counters WHERE name = 'duplicates'")
+    assert duplicates in ([], [(0,)])
+    assert query(agent.db, "SELECT occurrences FROM dead_letters") == [(1,)]
