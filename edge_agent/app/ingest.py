@@ -117,7 +117,7 @@ def classify(
                 rejections.append(Rejection(Reason.RESERVED_ID, detail, event.body.encode()))
                 continue
             stored, identity = pseudonymise(event, key)
-            received.append(Received(stored, received_ms, identity))
+            received.append(Received(stored, received_ms, identity, topic))
         for rejection in rejections:
             # A dead letter keeps no raw userId nor traits either; see identity.redact.
             kept = replace(rejection, raw=redact(rejection.raw, key, replaying))
@@ -330,16 +330,17 @@ class Agent:
                     raise
         if self.changes is not None:
             self.changes.seen(*touched(r.event for r in received))
+        letters = [*rejected, *result.conflicts]
         self.metrics.committed(
             result,
-            (letter.reason.value for letter in rejected),
+            (letter.reason.value for letter in letters),
             (items[0][2] for _, items in batches if items),
             now_ms(),
         )
         self.totals["stored"] += result.stored
         self.totals["duplicates"] += result.duplicates
-        self.totals["dead_letters"] += result.dead_letters
-        for letter in rejected:
+        self.totals["dead_letters"] += len(letters)
+        for letter in letters:
             logs.log(
                 logger,
                 logging.WARNING,

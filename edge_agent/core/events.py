@@ -61,6 +61,7 @@ class Reason(StrEnum):
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     DEVICE_MISMATCH = "device_mismatch"
     RESERVED_ID = "reserved_id"
+    DUPLICATE_CONFLICT = "duplicate_conflict"
     INTERNAL_ERROR = "internal_error"
 
 

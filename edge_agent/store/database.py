@@ -8,6 +8,7 @@ values and dataclasses.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from edge_agent.core.aggregate import DEAD_LETTER_KIND, DUPLICATES_KIND, hour_of, hours_affected
-from edge_agent.core.deadletters import DeadLetter
+from edge_agent.core.deadletters import DeadLetter, dead_letter
+from edge_agent.core.events import Inbound, Reason, Rejection
 from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.core.retention import Cutoffs
 from edge_agent.store.connection import Connection, connect
@@ -52,6 +54,9 @@ class CommitResult:
     dead_letters: int
     #: The new events by event name (type, for identify).
     by_event: dict[str, int] = field(default_factory=dict)
+    #: Events refused as conflicts (a stored messageId, another device or content), kept as
+    #: dead letters by this commit; not counted in ``dead_letters`` nor ``duplicates``.
+    conflicts: tuple[DeadLetter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,7 @@ class Store:
         """
         stored = duplicates = erased = 0
         by_event: Counter[str] = Counter()
+        conflicts: list[DeadLetter] = []
         with self.connection.failing("could not commit a batch"):
             with self.connection.transaction():
                 # Dead letters first, so an erasure in this batch reaches them too.
@@ -152,13 +158,21 @@ class Store:
                     )
                     stored += len(fresh)
                     by_event.update(s.event.name or s.event.type for s in fresh)
-                    duplicates += len(segment) - len(fresh)
                     if len(fresh) < len(segment):
-                        new = {s.event.message_id for s in fresh}
+                        # The very objects inserted: a copy later in the batch is "again" too.
+                        inserted = {id(s.event) for s in fresh}
+                        again = [r for r in segment if id(r.event) not in inserted]
+                        clashes = self._conflicts(again)
+                        conflicts += clashes.values()
+                        self.dead_letters.add(list(clashes.values()), stored_ms)
                         quality.update(
-                            (hour_of(r.event.timestamp_ms), DUPLICATES_KIND)
-                            for r in segment
-                            if r.event.message_id not in new
+                            (hour_of(d.received_ms), f"{DEAD_LETTER_KIND}{d.reason.value}")
+                            for d in clashes.values()
+                        )
+                        plain = [r for n, r in enumerate(again) if n not in clashes]
+                        duplicates += len(plain)
+                        quality.update(
+                            (hour_of(r.event.timestamp_ms), DUPLICATES_KIND) for r in plain
                         )
                     self.people.apply(fresh, stored_ms)
                     if erasure is not None:
@@ -173,6 +187,7 @@ class Store:
             duplicates=duplicates,
             dead_letters=len(dead_letters),
             by_event=dict(by_event),
+            conflicts=tuple(conflicts),
         )
 
     def _erase_once(self, request: Received, now_ms: int) -> int:
@@ -189,6 +204,31 @@ class Store:
             now_ms,
         )
         return 1
+
+    def _conflicts(self, again: Sequence[Received]) -> dict[int, DeadLetter]:
+        """The events among ``again`` (messageIds already stored) that are not the stored
+        event: another device, or other content, under the same messageId. A redelivery is
+        the same event and only a duplicate; a conflict would lose an event without a word,
+        so it becomes a dead letter naming both digests."""
+        stored = self.events.stored_as(r.event.message_id for r in again)
+        letters = {}
+        for n, r in enumerate(again):
+            device, body = stored.get(r.event.message_id, (r.event.device_id, r.event.body))
+            if (device, body) == (r.event.device_id, r.event.body):
+                continue
+            raw = r.event.body.encode()
+            detail = (
+                f"messageId {r.event.message_id[:64]!r} is already stored from device "
+                f"{device[:64]!r} (sha256 {_digest(body.encode())}); this one from "
+                f"{r.event.device_id[:64]!r} differs (sha256 {_digest(raw)}): the messageId is "
+                "the de-duplication key of the whole site, so it was not stored"
+            )
+            letters[n] = dead_letter(
+                Inbound(r.topic, raw, r.received_ms),
+                Rejection(Reason.DUPLICATE_CONFLICT, detail, raw),
+                len(raw),
+            )
+        return letters
 
     def erase(self, person: Identity, request: str, now_ms: int) -> Receipt:
         """Erase a person at an operator's request (``edge-agent forget``).
@@ -247,3 +287,8 @@ class Store:
         # Identified data waiting for central is personal data: it lives no longer than events.
         removed["outbox_identified"] = self.outbox.expire("identified", cutoffs.events_before_ms)
         return removed
+
+
+def _digest(data: bytes) -> str:
+    # Enough of the SHA-256 to tell two bodies apart in a dead letter's detail.
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -3,7 +3,7 @@ training see them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ _FACT_EVENTS = frozenset(
     {"Door Counted", "Zone Entered", "Zone Exited", "Order Completed", "Feedback Submitted"}
 )
 _ZONE_EVENTS = frozenset({"Zone Entered", "Zone Exited"})
+#: Ids per IN (...) query: well under SQLite's limit of bound parameters.
+_CHUNK = 500
 _INSERT = """
 INSERT OR IGNORE INTO events (message_id, type, event, ts_ms, received_ms, stored_ms,
     device_id, anonymous_id, pseudonym, schema_version, body)
@@ -28,11 +30,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A pseudonymised event, when it was received, and who it named (None: anonymous)."""
+    """A pseudonymised event, when it was received, who it named (None: anonymous), and the
+    topic it came on."""
 
     event: Event
     received_ms: int
     identity: Identity | None = None
+    topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,23 @@ class Events:
             if seq is not None:
                 new.append(Stored(r.event, seq, r.identity))
         return new
+
+    def stored_as(self, message_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """``messageId -> (device, body)`` of the stored events with these ids (inside the
+        caller's transaction and error mapping)."""
+        found: dict[str, tuple[str, str]] = {}
+        ids = list(dict.fromkeys(message_ids))
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            found.update(
+                (message_id, (device, body))
+                for message_id, device, body in self.connection.conn.execute(
+                    "SELECT message_id, device_id, body FROM events "
+                    f"WHERE message_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return found
 
     def of_person(self, person: Pseudonym) -> list[Event]:
         """The person's identified events and those of their linked visits, in receive order

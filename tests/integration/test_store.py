@@ -176,3 +176,41 @@ def test_an_id_in_the_agents_pseudonym_form_from_a_device_is_refused(tmp_path: P
     assert [r.reason for r in rejected] == [Reason.RESERVED_ID]
     # The device's text is hashed in the dead letter like any id, never kept as "ours".
     assert marked.encode() not in rejected[0].raw
+
+
+def _door(message_id: str, device: str, count: int = 1) -> Received:
+    body = f'{{"messageId": "{message_id}", "count": {count}}}'
+    return Received(
+        Event(
+            MessageId(message_id), "track", "Door Counted", 1, DeviceId(device), None, None, body
+        ),
+        2,
+        topic=topic(device),
+    )
+
+
+def test_a_messageid_reused_with_other_content_is_a_conflict_not_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "a.db")
+    store.commit([_door("m1", "door-1")], [], "v1", 100)
+    # The same event again (a redelivery) is a duplicate; another device's or another body
+    # under the same messageId is a conflict, kept with both digests.
+    again = store.commit([_door("m1", "door-1")], [], "v1", 200)
+    assert (again.stored, again.duplicates, again.conflicts) == (0, 1, ())
+    clash = store.commit(
+        [_door("m1", "door-2"), _door("m1", "door-1", count=7), _door("m2", "door-1")],
+        [],
+        "v1",
+        300,
+    )
+    assert (clash.stored, clash.duplicates) == (1, 0)
+    assert [c.reason for c in clash.conflicts] == [Reason.DUPLICATE_CONFLICT] * 2
+    # In one batch too: the second body of a new messageId is a conflict with the first.
+    inside = store.commit([_door("m3", "door-1"), _door("m3", "door-1", 9)], [], "v1", 400)
+    assert (inside.stored, inside.duplicates, len(inside.conflicts)) == (1, 0, 1)
+    letters = store.dead_letters.find(reason="duplicate_conflict")
+    assert len(letters) == 3
+    assert all(d.detail.count("sha256") == 2 for d in letters)
+    assert store.status().duplicates == 1
+    store.close()
