@@ -65,20 +65,69 @@ def _known_pseudonym(user_id: str) -> Pseudonym | None:
     return None
 
 
-def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
-    """Replace the event's userId by its pseudonym and take its traits out of the stored body.
+#: Keys that name or reach a person wherever a payload puts them in ``properties`` or
+#: ``context`` (compared without case, ``_`` or ``-``). Not ``name``: in the V2 Ecommerce spec
+#: that is a product's.
+PERSONAL_KEYS = frozenset(
+    {
+        "email", "emailaddress", "phone", "phonenumber", "mobile", "firstname", "lastname",
+        "fullname", "address", "streetaddress", "street", "postalcode", "postcode", "zip",
+        "birthday", "dateofbirth", "dob", "ip", "ipaddress", "ssn", "passport",
+    }
+)  # fmt: skip
 
-    Returns the event as it may be stored, and the identity it carried (None if anonymous).
+
+def _personal(key: str) -> bool:
+    return key.lower().replace("_", "").replace("-", "") in PERSONAL_KEYS
+
+
+def _without_personal_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_personal_keys(v) for k, v in value.items() if not _personal(k)}
+    if isinstance(value, list):
+        return [_without_personal_keys(item) for item in value]
+    return value
+
+
+def take_out_personal(document: dict[str, object]) -> dict[str, object]:
+    """Take every personal datum out of an event document, in place; returns the traits found.
+
+    The traits are the top-level ``traits`` and ``context.traits`` (where Segment's libraries
+    put them; the top-level ones win). Personal keys (`PERSONAL_KEYS`) elsewhere in
+    ``properties`` and ``context``, at any depth, are dropped: they are no one's traits. What
+    is returned may reach the vault only, and only for an identified person who consented.
     """
-    if event.user_id is None:
-        return event, None
+    traits: dict[str, object] = {}
+    context = document.get("context")
+    if isinstance(context, dict):
+        inner = context.pop("traits", None)
+        if isinstance(inner, dict):
+            traits.update(inner)
+        document["context"] = _without_personal_keys(context)
+    top = document.pop("traits", None)
+    if isinstance(top, dict):
+        traits.update(top)
+    if isinstance(document.get("properties"), dict):
+        document["properties"] = _without_personal_keys(document["properties"])
+    return traits
+
+
+def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
+    """Replace the event's userId by its pseudonym and take every personal datum out of the
+    stored body (see `take_out_personal`), anonymous events included.
+
+    Returns the event as it may be stored, and the identity it carried (None if anonymous):
+    the traits travel only there, towards the vault.
+    """
     document = orjson.loads(event.body)
+    traits = take_out_personal(document)
+    if event.user_id is None:
+        return replace(event, body=orjson.dumps(document).decode("utf-8")), None
     known = _known_pseudonym(event.user_id)
     person = known or pseudonym(key, event.user_id)
     document["userId"] = person
-    traits = document.pop("traits", None)
     raw = None if known else UserId(event.user_id)
-    identity = Identity(person, raw, traits if isinstance(traits, dict) else {})
+    identity = Identity(person, raw, traits)
     body = orjson.dumps(document).decode("utf-8")
     return replace(event, user_id=person, body=body), identity
 
@@ -115,6 +164,7 @@ def redact(raw: bytes, key: SiteKey, replaying: bool = False) -> bytes:
             text = user_id if isinstance(user_id, str) else orjson.dumps(user_id).decode()
             item["userId"] = REDACTED + pseudonym(key, text)
             changed = True
-        if item.pop("traits", None) is not None:
-            changed = True
+        before = orjson.dumps(item)
+        take_out_personal(item)
+        changed = changed or orjson.dumps(item) != before
     return orjson.dumps(document) if changed else raw

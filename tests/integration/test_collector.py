@@ -385,13 +385,15 @@ def test_a_database_outage_answers_503_then_recovers(
 
 
 def test_the_sandbox_survives_a_crashing_or_hanging_call() -> None:
-    sandbox = Sandbox(workers=1, timeout_s=2)
+    # A worker started again after a crash must answer within the timeout on a loaded
+    # machine too (the suite runs two workers per core).
+    sandbox = Sandbox(workers=1, timeout_s=6)
     cell = hour_cell(DAY_MS, "a", 6, 1)
     try:
         with pytest.raises(SandboxCrashed, match="crashed"):
             sandbox.call(segfault)
         assert sandbox.call(check_cells, [cell]) == [cell]
-        with pytest.raises(SandboxTimedOut, match="no answer within 2 s"):
+        with pytest.raises(SandboxTimedOut, match="no answer within 6 s"):
             sandbox.call(time.sleep, 30)
         assert sandbox.call(check_cells, [cell]) == [cell]
     finally:

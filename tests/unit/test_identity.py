@@ -55,9 +55,40 @@ def test_stored_body_has_the_pseudonym_and_no_traits() -> None:
     assert "member-1" not in repr(identity)
 
 
-def test_anonymous_events_pass_unchanged() -> None:
-    event = identify(None)
-    assert pseudonymise(event, KEY) == (event, None)
+def test_anonymous_events_keep_no_personal_data_and_name_no_one() -> None:
+    stored, identity = pseudonymise(identify(None), KEY)
+    assert identity is None
+    assert json.loads(stored.body) == {"type": "identify", "messageId": "m", "userId": None}
+
+
+PERSONAL = "mei@example.org"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param({"traits": {"email": PERSONAL}}, id="traits"),
+        pytest.param({"context": {"traits": {"phone": PERSONAL}}}, id="context-traits"),
+        pytest.param({"properties": {"email": PERSONAL, "sku": "s1"}}, id="properties-email"),
+        pytest.param({"properties": {"Phone-Number": PERSONAL}}, id="properties-phone-any-case"),
+        pytest.param({"properties": {"buyer": {"address": PERSONAL}}}, id="nested-address"),
+        pytest.param({"properties": {"list": [{"first_name": PERSONAL}]}}, id="in-a-list"),
+        pytest.param({"context": {"ip": PERSONAL, "device": {"id": "d"}}}, id="context-ip"),
+    ],
+)
+@pytest.mark.parametrize("user_id", [None, "member-1"])
+def test_personal_data_leaves_the_stored_body_wherever_it_was_put(
+    document: dict[str, object], user_id: str | None
+) -> None:
+    body = {"type": "track", "messageId": "m", "userId": user_id, **document}
+    event = Event(
+        MessageId("m"), "track", "Door Counted", 1, DeviceId("d"), "v", user_id, json.dumps(body)
+    )
+    stored, identity = pseudonymise(event, KEY)
+    assert PERSONAL not in stored.body
+    # Only traits travel on (to the vault, under crm_sync); other personal keys are dropped.
+    held = {} if identity is None else identity.traits
+    assert (PERSONAL in held.values()) == (identity is not None and "traits" in str(document))
 
 
 def test_redacted_dead_letters_replay_to_the_same_pseudonym_without_the_raw_id() -> None:
