@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.errors import ConfigError
 
 ENV_PREFIX = "EDGE_AGENT_"
@@ -138,6 +139,27 @@ class StoreSettings:
     #: Under this much free space on the database's disk, new events are neither committed
     #: nor acknowledged: the broker keeps them until space returns (0: no check).
     min_free_mb: int = _setting(200, lambda v: v >= 0, "0 or more megabytes (0: no check)")
+    #: Dead letters kept whole per device and reason; then one in ``dead_letters_sample_every``
+    #: up to as many again; the rest are counted, not kept.
+    dead_letters_first: int = _setting(
+        DEFAULT_BUDGET.first, lambda v: 1 <= v <= 100_000, "1-100000"
+    )
+    dead_letters_sample_every: int = _setting(
+        DEFAULT_BUDGET.sample_every, lambda v: 1 <= v <= 1_000_000, "1-1000000"
+    )
+    #: What all kept dead letters may take on disk together.
+    dead_letters_max_mb: int = _setting(
+        DEFAULT_BUDGET.max_bytes // (1024 * 1024), lambda v: 1 <= v <= 100_000, "1-100000 MB"
+    )
+
+    @property
+    def dead_letter_budget(self) -> Budget:
+        """The dead letters' budget these settings give."""
+        return Budget(
+            self.dead_letters_first,
+            self.dead_letters_sample_every,
+            self.dead_letters_max_mb * 1024 * 1024,
+        )
 
 
 @dataclass(frozen=True)

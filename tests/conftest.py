@@ -149,7 +149,7 @@ def agent_factory(
         """``train_on_start``: let the agent run its model job at start-up (a child process
         that loads onnxruntime): only the tests about models and screens need it."""
         folder = tmp_path / f"agent{len(made)}"
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)  # it may be a filesystem of its own, mounted there
         if not train_on_start:
             env = {"EDGE_AGENT_MODELS__TRAIN_ON_START": "false", **env}
         agent = AgentProcess(folder, broker_port, extra, env=env)

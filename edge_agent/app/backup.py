@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edge_agent.config import Settings
-
-# Re-exported: `edge-agent status` judges the heartbeat by the same period.
-from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.store import backup as backups
-
-if TYPE_CHECKING:
-    pass
 
 
 def backup(settings: Settings, target: Path) -> backups.Copied:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from edge_agent import schemas
 from edge_agent.app.clock import now_ms
-from edge_agent.config import Settings
-
-# Re-exported: `edge-agent status` judges the heartbeat by the same period.
-from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
-from edge_agent.store.database import Store
-from edge_agent.store.deadletters import DeadLetterRow
-
-if TYPE_CHECKING:
-    pass
 from edge_agent.app.ingest import classify, limits_of
 from edge_agent.app.site import existing_store
+from edge_agent.config import Settings
+from edge_agent.store.database import Store
+from edge_agent.store.deadletters import DeadLetterRow, Unkept
 
 
 def list_dead_letters(
@@ -33,6 +26,16 @@ def list_dead_letters(
         return store.dead_letters.find(
             reason=reason, status=None if include_replayed else "open", limit=limit
         )
+
+
+def unkept_dead_letters(settings: Settings) -> list[Unkept]:
+    """What the dead letters' budget counted without keeping, by device and reason.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    with Store.open(settings.database, readonly=True) as store:
+        return store.dead_letters.unkept()
 
 
 def get_dead_letter(settings: Settings, letter_id: int) -> DeadLetterRow | None:

@@ -128,6 +128,9 @@ def classify(
 class Agent:
     """The ingest loop: receiver process -> validate -> commit -> ack."""
 
+    #: Opened by `run`, which may first have to wait for disk space.
+    store: Store
+
     def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
         # The receiver process would only log a bad TLS file or password file and retry
@@ -135,7 +138,6 @@ class Agent:
         mqtt.check(settings.mqtt)
         # Before the database: one agent per database, and no restore under a running agent.
         self.lock = DatabaseLock.acquire(settings.database, "agent")
-        self.store = Store.open(settings.database, settings.store.synchronous)
         self.key = keyfile.load_or_create(settings.site_key)
         self.schemas = schemas.load()
         self.limits = limits_of(settings)
@@ -192,6 +194,11 @@ class Agent:
     def run(self) -> None:
         """Ingest until asked to stop. The receiver process is restarted if it dies."""
         s = self.settings
+        store = self._open_store()
+        if store is None:
+            self.lock.release()
+            return
+        self.store = store
         logs.log(
             logger,
             logging.INFO,
@@ -202,7 +209,7 @@ class Agent:
             broker=f"{s.mqtt.host}:{s.mqtt.port}",
             schema_version=self.schemas.version,
         )
-        self.store.state.set("heartbeat", "alive", now_ms())
+        self._note("heartbeat", "alive")
         scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced)
         server = _serve_http(s, self.changes, self.metrics) if self.changes else None
         process, pipe = self._start_receiver()
@@ -219,7 +226,7 @@ class Agent:
                         exitcode=process.returncode,
                     )
                     pipe.close()
-                    self.store.state.set("broker", "disconnected", now_ms())
+                    self._note("broker", "disconnected")
                     time.sleep(_RETRY_COMMIT_S)
                     process, pipe = self._start_receiver()
                     continue
@@ -231,7 +238,7 @@ class Agent:
                 if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
                     last_progress = time.monotonic()
                     # `status` tells a running agent from one that died without saying so.
-                    self.store.state.set("heartbeat", "alive", now_ms())
+                    self._note("heartbeat", "alive")
                     logs.log(
                         logger, logging.INFO, "ingest_progress", "ingest totals", **self.totals
                     )
@@ -241,12 +248,52 @@ class Agent:
                 server.should_exit = True
             scheduler.shutdown(wait=True)
             self._stop_receiver(process, pipe)
-            self.store.state.set("heartbeat", "stopped", now_ms())
-            self.store.state.set("broker", "disconnected", now_ms())
+            self._note("heartbeat", "stopped")
+            self._note("broker", "disconnected")
             self.store.close()
             self.lock.release()
             self.notifier.close()
             logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
+
+    def _note(self, key: str, value: str) -> None:
+        """Record the agent's or the broker's state for ``status``; on a disk too full even for
+        that, say so and go on: ingest itself waits for space (`_waiting_for_space`)."""
+        try:
+            self.store.state.set(key, value, now_ms())
+        except StorageError as exc:
+            logs.log(logger, logging.WARNING, "state_unwritten", str(exc), key=key, value=value)
+
+    def _open_store(self) -> Store | None:
+        """The site's database, opened; None when asked to stop first.
+
+        On a full disk SQLite cannot even open it (its WAL index needs a few pages): the
+        agent then waits, saying so, instead of exiting, which under systemd would end in the
+        start limit and a site that stays down once space is freed.
+        """
+        s = self.settings
+        waiting = False
+        while True:
+            try:
+                return Store.open(
+                    s.database, s.store.synchronous, budget=s.store.dead_letter_budget
+                )
+            except StorageError as exc:
+                if not self.disk.is_short():
+                    raise
+                if not waiting:
+                    waiting = True
+                    logs.log(
+                        logger, logging.ERROR, "disk_full_at_start",
+                        f"the database cannot be opened with the disk this full ({exc}): "
+                        "waiting for space; devices' events wait at the broker",
+                    )  # fmt: skip
+                    # Up and saying why, rather than failing the start and being retried into
+                    # systemd's start limit.
+                    self.ready_sent = True
+                    self.notifier.ready(f"waiting for disk space on {s.database.parent}")
+                self.notifier.alive()
+            if self.stop_requested.wait(_SPACE_WAIT_S * 5):
+                return None
 
     def _waiting_for_space(self) -> bool:
         """Whether the data disk is short of space; if so, wait a moment.
@@ -282,7 +329,7 @@ class Agent:
     def _broker_state(self, state: str, detail: str) -> None:
         level = logging.INFO if state == "connected" else logging.WARNING
         logs.log(logger, level, f"broker_{state}", f"broker {state}", detail=detail)
-        self.store.state.set("broker", state, now_ms())
+        self._note("broker", state)
         self._tell_systemd_broker(state)
 
     def _tell_systemd_broker(self, state: str) -> None:

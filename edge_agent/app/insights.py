@@ -3,34 +3,24 @@ optionally with differential-privacy noise)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from edge_agent.app.clock import now_ms
+from edge_agent.app.site import existing_store
 from edge_agent.config import Settings
 from edge_agent.core.aggregate import (
+    DWELL_LOOKBACK_HOURS,
     HOUR_MS,
+    Cell,
     Release,
+    compute_hour,
+    for_central,
     from_document,
     hour_of,
     release,
+    to_document,
 )
-
-# Re-exported: `edge-agent status` judges the heartbeat by the same period.
-from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.noise import Refusal, budget_day, noisy
 from edge_agent.errors import BudgetSpent
 from edge_agent.store.database import Store
-
-if TYPE_CHECKING:
-    pass
-from edge_agent.app.site import existing_store
-from edge_agent.core.aggregate import (
-    DWELL_LOOKBACK_HOURS,
-    Cell,
-    compute_hour,
-    for_central,
-    to_document,
-)
 
 
 def compute_due(settings: Settings, now_ms: int) -> int:

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 from edge_agent.app.clock import now_ms
+from edge_agent.app.site import existing_store
 from edge_agent.config import Settings
-
-# Re-exported: `edge-agent status` judges the heartbeat by the same period.
-from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     Identity,
     UserId,
     pseudonym,
 )
 from edge_agent.store.people import Receipt
-
-if TYPE_CHECKING:
-    pass
-from edge_agent.app.site import existing_store
 
 
 def forget(settings: Settings, user_id: str) -> Receipt:

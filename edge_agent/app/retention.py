@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from edge_agent.config import Settings
-
-# Re-exported: `edge-agent status` judges the heartbeat by the same period.
-from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
-from edge_agent.store.database import Store
-
-if TYPE_CHECKING:
-    pass
 from edge_agent.core.retention import cutoffs
+from edge_agent.store.database import Store
 
 
 def expire_once(settings: Settings, now_ms: int) -> dict[str, int]:

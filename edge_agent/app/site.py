@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from edge_agent.config import Settings
-
-# Re-exported: `edge-agent status` judges the heartbeat by the same period.
-from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     SiteKey,
 )
 from edge_agent.errors import StorageError
 from edge_agent.ops import keyfile
 from edge_agent.store.database import Store
-
-if TYPE_CHECKING:
-    pass
 
 
 def existing_store(settings: Settings) -> tuple[Store, SiteKey]:
@@ -30,6 +22,6 @@ def existing_store(settings: Settings) -> tuple[Store, SiteKey]:
         raise StorageError(
             f"no database at {settings.database}: has the agent run with this config?"
         )
-    return Store.open(settings.database, settings.store.synchronous), keyfile.load_or_create(
-        settings.site_key
-    )
+    return Store.open(
+        settings.database, settings.store.synchronous, budget=settings.store.dead_letter_budget
+    ), keyfile.load_or_create(settings.site_key)

@@ -49,7 +49,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"database:         {settings.database}")
     print(f"events stored:    {status.stored}")
     print(f"duplicates:       {status.duplicates}")
-    print(f"dead letters:     {sum(status.dead_letters_by_reason.values())}")
+    unkept = (
+        f" ({status.dead_letters_unkept} over the budget: counted, not kept)"
+        if status.dead_letters_unkept
+        else ""
+    )
+    print(f"dead letters:     {sum(status.dead_letters_by_reason.values())}{unkept}")
     for reason, count in status.dead_letters_by_reason.items():
         print(f"  {reason:<24}{count}")
     print(f"agent:            {_agent_line(heartbeat, HEARTBEAT_EVERY_S)}")

@@ -16,7 +16,8 @@ from edge_agent.errors import ConfigError
 DURABILITY = """\
 persistence true
 persistence_location {data}/
-autosave_interval 30
+autosave_on_changes true
+autosave_interval 100
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 1000

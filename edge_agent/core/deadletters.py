@@ -46,3 +46,57 @@ def dead_letter(message: Inbound, rejection: Rejection, raw_limit: int) -> DeadL
         raw_size=len(rejection.raw),
         raw_sha256=digest,
     )
+
+
+#: Dead letters from a topic that names no device share one budget under this source.
+UNADDRESSED = "(no device)"
+
+
+def source_of(topic: str) -> str:
+    """Whose budget a dead letter counts against: the device its topic names, else one
+    bucket for every misaddressed topic."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] == "sites" and parts[2] == "devices" and parts[3]:
+        return parts[3][:128]
+    return UNADDRESSED
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What dead letters may take: a broken device must never fill the disk for the others.
+
+    Per device and reason the first ``first`` are kept whole, then one in ``sample_every``
+    up to ``first`` more; all together take at most ``max_bytes``. The rest are counted
+    (per device and reason, with their bytes and the last digest), not kept.
+    """
+
+    first: int
+    sample_every: int
+    max_bytes: int
+
+
+#: The ``[store]`` settings' defaults.
+DEFAULT_BUDGET = Budget(first=50, sample_every=100, max_bytes=64 * 1024 * 1024)
+
+#: What a kept row costs beyond its raw bytes and detail (columns, index entries).
+ROW_OVERHEAD = 256
+
+
+def letter_cost(letter: DeadLetter) -> int:
+    """The bytes a dead letter takes against `Budget.max_bytes`."""
+    return len(letter.raw) + len(letter.detail) + len(letter.topic) + ROW_OVERHEAD
+
+
+def keeps(budget: Budget, kept: int, unkept: int, used_bytes: int, cost: int) -> str | None:
+    """How a new dead letter is kept: ``"first"``, ``"sample"``, or None (counted only).
+
+    ``kept`` and ``unkept``: its device's open letters and counted-only ones for its reason;
+    ``used_bytes``: what every kept letter takes now.
+    """
+    if used_bytes + cost > budget.max_bytes:
+        return None
+    if kept < budget.first:
+        return "first"
+    if kept < 2 * budget.first and (unkept + 1) % budget.sample_every == 0:
+        return "sample"
+    return None

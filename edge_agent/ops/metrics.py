@@ -63,6 +63,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.unkept = Counter(
+            "edge_agent_dead_letters_unkept",
+            "Rejected payloads over the dead letters' budget ([store] dead_letters_*): counted "
+            "in `edge-agent dead-letters list`, not kept",
+            registry=r,
+        )
         self.duplicates = Counter(
             "edge_agent_duplicates",
             "Events received again with a messageId already stored",
@@ -121,6 +127,8 @@ class Metrics:
             self.dead_letters.labels(reason).inc()
         if result.duplicates:
             self.duplicates.inc(result.duplicates)
+        if result.unkept:
+            self.unkept.inc(result.unkept)
         for received in first_received_ms:
             # Receiver and loop share the machine's clock; a step backwards is not a latency.
             self.commit_seconds.observe(max(0, done_ms - received) / 1000)

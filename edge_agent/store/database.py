@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from edge_agent.core.aggregate import DEAD_LETTER_KIND, DUPLICATES_KIND, hour_of, hours_affected
-from edge_agent.core.deadletters import DeadLetter, dead_letter
+from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget, DeadLetter, dead_letter
 from edge_agent.core.events import Inbound, Reason, Rejection
 from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.core.retention import Cutoffs
@@ -57,6 +57,8 @@ class CommitResult:
     #: Events refused as conflicts (a stored messageId, another device or content), kept as
     #: dead letters by this commit; not counted in ``dead_letters`` nor ``duplicates``.
     conflicts: tuple[DeadLetter, ...] = ()
+    #: Dead letters over the budget: counted in ``dead_letters_unkept``, not kept.
+    unkept: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class Status:
     stored: int
     duplicates: int
     dead_letters_by_reason: dict[str, int]
+    #: Of those, counted over the budget and not kept.
+    dead_letters_unkept: int
     last_event_ms: int | None
     last_stored_ms: int | None
     broker: dict[str, tuple[str, int]]
@@ -83,8 +87,9 @@ class Store:
     writable, database locked past the timeout), with the file named.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, budget: Budget = DEFAULT_BUDGET) -> None:
         self.connection = connection
+        self.budget = budget
         self.path = connection.path
         self.db: Database = connection.db
         self.events = Events(connection)
@@ -96,15 +101,22 @@ class Store:
         self.state = State(connection)
 
     @classmethod
-    def open(cls, path: Path, synchronous: str = "FULL", readonly: bool = False) -> Store:
+    def open(
+        cls,
+        path: Path,
+        synchronous: str = "FULL",
+        readonly: bool = False,
+        budget: Budget = DEFAULT_BUDGET,
+    ) -> Store:
         """Open (creating when needed) the database in WAL mode and bring its schema up to date.
+        ``budget``: what the dead letters this store commits may take.
 
         Raises:
             StorageError: the folder or file cannot be created or opened, a migration fails, or
                 the database was written by a newer edge-agent (it has schema steps this code
                 does not know).
         """
-        return cls(connect(path, synchronous, readonly))
+        return cls(connect(path, synchronous, readonly), budget)
 
     def close(self) -> None:
         """Close the connection (WAL content stays durable; readers checkpoint later)."""
@@ -139,7 +151,7 @@ class Store:
         with self.connection.failing("could not commit a batch"):
             with self.connection.transaction():
                 # Dead letters first, so an erasure in this batch reaches them too.
-                self.dead_letters.add(dead_letters, stored_ms)
+                unkept = self.dead_letters.add(dead_letters, stored_ms, self.budget)
                 quality: Counter[tuple[int, str]] = Counter(
                     (hour_of(d.received_ms), f"{DEAD_LETTER_KIND}{d.reason.value}")
                     for d in dead_letters
@@ -164,7 +176,9 @@ class Store:
                         again = [r for r in segment if id(r.event) not in inserted]
                         clashes = self._conflicts(again)
                         conflicts += clashes.values()
-                        self.dead_letters.add(list(clashes.values()), stored_ms)
+                        unkept += self.dead_letters.add(
+                            list(clashes.values()), stored_ms, self.budget
+                        )
                         quality.update(
                             (hour_of(d.received_ms), f"{DEAD_LETTER_KIND}{d.reason.value}")
                             for d in clashes.values()
@@ -188,6 +202,7 @@ class Store:
             dead_letters=len(dead_letters),
             by_event=dict(by_event),
             conflicts=tuple(conflicts),
+            unkept=unkept,
         )
 
     def _erase_once(self, request: Received, now_ms: int) -> int:
@@ -264,6 +279,7 @@ class Store:
             stored=counts.stored,
             duplicates=self.state.counter("duplicates"),
             dead_letters_by_reason=self.dead_letters.open_by_reason(),
+            dead_letters_unkept=sum(u.occurrences for u in self.dead_letters.unkept()),
             last_event_ms=counts.last_event_ms,
             last_stored_ms=counts.last_stored_ms,
             broker=self.state.all(),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from edge_agent.core.deadletters import DeadLetter
+from edge_agent.core.deadletters import Budget, DeadLetter, keeps, letter_cost, source_of
 from edge_agent.core.identity import Pseudonym
 from edge_agent.store.connection import Connection
 
@@ -29,8 +29,8 @@ def _is_json(raw: bytes) -> bool:
 # was replayed but fails again is reopened with its new reason.
 _UPSERT = """
 INSERT INTO dead_letters (fingerprint, reason, detail, topic, received_ms, last_seen_ms,
-    raw, raw_size, raw_sha256)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    raw, raw_size, raw_sha256, source, kept)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (fingerprint) DO UPDATE SET
     occurrences = occurrences + 1,
     last_seen_ms = excluded.last_seen_ms,
@@ -38,6 +38,30 @@ ON CONFLICT (fingerprint) DO UPDATE SET
     detail = excluded.detail,
     status = 'open'
 """
+
+_COUNT_UNKEPT = """
+INSERT INTO dead_letters_unkept (source, reason, occurrences, bytes, first_ms, last_ms,
+    last_sha256)
+VALUES (?, ?, 1, ?, ?, ?, ?)
+ON CONFLICT (source, reason) DO UPDATE SET
+    occurrences = occurrences + 1,
+    bytes = bytes + excluded.bytes,
+    last_ms = excluded.last_ms,
+    last_sha256 = excluded.last_sha256
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Unkept:
+    """Dead letters over the budget of one source and reason: counted, not kept."""
+
+    source: str
+    reason: str
+    occurrences: int
+    bytes: int
+    first_ms: int
+    last_ms: int
+    last_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +79,10 @@ class DeadLetterRow:
     raw_size: int
     raw_sha256: str
     status: str
+    #: The device the topic names (`source_of`), whose budget it counts against.
+    source: str
+    #: "first" (within the device's first ones for the reason) or "sample" (one in many after).
+    kept: str
 
 
 class DeadLetters:
@@ -63,11 +91,41 @@ class DeadLetters:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def add(self, letters: Sequence[DeadLetter], stored_ms: int) -> None:
-        """Keep rejections (inside the caller's transaction and error mapping)."""
-        self.connection.conn.executemany(
-            _UPSERT,
-            [
+    def add(self, letters: Sequence[DeadLetter], stored_ms: int, budget: Budget) -> int:
+        """Keep rejections within ``budget`` and count the rest (inside the caller's
+        transaction and error mapping); returns how many were counted only.
+
+        A letter already kept (same fingerprint: a redelivery) only counts again.
+        """
+        conn = self.connection.conn
+        used = int(conn.execute("SELECT bytes FROM dead_letter_usage").fetchone()[0])
+        counts: dict[tuple[str, str], list[int]] = {}
+        unkept = 0
+        for d in letters:
+            source = source_of(d.topic)
+            if conn.execute(
+                "SELECT 1 FROM dead_letters WHERE fingerprint = ?", (d.fingerprint,)
+            ).fetchone():
+                kept: str | None = "again"
+            else:
+                group = (source, d.reason.value)
+                if group not in counts:
+                    counts[group] = self._counts(*group)
+                seen = counts[group]
+                cost = letter_cost(d)
+                kept = keeps(budget, seen[0], seen[1], used, cost)
+                if kept is None:
+                    seen[1] += 1
+                    unkept += 1
+                    conn.execute(
+                        _COUNT_UNKEPT,
+                        (source, d.reason.value, d.raw_size, stored_ms, stored_ms, d.raw_sha256),
+                    )
+                    continue
+                seen[0] += 1
+                used += cost
+            conn.execute(
+                _UPSERT,
                 (
                     d.fingerprint,
                     d.reason.value,
@@ -78,10 +136,44 @@ class DeadLetters:
                     d.raw,
                     d.raw_size,
                     d.raw_sha256,
-                )
-                for d in letters
-            ],
-        )
+                    source,
+                    "first" if kept == "again" else kept,
+                ),
+            )
+        return unkept
+
+    def _counts(self, source: str, reason: str) -> list[int]:
+        kept = self.connection.conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE source = ? AND reason = ? AND status = 'open'",
+            (source, reason),
+        ).fetchone()[0]
+        row = self.connection.conn.execute(
+            "SELECT occurrences FROM dead_letters_unkept WHERE source = ? AND reason = ?",
+            (source, reason),
+        ).fetchone()
+        return [int(kept), int(row[0]) if row else 0]
+
+    def unkept(self) -> list[Unkept]:
+        """What the budget counted without keeping, by source and reason.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            rows = conn.execute(
+                "SELECT source, reason, occurrences, bytes, first_ms, last_ms, last_sha256 "
+                "FROM dead_letters_unkept ORDER BY occurrences DESC, source, reason"
+            ).fetchall()
+        return [Unkept(*row) for row in rows]
+
+    def used_bytes(self) -> int:
+        """What the kept dead letters take against the budget's bytes.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            return int(conn.execute("SELECT bytes FROM dead_letter_usage").fetchone()[0])
 
     def find(
         self,
@@ -110,7 +202,7 @@ class DeadLetters:
         # Only fixed clauses and placeholders are joined here; every value is a parameter.
         sql = (
             "SELECT id, reason, detail, topic, received_ms, last_seen_ms, occurrences, raw, "
-            "raw_size, raw_sha256, status FROM dead_letters"
+            "raw_size, raw_sha256, status, source, kept FROM dead_letters"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + " ORDER BY id DESC"
             + (" LIMIT ?" if limit is not None else "")
@@ -122,7 +214,8 @@ class DeadLetters:
         return [DeadLetterRow(*row) for row in rows]
 
     def open_by_reason(self) -> dict[str, int]:
-        """Occurrences of the open dead letters, by reason.
+        """Occurrences of the open dead letters, by reason, those counted over the budget
+        included.
 
         Raises:
             StorageError: the database cannot be read.
@@ -130,8 +223,10 @@ class DeadLetters:
         with self.connection.failing("cannot be read") as conn:
             return dict(
                 conn.execute(
-                    "SELECT reason, sum(occurrences) FROM dead_letters WHERE status = 'open' "
-                    "GROUP BY reason ORDER BY reason"
+                    "SELECT reason, sum(n) FROM ("
+                    " SELECT reason, occurrences AS n FROM dead_letters WHERE status = 'open'"
+                    " UNION ALL SELECT reason, occurrences FROM dead_letters_unkept"
+                    ") GROUP BY reason ORDER BY reason"
                 ).fetchall()
             )
 

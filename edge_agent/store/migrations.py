@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from edge_agent.core.deadletters import source_of
+
 migrations = Migrations("edge-agent")
 
 
@@ -280,3 +282,66 @@ def _screens_by_zone(db: Database) -> None:
     # A screen stands by a device (its ``device`` column names it) or in a zone (it names
     # the zone): a booth or a kiosk corner where visitors are seen by zone sensors.
     db.execute("ALTER TABLE screens ADD COLUMN kind TEXT NOT NULL DEFAULT 'device'")
+
+
+@migrations(name="0010_dead_letter_budget")
+def _dead_letter_budget(db: Database) -> None:
+    # Dead letters are bounded per source (the device a topic names) and reason, and in
+    # bytes altogether; what is over the budget is counted in dead_letters_unkept. Triggers
+    # keep the byte total, so no commit has to sum the table to know it.
+    for statement in _split(
+        """
+        ALTER TABLE dead_letters ADD COLUMN source TEXT NOT NULL DEFAULT '';
+        ALTER TABLE dead_letters ADD COLUMN kept TEXT NOT NULL DEFAULT 'first';
+        CREATE INDEX dead_letters_source ON dead_letters (source, reason, status);
+
+        CREATE TABLE dead_letters_unkept (
+            source TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            occurrences INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            first_ms INTEGER NOT NULL,
+            last_ms INTEGER NOT NULL,
+            last_sha256 TEXT NOT NULL,
+            PRIMARY KEY (source, reason)
+        );
+
+        CREATE TABLE dead_letter_usage (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            bytes INTEGER NOT NULL
+        );
+        INSERT INTO dead_letter_usage (id, bytes)
+            SELECT 1, coalesce(sum(length(raw) + length(detail) + length(topic) + 256), 0)
+            FROM dead_letters;
+        """
+    ):
+        db.execute(statement)
+    # A trigger's body has semicolons of its own: one statement each.
+    for trigger in (
+        """
+        CREATE TRIGGER dead_letter_usage_insert AFTER INSERT ON dead_letters BEGIN
+            UPDATE dead_letter_usage SET bytes = bytes
+                + length(NEW.raw) + length(NEW.detail) + length(NEW.topic) + 256;
+        END
+        """,
+        """
+        CREATE TRIGGER dead_letter_usage_delete AFTER DELETE ON dead_letters BEGIN
+            UPDATE dead_letter_usage SET bytes = bytes
+                - length(OLD.raw) - length(OLD.detail) - length(OLD.topic) - 256;
+        END
+        """,
+        """
+        CREATE TRIGGER dead_letter_usage_update AFTER UPDATE OF raw, detail, topic
+            ON dead_letters BEGIN
+            UPDATE dead_letter_usage SET bytes = bytes
+                + length(NEW.raw) + length(NEW.detail) + length(NEW.topic)
+                - length(OLD.raw) - length(OLD.detail) - length(OLD.topic);
+        END
+        """,
+    ):
+        db.execute(trigger)
+    rows = db.execute("SELECT id, topic FROM dead_letters").fetchall()
+    db.conn.executemany(
+        "UPDATE dead_letters SET source = ? WHERE id = ?",
+        [(source_of(topic), letter_id) for letter_id, topic in rows],
+    )

@@ -13,9 +13,10 @@ from sqlite_utils import Database
 from edge_agent import schemas
 from edge_agent.app import clock, deadletters, ingest
 from edge_agent.config import load_settings
-from edge_agent.core.deadletters import dead_letter
+from edge_agent.core.deadletters import Budget, DeadLetter, dead_letter
 from edge_agent.core.events import Event, Inbound, MessageId, Reason, Rejection, Schemas
 from edge_agent.core.identity import REDACTED, SiteKey, pseudonym
+from edge_agent.core.retention import Cutoffs
 from edge_agent.core.topics import DeviceId
 from edge_agent.errors import StorageError
 from edge_agent.store.database import Store
@@ -213,4 +214,60 @@ def test_a_messageid_reused_with_other_content_is_a_conflict_not_a_duplicate(
     assert len(letters) == 3
     assert all(d.detail.count("sha256") == 2 for d in letters)
     assert store.status().duplicates == 1
+    store.close()
+
+
+def _garbage(device: str, n: int, size: int = 1000) -> DeadLetter:
+    raw = f"{n:08d}".encode() + b"\xff" * size
+    return dead_letter(
+        Inbound(topic(device), raw, 10), Rejection(Reason.NOT_JSON, "bad", raw), size
+    )
+
+
+def _usage_is_exact(store: Store) -> bool:
+    (exact,) = store.db.execute(
+        "SELECT coalesce(sum(length(raw) + length(detail) + length(topic) + 256), 0) "
+        "FROM dead_letters"
+    ).fetchone()
+    return bool(store.dead_letters.used_bytes() == exact)
+
+
+def test_one_broken_device_cannot_take_the_dead_letters_of_the_others(tmp_path: Path) -> None:
+    budget = Budget(first=20, sample_every=10, max_bytes=200_000)
+    store = Store.open(tmp_path / "a.db", budget=budget)
+    flood = [_garbage("kiosk-bad", n) for n in range(400)]
+    result = store.commit([], flood[:150], "v1", 100)
+    result2 = store.commit([], flood[150:], "v1", 200)
+    assert result.unkept + result2.unkept == 400 - 20 - 20  # first 20, then 20 samples (1 in 10)
+    good = store.commit([], [_garbage("till-1", 0)], "v1", 300)
+    assert good.unkept == 0
+    kept = store.dead_letters.find(limit=1000)
+    assert {r.kept for r in kept if r.source == "kiosk-bad"} == {"first", "sample"}
+    assert [r.source for r in kept].count("till-1") == 1
+    (unkept,) = store.dead_letters.unkept()
+    assert (unkept.source, unkept.reason, unkept.occurrences) == ("kiosk-bad", "not_json", 360)
+    assert unkept.bytes == 360 * 1008
+    # Every rejection is counted, kept or not.
+    assert store.status().dead_letters_by_reason == {"not_json": 401}
+    assert store.status().dead_letters_unkept == 360
+    # A redelivery of a kept letter counts on it, never against the budget.
+    again = store.commit([], [flood[0]], "v1", 400)
+    assert again.unkept == 0
+    assert store.dead_letters.find(limit=1000)[-1].occurrences == 2
+    assert _usage_is_exact(store)
+    store.close()
+
+
+def test_the_byte_bound_holds_across_devices(tmp_path: Path) -> None:
+    budget = Budget(first=50, sample_every=1, max_bytes=30_000)
+    store = Store.open(tmp_path / "a.db", budget=budget)
+    # A device id per message (topics are not authenticated): the byte bound still holds.
+    store.commit([], [_garbage(f"d{n}", n) for n in range(100)], "v1", 100)
+    assert store.dead_letters.used_bytes() <= 30_000
+    assert _usage_is_exact(store)
+    assert len(store.dead_letters.find(limit=1000)) == 30_000 // (1008 + 3 + 256 + 24)
+    # Expiry and erasure give the room back.
+    store.expire(Cutoffs(events_before_ms=0, dead_letters_before_ms=10**15))
+    assert store.dead_letters.used_bytes() == 0
+    assert store.commit([], [_garbage("till-1", 1)], "v1", 200).unkept == 0
     store.close()
