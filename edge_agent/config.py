@@ -89,11 +89,14 @@ class MqttSettings:
     #: A client certificate and its key (PEM), for brokers that require one.
     cert_file: Path = _setting(Path(""), lambda p: True, "a PEM certificate file, or empty")
     key_file: Path = _setting(Path(""), lambda p: True, "a PEM private key file, or empty")
-    # Sites' own id goes in place of {site}. The default takes every site so a device set up
-    # with the wrong site id shows up in the dead letters instead of vanishing at the broker;
-    # provisioning's ACL limits what the broker actually delivers.
+    # Sites' own id goes in place of {site}. The default takes every topic, so that a device
+    # set up with the wrong site id or a typo in its topic shows up in the dead letters
+    # (wrong_site, bad_topic) instead of vanishing at the broker; provisioning's ACL refuses
+    # such publishes at the broker instead, and its config takes only the site's topics.
     topic: str = _setting(
-        "sites/+/devices/+/events", lambda v: v.startswith("sites/"), "an MQTT filter under sites/"
+        "#",
+        lambda v: v == "#" or v.startswith("sites/"),
+        'an MQTT filter under sites/, or "#" for every topic',
     )
     keepalive_s: int = _setting(30, lambda v: 5 <= v <= 3600, "5-3600")
     session_expiry_s: int = _setting(

@@ -97,6 +97,7 @@ def keeps(budget: Budget, kept: int, unkept: int, used_bytes: int, cost: int) ->
         return None
     if kept < budget.first:
         return "first"
-    if kept < 2 * budget.first and (unkept + 1) % budget.sample_every == 0:
+    past_first = kept + unkept - budget.first  # every letter counts as kept or unkept once
+    if kept < 2 * budget.first and (past_first + 1) % budget.sample_every == 0:
         return "sample"
     return None

@@ -408,3 +408,45 @@ def test_retained_messages_are_taken_once_not_on_every_resubscribe(
     duplicates = query(agent.db, "SELECT value FROM counters WHERE name = 'duplicates'")
     assert duplicates in ([], [(0,)])
     assert query(agent.db, "SELECT occurrences FROM dead_letters") == [(1,)]
+
+
+MISADDRESSED = [
+    pytest.param("sites/test-site/devices/door-1/event", id="typo-in-last-level"),
+    pytest.param("sites/test-site/devices/door-1/events/extra", id="extra-level"),
+    pytest.param("Sites/test-site/devices/door-1/events", id="capital-letter"),
+    pytest.param("sites/test-site/device/door-1/events", id="typo-in-middle"),
+    pytest.param("door-1/events", id="elsewhere-entirely"),
+    pytest.param("sites/test-site/devices//events", id="empty-device"),
+]
+
+
+def test_misaddressed_events_become_bad_topic_dead_letters_on_a_budget(
+    broker: Mosquitto, agent_factory: MakeAgent
+) -> None:
+    agent = agent_factory(broker.port)
+    agent.start()
+    publisher = Publisher(broker.port)
+    topics = [str(p.values[0]) for p in MISADDRESSED]
+    event = encode(track("Door Counted", {"direction": "in", "count": 1}, "door-1"))
+    publisher.publish_all([(t, event) for t in topics])
+    wait_for(lambda: dead_letter_reasons(agent.db) == {"bad_topic": len(topics)}, 30, "each seen")
+    assert {row[0] for row in query(agent.db, "SELECT topic FROM dead_letters")} == set(topics)
+    # A device misaddressing in a loop takes the budget of topics naming no device, no more.
+    publisher.publish_all([(f"typo/{n}", b'{"n": %d}' % n) for n in range(400)])
+    wait_for(lambda: _letters(agent.db)[0] == 406, 30, "the flood kept or counted")
+    # 50 kept whole for topics naming no device, 1 in 100 of the rest as samples.
+    assert _letters(agent.db)[1] == 406 - 1 - 50 - 3
+    good = track("Door Counted", {"direction": "in", "count": 1}, "door-1")
+    publisher.publish_all([(topic("door-1"), encode(good))])
+    wait_for(lambda: str(good["messageId"]) in stored_ids(agent.db), 30, "a good event after it")
+    publisher.close()
+
+
+def _letters(db: Path) -> tuple[int, int]:
+    """Dead letters by occurrence, kept or counted; and those counted only."""
+    ((kept, unkept),) = query(
+        db,
+        "SELECT (SELECT sum(occurrences) FROM dead_letters),"
+        " (SELECT coalesce(sum(occurrences), 0) FROM dead_letters_unkept)",
+    )
+    return int(kept) + int(unkept), int(unkept)
