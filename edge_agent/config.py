@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
+from edge_agent.core.plausibility import Plausibility
 from edge_agent.errors import ConfigError
 
 ENV_PREFIX = "EDGE_AGENT_"
@@ -127,6 +128,34 @@ class IngestSettings:
     commit_max_events: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
     commit_max_ms: int = _setting(20, lambda v: 1 <= v <= 5000, "1-5000 milliseconds")
     queue_max_events: int = _setting(5000, lambda v: 100 <= v <= 1_000_000, "100-1000000")
+
+
+_PLAUSIBLE = Plausibility()
+
+
+@dataclass(frozen=True)
+class PlausibilitySettings:
+    """``[plausibility]``: figures no real site produces, refused as ``implausible`` dead
+    letters (see `edge_agent.core.plausibility`)."""
+
+    door_count_max: int = _setting(_PLAUSIBLE.door_count_max, _positive, "a positive integer")
+    door_count_per_message_max: int = _setting(
+        _PLAUSIBLE.door_count_per_message_max, _positive, "a positive integer"
+    )
+    order_lines_max: int = _setting(_PLAUSIBLE.order_lines_max, _positive, "a positive integer")
+    order_quantity_max: int = _setting(
+        _PLAUSIBLE.order_quantity_max, _positive, "a positive integer"
+    )
+    order_units_max: int = _setting(_PLAUSIBLE.order_units_max, _positive, "a positive integer")
+    order_total_max: float = _setting(_PLAUSIBLE.order_total_max, _positive, "a positive number")
+    order_total_tolerance: float = _setting(
+        _PLAUSIBLE.order_total_tolerance, lambda v: v >= 0, "0 or a positive share (0.5: 50%)"
+    )
+
+    @property
+    def bounds(self) -> Plausibility:
+        """The core's bounds from these settings."""
+        return Plausibility(**dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -295,6 +324,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    plausibility: PlausibilitySettings = field(default_factory=PlausibilitySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     insights: InsightsSettings = field(default_factory=InsightsSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -328,6 +358,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "mqtt": MqttSettings,
     "ingest": IngestSettings,
     "store": StoreSettings,
+    "plausibility": PlausibilitySettings,
     "retention": RetentionSettings,
     "insights": InsightsSettings,
     "sync": SyncSettings,

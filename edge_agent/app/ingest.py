@@ -72,7 +72,8 @@ _GROUP_MAX_EVENTS = 5000
 
 
 def limits_of(settings: Settings) -> Limits:
-    """The core's inbound bounds from the ``[site]`` and ``[ingest]`` settings."""
+    """The core's inbound bounds from the ``[site]``, ``[ingest]`` and ``[plausibility]``
+    settings."""
     i = settings.ingest
     return Limits(
         site=SiteId(settings.site.id),
@@ -81,6 +82,7 @@ def limits_of(settings: Settings) -> Limits:
         max_depth=i.max_depth,
         max_future_skew_ms=i.max_future_skew_s * 1000,
         max_past_age_ms=i.max_past_age_s * 1000,
+        plausibility=settings.plausibility.bounds,
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, NewType
 
 import orjson
 
+from edge_agent.core.plausibility import Plausibility, implausible_event, implausible_message
 from edge_agent.core.topics import DeviceId, SiteId, parse_topic
 from edge_agent.errors import TopicError
 
@@ -62,6 +63,7 @@ class Reason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     RESERVED_ID = "reserved_id"
     DUPLICATE_CONFLICT = "duplicate_conflict"
+    IMPLAUSIBLE = "implausible"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -75,6 +77,7 @@ class Limits:
     max_depth: int = 16
     max_future_skew_ms: int = 5 * 60 * 1000
     max_past_age_ms: int = 7 * 24 * 3600 * 1000
+    plausibility: Plausibility = field(default_factory=Plausibility)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,13 +221,19 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
                 payload,
             )
         events: list[Event] = []
+        figures: list[tuple[str | None, object]] = []
         rejections: list[Rejection] = []
         for item in document:
             outcome = check_event(item, where.device, message.received_ms, limits, schemas)
             if isinstance(outcome, Event):
                 events.append(outcome)
+                figures.append((outcome.name, item.get("properties")))
             else:
                 rejections.append(Rejection(outcome[0], outcome[1], orjson.dumps(item)))
+        why = implausible_message(figures, limits.plausibility)
+        if why is not None:
+            # Each event may be believable and the message not: none of it is taken.
+            return _reject(Reason.IMPLAUSIBLE, why, payload)
         return Parsed(tuple(events), tuple(rejections))
     outcome = check_event(document, where.device, message.received_ms, limits, schemas)
     if isinstance(outcome, Event):
@@ -326,6 +335,9 @@ def check_event(
             validator(document)
         except ValueError as exc:
             return (Reason.INVALID_PROPERTIES, str(exc)[:_MAX_DETAIL])
+        why = implausible_event(name, document.get("properties"), limits.plausibility)
+        if why is not None:
+            return (Reason.IMPLAUSIBLE, why[:_MAX_DETAIL])
     context = document.get("context")
     claimed = context.get("device", {}).get("id") if isinstance(context, dict) else None
     if claimed is not None and claimed != device:
