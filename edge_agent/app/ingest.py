@@ -63,6 +63,10 @@ logger = logging.getLogger(__name__)
 _RETRY_COMMIT_S = 1.0
 
 
+#: A receiver silent this long with its pipe empty is stalled; this long, it is restarted.
+_RECEIVER_STALL_S = 5.0
+_RECEIVER_RESTART_S = 30.0
+
 #: How often the loop looks again while it waits for disk space.
 _SPACE_WAIT_S = 0.2
 
@@ -154,6 +158,9 @@ class Agent:
         self.notifier = notifier if notifier is not None else Notifier()
         self.broker_connection = "connecting"
         self.ready_sent = False
+        # When the receiver was last heard from, and whether it is taken for stalled.
+        self.receiver_heard = time.monotonic()
+        self.receiver_stalled = False
 
     def _options(self) -> ReceiverOptions:
         s = self.settings
@@ -179,6 +186,7 @@ class Agent:
         theirs.close()
         pipe = Connection(ours.detach())
         pipe.send(self._options())
+        self.receiver_heard = time.monotonic()
         return process, pipe
 
     def request_stop(self, *_: Any) -> None:
@@ -228,13 +236,15 @@ class Agent:
                         exitcode=process.returncode,
                     )
                     pipe.close()
+                    self.receiver_stalled = False
+                    self.broker_connection = "disconnected"
                     self._note("broker", "disconnected")
                     time.sleep(_RETRY_COMMIT_S)
                     process, pipe = self._start_receiver()
                     continue
                 try:
                     if not self._waiting_for_space():
-                        self._drain(pipe)
+                        self._drain(pipe, process)
                 except (EOFError, OSError):
                     continue  # the receiver went away mid-read; the liveness check restarts it
                 if time.monotonic() - last_progress >= HEARTBEAT_EVERY_S:
@@ -309,13 +319,15 @@ class Agent:
         self.stop_requested.wait(_SPACE_WAIT_S)
         return True
 
-    def _drain(self, pipe: Connection) -> None:
+    def _drain(self, pipe: Connection, process: subprocess.Popen[bytes]) -> None:
         if not pipe.poll(0.2):
+            self._check_receiver(process)
             return
         batches: list[tuple[int, list[Item]]] = []
         count = unacked = 0
         while count < _GROUP_MAX_EVENTS and pipe.poll(0):
             message = pipe.recv()
+            self._heard_receiver()
             if message[0] == "batch":
                 batches.append((message[1], message[2]))
                 count += len(message[2])
@@ -327,6 +339,39 @@ class Agent:
             for seq, _ in batches:
                 pipe.send(("ack", seq))
             self.metrics.waiting(unacked - count)
+
+    def _check_receiver(self, process: subprocess.Popen[bytes]) -> None:
+        """Judge a receiver that has gone quiet while its pipe is empty.
+
+        An empty pipe means the receiver could have said it is alive (it says so every
+        second) and did not: it is stopped (SIGSTOP), or its main thread hangs. The broker
+        state then says ``stalled`` (so ``/readyz`` stops saying connected), and past
+        `_RECEIVER_RESTART_S` the receiver is killed, which the loop answers by starting a new
+        one; what it had not acknowledged the broker delivers again.
+        """
+        silent_s = time.monotonic() - self.receiver_heard
+        if silent_s >= _RECEIVER_STALL_S and not self.receiver_stalled:
+            self.receiver_stalled = True
+            logs.log(
+                logger, logging.ERROR, "receiver_stalled",
+                f"the MQTT receiver process has not answered for {silent_s:.0f} s",
+                pid=process.pid,
+            )  # fmt: skip
+            self._note("broker", "stalled")
+        if silent_s >= _RECEIVER_RESTART_S and process.poll() is None:
+            logs.log(
+                logger, logging.ERROR, "receiver_killed",
+                f"the MQTT receiver process has not answered for {silent_s:.0f} s: restarting it",
+                pid=process.pid,
+            )  # fmt: skip
+            process.kill()
+
+    def _heard_receiver(self) -> None:
+        self.receiver_heard = time.monotonic()
+        if self.receiver_stalled:
+            self.receiver_stalled = False
+            logs.log(logger, logging.INFO, "receiver_answering", "the MQTT receiver answers again")
+            self._note("broker", self.broker_connection)
 
     def _broker_state(self, state: str, detail: str) -> None:
         level = logging.INFO if state == "connected" else logging.WARNING

@@ -81,6 +81,14 @@ def broker_check(state: tuple[str, int] | None, broker: str) -> Check:
     value, _ = state
     if value == "connected":
         return Check("broker", True, "connected", f"subscribed at {broker}")
+    if value == "stalled":
+        return Check(
+            "broker",
+            False,
+            value,
+            "the agent's MQTT receiver process does not answer (stopped or hung), so no event "
+            "flows: the agent restarts it after 30 s; see receiver_stalled in its log",
+        )
     return Check(
         "broker",
         False,

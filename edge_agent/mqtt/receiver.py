@@ -10,6 +10,7 @@ Wire protocol over it (pickled): first the parent sends the `ReceiverOptions`, t
   child -> parent  ("batch", seq, [(topic, payload, received_ms), ...], unacked)
                    unacked: messages received and not yet acknowledged, this batch's included
                    ("broker", "connected" | "disconnected", detail)
+                   ("alive",)           every second: the parent tells a stopped receiver
   parent -> child  ("ack", seq)        the batch is committed: PUBACK its messages
                    ("stop",)           disconnect and exit
 """
@@ -43,6 +44,9 @@ from edge_agent.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 Item = tuple[str, bytes, int]
+
+#: How often the receiver says it is alive, whatever the traffic.
+ALIVE_EVERY_S = 1.0
 
 
 def _given(path: Path) -> bool:
@@ -282,8 +286,12 @@ class _Receiver:
         )
         self.client.loop_start()
         tick = o.batch_max_ms / 2000
+        said_alive = 0.0
         try:
             while True:
+                if time.monotonic() - said_alive >= ALIVE_EVERY_S:
+                    said_alive = time.monotonic()
+                    self._tell(("alive",))
                 if self.pipe.poll(tick):
                     message = self.pipe.recv()
                     if message[0] == "stop":

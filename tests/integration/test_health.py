@@ -4,8 +4,10 @@ as a process with its HTTP server)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -267,3 +269,35 @@ def test_under_disk_pressure_nothing_is_committed_nor_lost(
         assert _value(_scrape(base), "edge_agent_disk_pressure") == 0
     finally:
         publisher.close()
+
+
+def _receiver_pid(agent: AgentProcess) -> int:
+    assert agent.process is not None
+    pid = agent.process.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if b"edge_agent.mqtt.receiver" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise AssertionError("the agent has no receiver process")
+
+
+def test_a_stopped_receiver_is_not_ready_and_is_replaced(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    port = free_port()
+    agent = agent_factory(broker.port, f"[http]\nenabled = true\nport = {port}\n")
+    agent.start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _ready(base)[0] == 200, 30, "ready")
+    stopped = _receiver_pid(agent)
+    os.kill(stopped, signal.SIGSTOP)  # alive to the kernel, but nothing flows
+    publisher = Publisher(broker.port)
+    events = [track("Door Counted", {"direction": "in", "count": 1}, "door-1") for _ in range(50)]
+    publisher.publish_all([(topic("door-1"), encode(e)) for e in events])
+    wait_for(lambda: _check(base, "broker")["state"] == "stalled", 15, "/readyz to say stalled")
+    assert _ready(base)[0] == 503
+    agent.wait_log("receiver_killed", timeout_s=40)
+    wait_for(lambda: _ready(base)[0] == 200, 30, "ready with a new receiver")
+    assert _receiver_pid(agent) != stopped
+    wanted = {str(e["messageId"]) for e in events}
+    wait_for(lambda: wanted <= set(stored_ids(agent.db)), 30, "what came while it was stopped")
+    publisher.close()
