@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
+from edge_agent.core.events import MAX_PAYLOAD_BYTES
 from edge_agent.core.plausibility import Plausibility
 from edge_agent.errors import ConfigError
 
@@ -118,8 +119,10 @@ class MqttSettings:
 class IngestSettings:
     """``[ingest]``: what a payload may be, and how events are grouped into commits."""
 
+    # The broker configurations edge-agent writes refuse packets much larger than this
+    # default (`edge_agent.core.broker`): raise both together.
     max_payload_bytes: int = _setting(
-        64 * 1024, lambda v: 256 <= v <= 16 * 1024 * 1024, "256-16777216"
+        MAX_PAYLOAD_BYTES, lambda v: 256 <= v <= 16 * 1024 * 1024, "256-16777216"
     )
     max_batch_events: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
     max_depth: int = _setting(16, lambda v: 4 <= v <= 256, "4-256")
@@ -128,6 +131,9 @@ class IngestSettings:
     commit_max_events: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
     commit_max_ms: int = _setting(20, lambda v: 1 <= v <= 5000, "1-5000 milliseconds")
     queue_max_events: int = _setting(5000, lambda v: 100 <= v <= 1_000_000, "100-1000000")
+    #: The payload bytes received and not yet acknowledged, at most: what bounds the
+    #: receiver's memory when devices send large payloads.
+    queue_max_mb: int = _setting(32, lambda v: 1 <= v <= 4096, "1-4096 MB")
 
 
 _PLAUSIBLE = Plausibility()

@@ -105,8 +105,9 @@ def classify(
     """
     received: list[Received] = []
     rejected: list[DeadLetter] = []
-    for topic, payload, received_ms in items:
-        message = Inbound(topic, payload, received_ms)
+    for item in items:
+        message = Inbound(*item)
+        topic, payload, received_ms = message.topic, message.payload, message.received_ms
         try:
             parsed = parse_payload(message, limits, compiled)
         except Exception as exc:
@@ -168,9 +169,12 @@ class Agent:
             mqtt=s.mqtt,
             client_id=s.mqtt.effective_client_id(s.site.id),
             topic=s.mqtt.topic.replace("{site}", s.site.id),
+            max_payload_bytes=s.ingest.max_payload_bytes,
+            keep_bytes=s.store.dead_letter_raw_bytes,
             batch_max_events=s.ingest.commit_max_events,
             batch_max_ms=s.ingest.commit_max_ms,
             queue_max_events=s.ingest.queue_max_events,
+            queue_max_bytes=s.ingest.queue_max_mb * 1024 * 1024,
             log_level=s.log.level,
             journald=under_journald(),
         )

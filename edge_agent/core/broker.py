@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edge_agent.core.events import MAX_PAYLOAD_BYTES
 from edge_agent.errors import ConfigError
 
 # Mosquitto's defaults would lose a site's events while the agent is down: it keeps at most
@@ -21,9 +22,13 @@ autosave_interval 100
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 1000
-# A payload larger than this is refused to its publisher instead of reaching the agent.
-max_packet_size 16777216
+# A packet larger than this (the agent's payload limit and room for the topic) is refused to
+# its publisher, which the broker disconnects, instead of being carried to the agent.
+max_packet_size {max_packet}
 """
+
+#: What a PUBLISH packet needs beyond its payload: headers, topic, properties.
+PACKET_ROOM = 8 * 1024
 
 _LOGGING = """\
 log_dest file {log}
@@ -50,6 +55,7 @@ def mosquitto_conf(
     data: str,
     log: str,
     pid_file: str = "",
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> str:
     """A whole ``mosquitto.conf``.
 
@@ -60,6 +66,8 @@ def mosquitto_conf(
         data: the persistence folder.
         log: the log file.
         pid_file: where Mosquitto writes its process id (empty: nowhere).
+        max_payload_bytes: the agent's ``[ingest] max_payload_bytes``: the broker refuses
+            packets larger than that and `PACKET_ROOM`.
 
     Raises:
         ConfigError: a value holds a line break, which would smuggle in a directive.
@@ -77,6 +85,8 @@ def mosquitto_conf(
     return (
         "\n".join(lines)
         + "\n"
-        + DURABILITY.format(data=_line_safe(data, "data folder"))
+        + DURABILITY.format(
+            data=_line_safe(data, "data folder"), max_packet=max_payload_bytes + PACKET_ROOM
+        )
         + _LOGGING.format(log=_line_safe(log, "log file"))
     )

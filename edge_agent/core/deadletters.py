@@ -33,7 +33,11 @@ class DeadLetter:
 
 def dead_letter(message: Inbound, rejection: Rejection, raw_limit: int) -> DeadLetter:
     """Turn a rejection of ``message`` into a dead letter keeping at most ``raw_limit`` bytes."""
-    digest = hashlib.sha256(rejection.raw).hexdigest()
+    size, digest = len(rejection.raw), hashlib.sha256(rejection.raw).hexdigest()
+    if message.whole_sha256 is not None:
+        # The receiver kept only the head of what arrived (so only the whole message can be
+        # rejected, never an event of it): say what arrived.
+        size, digest = message.size, message.whole_sha256
     topic = message.topic[:512]
     key = hashlib.sha256(topic.encode("utf-8", "replace") + b"\x00" + digest.encode()).hexdigest()
     return DeadLetter(
@@ -43,7 +47,7 @@ def dead_letter(message: Inbound, rejection: Rejection, raw_limit: int) -> DeadL
         topic=topic,
         received_ms=message.received_ms,
         raw=rejection.raw[:raw_limit],
-        raw_size=len(rejection.raw),
+        raw_size=size,
         raw_sha256=digest,
     )
 

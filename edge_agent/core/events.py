@@ -67,12 +67,16 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+#: The largest payload taken by default (``[ingest] max_payload_bytes``).
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The bounds an inbound payload must respect (from the ``[ingest]`` settings)."""
 
     site: SiteId
-    max_payload_bytes: int = 64 * 1024
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
     max_batch_events: int = 500
     max_depth: int = 16
     max_future_skew_ms: int = 5 * 60 * 1000
@@ -91,11 +95,22 @@ class Schemas:
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One MQTT message as it arrived: topic, raw payload, and when the agent received it."""
+    """One MQTT message as it arrived: topic, raw payload, and when the agent received it.
+
+    A payload over the agent's limit is not carried whole from the receiver: ``payload`` is
+    then its first bytes, and ``whole_size`` and ``whole_sha256`` describe what arrived.
+    """
 
     topic: str
     payload: bytes
     received_ms: int
+    whole_size: int | None = None
+    whole_sha256: str | None = None
+
+    @property
+    def size(self) -> int:
+        """The size of the payload that arrived."""
+        return len(self.payload) if self.whole_size is None else self.whole_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +199,10 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
             f"published under site {where.site[:64]!r}, this agent is site {limits.site!r}",
             payload,
         )
-    if len(payload) > limits.max_payload_bytes:
+    if message.size > limits.max_payload_bytes:
         return _reject(
             Reason.PAYLOAD_TOO_LARGE,
-            f"payload is {len(payload)} bytes, the limit is {limits.max_payload_bytes}",
+            f"payload is {message.size} bytes, the limit is {limits.max_payload_bytes}",
             payload,
         )
     # Counting brackets is C-speed; the exact, string-aware walk runs only when it could matter.

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from edge_agent.core.broker import mosquitto_conf
+from edge_agent.core.events import MAX_PAYLOAD_BYTES
 from edge_agent.errors import BrokerError
 from edge_agent.service import free_port
 
@@ -37,8 +38,9 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """One Mosquitto process with its config, data and log in ``folder``.
 
-    Without ``config`` it writes its own: plaintext and anonymous, on loopback. With one, it runs
-    that file as it is; the file must listen on ``port`` and log to ``folder/mosquitto.log``.
+    Without ``config`` it writes its own: plaintext and anonymous, on loopback, refusing
+    packets much over ``max_payload_bytes`` (the agent's limit). With one, it runs that file as
+    it is; the file must listen on ``port`` and log to ``folder/mosquitto.log``.
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class Mosquitto:
         port: int | None = None,
         address: str = "127.0.0.1",
         config: Path | None = None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.folder = folder
+        self.max_payload_bytes = max_payload_bytes
         self.address = address
         self.port = port or free_port(address)
         self.prepared = config is not None
@@ -67,6 +71,7 @@ class Mosquitto:
                 access=["allow_anonymous true"],
                 data=str(data),
                 log=str(self.log),
+                max_payload_bytes=self.max_payload_bytes,
             )
         )
         return self.config

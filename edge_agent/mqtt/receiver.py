@@ -17,6 +17,7 @@ Wire protocol over it (pickled): first the parent sends the `ReceiverOptions`, t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -43,7 +44,9 @@ from edge_agent.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-Item = tuple[str, bytes, int]
+#: (topic, payload, received_ms), or for a payload over the agent's limit (topic, its first
+#: bytes, received_ms, its size, its SHA-256): `edge_agent.core.events.Inbound`'s fields.
+Item = tuple[str, bytes, int] | tuple[str, bytes, int, int, str]
 
 #: How often the receiver says it is alive, whatever the traffic.
 ALIVE_EVERY_S = 1.0
@@ -131,9 +134,13 @@ class ReceiverOptions:
     mqtt: MqttSettings
     client_id: str
     topic: str
+    #: Payloads over this are carried to the parent as their first ``keep_bytes`` only.
+    max_payload_bytes: int
+    keep_bytes: int
     batch_max_events: int
     batch_max_ms: int
     queue_max_events: int
+    queue_max_bytes: int
     log_level: str
     journald: bool
 
@@ -149,11 +156,13 @@ class _Receiver:
         self.pending_mids: list[int] = []
         self.first_pending_at = 0.0
         self.unacked = 0  # messages received and not yet acknowledged or dropped as stale
+        self.unacked_bytes = 0  # their payloads' bytes, as carried
+        self.pending_bytes = 0
         self.seq = 0
         # seq -> (connection generation, mids). A PUBACK is only valid on the connection that
         # received the message: after a reconnect the broker redelivers what was not acked,
         # and the store's messageId de-duplication absorbs the second copy.
-        self.in_flight: dict[int, tuple[int, list[int]]] = {}
+        self.in_flight: dict[int, tuple[int, list[int], int]] = {}
         self.generation = 0
         self.session_present = False
         self.client = self._client()
@@ -254,20 +263,36 @@ class _Receiver:
             # Blocking paho's thread stops it reading the socket: TCP then holds the broker
             # back. Needed because Mosquitto 2.0.11 stops enforcing Receive Maximum once acks
             # flow, and an unbounded queue would grow until the box runs out of memory.
-            while self.unacked >= self.options.queue_max_events:
+            while self.unacked and (
+                self.unacked >= self.options.queue_max_events
+                or self.unacked_bytes >= self.options.queue_max_bytes
+            ):
                 self.lock.wait(1.0)
             if not self.pending:
                 self.first_pending_at = now
-            self.pending.append((message.topic, bytes(message.payload), int(now * 1000)))
+            item = self._item(message, int(now * 1000))
+            self.pending.append(item)
             self.pending_mids.append(message.mid if message.qos > 0 else 0)
             self.unacked += 1
+            self.unacked_bytes += len(item[1])
+            self.pending_bytes += len(item[1])
             if len(self.pending) >= self.options.batch_max_events:
                 self._flush_locked()
 
+    def _item(self, message: mqtt.MQTTMessage, received_ms: int) -> Item:
+        payload = message.payload
+        if len(payload) <= self.options.max_payload_bytes:
+            return (message.topic, bytes(payload), received_ms)
+        # Held whole, a flood of payloads just under the broker's limit would queue megabytes
+        # each here, in the pipe and in the commit: their head and size make the dead letter.
+        head = bytes(payload[: self.options.keep_bytes])
+        return (message.topic, head, received_ms, len(payload), hashlib.sha256(payload).hexdigest())
+
     def _flush_locked(self) -> None:
         self.seq += 1
-        self.in_flight[self.seq] = (self.generation, self.pending_mids)
+        self.in_flight[self.seq] = (self.generation, self.pending_mids, self.pending_bytes)
         batch, self.pending, self.pending_mids = self.pending, [], []
+        self.pending_bytes = 0
         self.pipe.send(("batch", self.seq, batch, self.unacked))
 
     def _tell(self, message: tuple[Any, ...]) -> None:
@@ -312,9 +337,10 @@ class _Receiver:
 
     def _acknowledge(self, seq: int) -> None:
         with self.lock:
-            generation, mids = self.in_flight.pop(seq)
+            generation, mids, size = self.in_flight.pop(seq)
             current = generation == self.generation
             self.unacked -= len(mids)
+            self.unacked_bytes -= size
             self.lock.notify_all()
         if current:
             for mid in mids:

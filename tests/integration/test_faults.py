@@ -4,6 +4,7 @@ a broker killed with SIGKILL."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.measure import peak_rss_mb
 from edge_agent.mqtt.broker import Mosquitto
 from tests.conftest import AgentProcess
 from tests.helpers import (
@@ -150,3 +152,53 @@ def test_a_broker_killed_after_its_pubacks_keeps_all_but_the_documented_window(
     assert len(stored) == len(set(stored))
     assert set(stored) <= {str(e["messageId"]) for e in events}
     agent.stop()
+
+
+def _peak_rss_mb(agent: AgentProcess) -> float:
+    """The agent's and its receiver's peak resident memory together."""
+    assert agent.process is not None
+    pid = agent.process.pid
+    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    return sum(peak_rss_mb(p) for p in pids)
+
+
+def test_payloads_far_over_the_limit_cost_the_agent_no_memory(
+    tmp_path: Path, agent_factory: MakeAgent
+) -> None:
+    # A broker set up by hand with its own, larger packet limit: the agent is the last guard.
+    folder = tmp_path / "permissive-broker"
+    folder.mkdir()
+    broker = Mosquitto(folder, max_payload_bytes=16 * 1024 * 1024 - 8192)
+    broker.start()
+    try:
+        agent = agent_factory(broker.port)
+        agent.start()
+        before = _peak_rss_mb(agent)
+        flood = Publisher(broker.port, window=4)
+        payloads = [b"%04d" % n + b"x" * (15 * 1024 * 1024) for n in range(40)]
+        flood.publish_all([(topic("kiosk-1"), p) for p in payloads], timeout_s=120)
+        wait_for(
+            lambda: query(agent.db, "SELECT count(*) FROM dead_letters") == [(40,)], 60, "all 40"
+        )
+        rows = query(agent.db, "SELECT reason, length(raw), raw_size, raw_sha256 FROM dead_letters")
+        assert {(r[0], r[1], r[2]) for r in rows} == {
+            ("payload_too_large", 64 * 1024, 15 * 1024 * 1024 + 4)
+        }
+        assert {r[3] for r in rows} == {hashlib.sha256(p).hexdigest() for p in payloads}
+        # paho holds one packet at a time; what goes on is its first 64 KiB.
+        assert _peak_rss_mb(agent) - before < 100
+        flood.close()
+    finally:
+        broker.stop()
+
+
+def test_the_written_broker_refuses_packets_far_over_the_agents_limit(
+    broker: Mosquitto, agent_factory: MakeAgent
+) -> None:
+    agent = agent_factory(broker.port)
+    agent.start()
+    device = Publisher(broker.port)
+    device.publish(topic("kiosk-1"), b"x" * (1024 * 1024))  # never acknowledged: it knows
+    wait_for(lambda: "disconnected due to oversize packet" in broker.log_tail(), 10, "a refusal")
+    assert query(agent.db, "SELECT count(*) FROM dead_letters") == [(0,)]
+    device.close()

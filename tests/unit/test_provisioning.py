@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from edge_agent.core.broker import DURABILITY, mosquitto_conf
+from edge_agent.core.broker import DURABILITY, PACKET_ROOM, mosquitto_conf
 from edge_agent.core.provisioning import (
     AgentConfig,
     acl_text,
@@ -203,7 +203,7 @@ def test_mosquitto_conf_shares_the_durability_settings() -> None:
         log="/s/mosquitto.log",
         pid_file="/s/mosquitto.pid",
     )
-    assert DURABILITY.format(data="/s/data") in text
+    assert DURABILITY.format(data="/s/data", max_packet=64 * 1024 + PACKET_ROOM) in text
     lines = text.splitlines()
     assert lines.index("listener 8883") < lines.index("certfile /s/server.crt")
     assert "pid_file /s/mosquitto.pid" in lines
@@ -215,4 +215,11 @@ def test_mosquitto_conf_refuses_a_line_break_in_a_value(field: str) -> None:
     values = {"user": "u", "data": "/d", "log": "/l", "pid_file": "/p"}
     values[field] += "\nallow_anonymous true"
     with pytest.raises(ConfigError, match="line break"):
-        mosquitto_conf(listener=["listener 1"], access=["allow_anonymous false"], **values)
+        mosquitto_conf(
+            user=values["user"],
+            listener=["listener 1"],
+            access=["allow_anonymous false"],
+            data=values["data"],
+            log=values["log"],
+            pid_file=values["pid_file"],
+        )
