@@ -136,6 +136,20 @@ class IngestSettings:
     queue_max_mb: int = _setting(32, lambda v: 1 <= v <= 4096, "1-4096 MB")
 
 
+@dataclass(frozen=True)
+class PrivacySettings:
+    """``[privacy]``: who may link a visit to a person (see `edge_agent.core.links`)."""
+
+    #: Devices that identify visitors other devices saw (a loyalty scanner, a POS reading
+    #: loyalty cards), comma-separated; any other device may link only a visit it alone saw.
+    link_devices: str = _setting("", lambda v: True, "device ids separated by commas")
+
+    @property
+    def linking(self) -> frozenset[str]:
+        """The devices listed in ``link_devices``."""
+        return frozenset(d.strip() for d in self.link_devices.split(",") if d.strip())
+
+
 _PLAUSIBLE = Plausibility()
 
 
@@ -154,8 +168,8 @@ class PlausibilitySettings:
     )
     order_units_max: int = _setting(_PLAUSIBLE.order_units_max, _positive, "a positive integer")
     order_total_max: float = _setting(_PLAUSIBLE.order_total_max, _positive, "a positive number")
-    order_total_tolerance: float = _setting(
-        _PLAUSIBLE.order_total_tolerance, lambda v: v >= 0, "0 or a positive share (0.5: 50%)"
+    order_total_factor: float = _setting(
+        _PLAUSIBLE.order_total_factor, lambda v: v >= 1, "a number of 1 or more"
     )
 
     @property
@@ -331,6 +345,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     plausibility: PlausibilitySettings = field(default_factory=PlausibilitySettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     insights: InsightsSettings = field(default_factory=InsightsSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -365,6 +380,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ingest": IngestSettings,
     "store": StoreSettings,
     "plausibility": PlausibilitySettings,
+    "privacy": PrivacySettings,
     "retention": RetentionSettings,
     "insights": InsightsSettings,
     "sync": SyncSettings,

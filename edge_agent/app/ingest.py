@@ -291,7 +291,10 @@ class Agent:
         while True:
             try:
                 return Store.open(
-                    s.database, s.store.synchronous, budget=s.store.dead_letter_budget
+                    s.database,
+                    s.store.synchronous,
+                    budget=s.store.dead_letter_budget,
+                    link_devices=s.privacy.linking,
                 )
             except StorageError as exc:
                 if not self.disk.is_short():
@@ -428,7 +431,7 @@ class Agent:
                     raise
         if self.changes is not None:
             self.changes.seen(*touched(r.event for r in received))
-        letters = [*rejected, *result.conflicts]
+        letters = [*rejected, *result.refused]
         self.metrics.committed(
             result,
             (letter.reason.value for letter in letters),
@@ -438,6 +441,8 @@ class Agent:
         self.totals["stored"] += result.stored
         self.totals["duplicates"] += result.duplicates
         self.totals["dead_letters"] += len(letters)
+        for why in result.links_refused.values():
+            logs.log(logger, logging.WARNING, "link_refused", "visit not linked: " + why)
         for letter in letters:
             logs.log(
                 logger,

@@ -23,5 +23,8 @@ def existing_store(settings: Settings) -> tuple[Store, SiteKey]:
             f"no database at {settings.database}: has the agent run with this config?"
         )
     return Store.open(
-        settings.database, settings.store.synchronous, budget=settings.store.dead_letter_budget
+        settings.database,
+        settings.store.synchronous,
+        budget=settings.store.dead_letter_budget,
+        link_devices=settings.privacy.linking,
     ), keyfile.load_or_create(settings.site_key)

@@ -24,9 +24,10 @@ class Plausibility:
     order_quantity_max: int = 1000
     order_units_max: int = 5000
     order_total_max: float = 1_000_000.0
-    #: How far an order's total may be from its lines (price x quantity, less the discount,
-    #: plus the tax), as a share of the lines: shipping, rounding and promotions fit in it.
-    order_total_tolerance: float = 0.5
+    #: How many times its lines (price x quantity, less the discount, plus the tax) an order's
+    #: total may be, at most, and what share of them at least: shipping, deposits and
+    #: promotions fit, a total of 0 for priced lines does not.
+    order_total_factor: float = 10.0
 
 
 def _number(value: object, default: float = 0.0) -> float:
@@ -81,11 +82,13 @@ def _implausible_order(properties: Mapping[str, Any], bounds: Plausibility) -> s
     if lines and all(_number(line.get("price"), -1) >= 0 for line in lines):
         gross = sum(_number(line.get("price")) * _number(line.get("quantity"), 1) for line in lines)
         expected = gross - _number(properties.get("discount")) + _number(properties.get("tax"))
-        if abs(total - expected) > bounds.order_total_tolerance * gross + 1:
+        factor = bounds.order_total_factor
+        # One unit of the currency either way, for rounding and for lines worth almost nothing.
+        if not expected / factor - 1 <= total <= expected * factor + 1:
             return (
                 f"total {total:g} does not match its lines ({gross:g} at their prices, less the "
                 f"discount, plus the tax: {expected:g}), beyond [plausibility] "
-                "order_total_tolerance"
+                f"order_total_factor ({factor:g} times either way)"
             )
     return None
 

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.collector.local import LocalCollector
 from edge_agent.demo.agent import SUBSCRIBED, AgentChild
-from edge_agent.demo.simulate import TILLS, SimulatorOptions, run_simulator
+from edge_agent.demo.simulate import LOYALTY, TILLS, SimulatorOptions, run_simulator
 from edge_agent.errors import EdgeAgentError, StorageError
 from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.service import free_port
@@ -121,6 +121,8 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     config.write_text(
         f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n\n'
         f"[mqtt]\nport = {broker.port}\n\n"
+        # The loyalty scanner checks in visitors that the door and the zones saw first.
+        f'[privacy]\nlink_devices = "{LOYALTY}"\n\n'
         f"[insights]\nevery_s = 60\n\n"
         f'[sync]\nurl = "{central.url}"\ntoken = "{token}"\nevery_s = {_SYNC_EVERY_S}\n'
         "jitter_s = 5\n\n"

@@ -69,6 +69,12 @@ class Metrics:
             "in `edge-agent dead-letters list`, not kept",
             registry=r,
         )
+        self.links_refused = Counter(
+            "edge_agent_visit_links_refused",
+            "Identified events stored without linking their visit, which their device may not "
+            "link ([privacy] link_devices)",
+            registry=r,
+        )
         self.duplicates = Counter(
             "edge_agent_duplicates",
             "Events received again with a messageId already stored",
@@ -129,6 +135,8 @@ class Metrics:
             self.duplicates.inc(result.duplicates)
         if result.unkept:
             self.unkept.inc(result.unkept)
+        if result.links_refused:
+            self.links_refused.inc(len(result.links_refused))
         for received in first_received_ms:
             # Receiver and loop share the machine's clock; a step backwards is not a latency.
             self.commit_seconds.observe(max(0, done_ms - received) / 1000)

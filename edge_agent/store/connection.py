@@ -9,15 +9,19 @@ kept with ``from exc``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 
 from edge_agent.errors import StorageError
 from edge_agent.store.migrations import migrations, unknown_steps
+
+#: Values per IN list: well under SQLite's limit of bound parameters.
+_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,17 @@ class Connection:
         main file and truncating the WAL leaves no old copy of an erased row behind.
         """
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def in_chunks(self, sql: str, values: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` run once per chunk of ``values``, its ``{marks}`` the chunk's
+        placeholders: an IN list of any length, under SQLite's limit of bound parameters
+        (inside the caller's transaction and error mapping)."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            # Only the placeholders are joined into the statement; values are parameters.
+            rows += self.conn.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk)
+        return rows
 
     def delete_in_chunks(self, table: str, select: str, before: int, chunk: int) -> int:
         """Delete the rows of ``table`` whose ids ``select`` finds (given ``before`` and a

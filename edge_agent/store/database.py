@@ -20,6 +20,7 @@ from edge_agent.core.aggregate import DEAD_LETTER_KIND, DUPLICATES_KIND, hour_of
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget, DeadLetter, dead_letter
 from edge_agent.core.events import Inbound, Reason, Rejection
 from edge_agent.core.identity import Identity, Pseudonym
+from edge_agent.core.links import refusal
 from edge_agent.core.retention import Cutoffs
 from edge_agent.store.connection import Connection, connect
 from edge_agent.store.deadletters import DeadLetters
@@ -54,9 +55,13 @@ class CommitResult:
     dead_letters: int
     #: The new events by event name (type, for identify).
     by_event: dict[str, int] = field(default_factory=dict)
-    #: Events refused as conflicts (a stored messageId, another device or content), kept as
-    #: dead letters by this commit; not counted in ``dead_letters`` nor ``duplicates``.
-    conflicts: tuple[DeadLetter, ...] = ()
+    #: Events the commit itself refused, kept as dead letters by it: a messageId stored from
+    #: another device or with other content, a visit link the device may not make. Not
+    #: counted in ``dead_letters`` nor ``duplicates``.
+    refused: tuple[DeadLetter, ...] = ()
+    #: Identified events stored without linking their visit, which their device may not link
+    #: (`edge_agent.core.links`): messageId -> why.
+    links_refused: dict[str, str] = field(default_factory=dict)
     #: Dead letters over the budget: counted in ``dead_letters_unkept``, not kept.
     unkept: int = 0
 
@@ -87,9 +92,15 @@ class Store:
     writable, database locked past the timeout), with the file named.
     """
 
-    def __init__(self, connection: Connection, budget: Budget = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        budget: Budget = DEFAULT_BUDGET,
+        link_devices: frozenset[str] = frozenset(),
+    ) -> None:
         self.connection = connection
         self.budget = budget
+        self.link_devices = link_devices
         self.path = connection.path
         self.db: Database = connection.db
         self.events = Events(connection)
@@ -107,16 +118,18 @@ class Store:
         synchronous: str = "FULL",
         readonly: bool = False,
         budget: Budget = DEFAULT_BUDGET,
+        link_devices: frozenset[str] = frozenset(),
     ) -> Store:
         """Open (creating when needed) the database in WAL mode and bring its schema up to date.
-        ``budget``: what the dead letters this store commits may take.
+        ``budget``: what the dead letters this store commits may take; ``link_devices``: the
+        devices that may link visits other devices saw (`edge_agent.core.links`).
 
         Raises:
             StorageError: the folder or file cannot be created or opened, a migration fails, or
                 the database was written by a newer edge-agent (it has schema steps this code
                 does not know).
         """
-        return cls(connect(path, synchronous, readonly), budget)
+        return cls(connect(path, synchronous, readonly), budget, link_devices)
 
     def close(self) -> None:
         """Close the connection (WAL content stays durable; readers checkpoint later)."""
@@ -148,6 +161,7 @@ class Store:
         stored = duplicates = erased = 0
         by_event: Counter[str] = Counter()
         conflicts: list[DeadLetter] = []
+        links_refused: dict[str, str] = {}
         with self.connection.failing("could not commit a batch"):
             with self.connection.transaction():
                 # Dead letters first, so an erasure in this batch reaches them too.
@@ -159,6 +173,8 @@ class Store:
                 # An erasure applies to what came before it, not to the person's later events:
                 # the batch is stored and applied in segments that end at each erasure request.
                 for segment, erasure in _segments(received):
+                    unlinkable = self._links_refused(segment)
+                    links_refused.update(unlinkable)
                     fresh = self.events.insert(segment, schema_version, stored_ms)
                     self.insights.mark_dirty(
                         {
@@ -188,7 +204,7 @@ class Store:
                         quality.update(
                             (hour_of(r.event.timestamp_ms), DUPLICATES_KIND) for r in plain
                         )
-                    self.people.apply(fresh, stored_ms)
+                    self.people.apply(fresh, stored_ms, frozenset(unlinkable))
                     if erasure is not None:
                         erased += self._erase_once(erasure, stored_ms)
                 if duplicates:
@@ -201,7 +217,8 @@ class Store:
             duplicates=duplicates,
             dead_letters=len(dead_letters),
             by_event=dict(by_event),
-            conflicts=tuple(conflicts),
+            refused=tuple(conflicts),
+            links_refused=links_refused,
             unkept=unkept,
         )
 
@@ -219,6 +236,33 @@ class Store:
             now_ms,
         )
         return 1
+
+    def _links_refused(self, segment: Sequence[Received]) -> dict[str, str]:
+        """The identified events whose visit their device may not link to their person
+        (`edge_agent.core.links`), judged in receive order: messageId -> why. They are stored
+        all the same, as the person's own events, without the link."""
+        visits = {r.event.anonymous_id for r in segment if r.identity and r.event.anonymous_id}
+        if not visits:
+            return {}
+        seen_by = self.events.devices_of_visits(visits)
+        linked: dict[str, str] = dict(self.people.links(visits))
+        refused: dict[str, str] = {}
+        for r in segment:
+            visit = r.event.anonymous_id
+            if visit not in visits:
+                continue
+            devices = seen_by.setdefault(visit, set())
+            if r.identity is not None:
+                person = r.identity.pseudonym
+                why = refusal(
+                    r.event.device_id, person, devices, linked.get(visit), self.link_devices
+                )
+                if why is None:
+                    linked.setdefault(visit, person)
+                else:
+                    refused[r.event.message_id] = why
+            devices.add(r.event.device_id)
+        return refused
 
     def _conflicts(self, again: Sequence[Received]) -> dict[int, DeadLetter]:
         """The events among ``again`` (messageIds already stored) that are not the stored

@@ -13,9 +13,6 @@ from edge_agent.core.deadletters import Budget, DeadLetter, keeps, letter_cost, 
 from edge_agent.core.identity import Pseudonym
 from edge_agent.store.connection import Connection
 
-#: Ids per DELETE: well under SQLite's limit of bound parameters.
-_CHUNK = 500
-
 
 def _is_json(raw: bytes) -> bool:
     try:
@@ -275,11 +272,7 @@ class DeadLetters:
             )
             if marked in raw or (raw_user_id and named.search(raw) and not _is_json(raw))
         ]
-        for start in range(0, len(doomed), _CHUNK):
-            chunk = doomed[start : start + _CHUNK]
-            self.connection.conn.execute(
-                f"DELETE FROM dead_letters WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-            )
+        self.connection.in_chunks("DELETE FROM dead_letters WHERE id IN ({marks})", doomed)
         return len(doomed)
 
     def expire(self, before_ms: int, chunk: int) -> int:

@@ -19,8 +19,6 @@ _FACT_EVENTS = frozenset(
     {"Door Counted", "Zone Entered", "Zone Exited", "Order Completed", "Feedback Submitted"}
 )
 _ZONE_EVENTS = frozenset({"Zone Entered", "Zone Exited"})
-#: Ids per IN (...) query: well under SQLite's limit of bound parameters.
-_CHUNK = 500
 _INSERT = """
 INSERT OR IGNORE INTO events (message_id, type, event, ts_ms, received_ms, stored_ms,
     device_id, anonymous_id, pseudonym, schema_version, body)
@@ -103,26 +101,29 @@ class Events:
     def stored_as(self, message_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
         """``messageId -> (device, body)`` of the stored events with these ids (inside the
         caller's transaction and error mapping)."""
-        found: dict[str, tuple[str, str]] = {}
-        ids = list(dict.fromkeys(message_ids))
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            found.update(
-                (message_id, (device, body))
-                for message_id, device, body in self.connection.conn.execute(
-                    "SELECT message_id, device_id, body FROM events "
-                    f"WHERE message_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-            )
+        rows = self.connection.in_chunks(
+            "SELECT message_id, device_id, body FROM events WHERE message_id IN ({marks})",
+            list(dict.fromkeys(message_ids)),
+        )
+        return {message_id: (device, body) for message_id, device, body in rows}
+
+    def devices_of_visits(self, visits: Iterable[str]) -> dict[str, set[str]]:
+        """The devices that sent each of these visits' stored events (inside the caller's
+        transaction and error mapping)."""
+        found: dict[str, set[str]] = {}
+        for visit, device in self.connection.in_chunks(
+            "SELECT DISTINCT anonymous_id, device_id FROM events WHERE anonymous_id IN ({marks})",
+            list(dict.fromkeys(visits)),
+        ):
+            found.setdefault(visit, set()).add(device)
         return found
 
     def of_person(self, person: Pseudonym) -> list[Event]:
         """The person's identified events and those of their linked visits, in receive order
         (inside the caller's error mapping)."""
         return self._where(
-            "pseudonym = ? OR anonymous_id IN (SELECT anonymous_id FROM visit_links "
-            "WHERE pseudonym = ?)",
+            "pseudonym = ? OR (pseudonym IS NULL AND anonymous_id IN (SELECT anonymous_id "
+            "FROM visit_links WHERE pseudonym = ?))",
             (person, person),
         )
 

@@ -48,8 +48,10 @@ ORDER_EVENT = "Order Completed"
 _PERSON_ROWS: tuple[tuple[str, str], ...] = (
     (
         "events",
-        "pseudonym = :p OR anonymous_id IN "
-        "(SELECT anonymous_id FROM visit_links WHERE pseudonym = :p)",
+        # A linked visit's anonymous events are the person's; another person's identified
+        # event on that visit stays theirs.
+        "pseudonym = :p OR (pseudonym IS NULL AND anonymous_id IN "
+        "(SELECT anonymous_id FROM visit_links WHERE pseudonym = :p))",
     ),
     ("profile_purchases", "pseudonym = :p"),
     ("profiles", "pseudonym = :p"),
@@ -161,22 +163,19 @@ class PersonalData:
 
     def links(self, anonymous_ids: Iterable[str]) -> dict[str, Pseudonym]:
         """Which of these visits are linked to a person."""
-        wanted = list(set(anonymous_ids))
-        found: dict[str, Pseudonym] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            rows = self.conn.execute(
-                "SELECT anonymous_id, pseudonym FROM visit_links WHERE anonymous_id IN "
-                f"({', '.join('?' * len(chunk))})",
-                chunk,
-            )
-            found.update({a: Pseudonym(p) for a, p in rows})
-        return found
+        rows = self.connection.in_chunks(
+            "SELECT anonymous_id, pseudonym FROM visit_links WHERE anonymous_id IN ({marks})",
+            list(set(anonymous_ids)),
+        )
+        return {a: Pseudonym(p) for a, p in rows}
 
     # --- applying a batch --------------------------------------------------------------------
 
-    def apply(self, batch: Sequence[Stored], now_ms: int) -> None:
-        """Apply the consent rules to newly stored events, in the order they were received."""
+    def apply(
+        self, batch: Sequence[Stored], now_ms: int, unlinkable: frozenset[str] = frozenset()
+    ) -> None:
+        """Apply the consent rules to newly stored events, in the order they were received;
+        the events whose messageIds are in ``unlinkable`` link no visit."""
         linked = self.links(s.event.anonymous_id for s in batch if s.event.anonymous_id)
         for item in batch:
             event, identity = item.event, item.identity
@@ -187,7 +186,12 @@ class PersonalData:
                 consent = self.consent(person)
                 self._remember(identity, consent, now_ms)
                 visit = event.anonymous_id
-                if visit and any_granted(consent) and linked.get(visit) != person:
+                if (
+                    visit
+                    and any_granted(consent)
+                    and linked.get(visit) != person
+                    and event.message_id not in unlinkable
+                ):
                     self._link(visit, person, consent, now_ms)
                     linked[visit] = person
                 self._use(event, person, consent, now_ms)

@@ -198,7 +198,7 @@ def test_a_messageid_reused_with_other_content_is_a_conflict_not_a_duplicate(
     # The same event again (a redelivery) is a duplicate; another device's or another body
     # under the same messageId is a conflict, kept with both digests.
     again = store.commit([_door("m1", "door-1")], [], "v1", 200)
-    assert (again.stored, again.duplicates, again.conflicts) == (0, 1, ())
+    assert (again.stored, again.duplicates, again.refused) == (0, 1, ())
     clash = store.commit(
         [_door("m1", "door-2"), _door("m1", "door-1", count=7), _door("m2", "door-1")],
         [],
@@ -206,10 +206,10 @@ def test_a_messageid_reused_with_other_content_is_a_conflict_not_a_duplicate(
         300,
     )
     assert (clash.stored, clash.duplicates) == (1, 0)
-    assert [c.reason for c in clash.conflicts] == [Reason.DUPLICATE_CONFLICT] * 2
+    assert [c.reason for c in clash.refused] == [Reason.DUPLICATE_CONFLICT] * 2
     # In one batch too: the second body of a new messageId is a conflict with the first.
     inside = store.commit([_door("m3", "door-1"), _door("m3", "door-1", 9)], [], "v1", 400)
-    assert (inside.stored, inside.duplicates, len(inside.conflicts)) == (1, 0, 1)
+    assert (inside.stored, inside.duplicates, len(inside.refused)) == (1, 0, 1)
     letters = store.dead_letters.find(reason="duplicate_conflict")
     assert len(letters) == 3
     assert all(d.detail.count("sha256") == 2 for d in letters)

@@ -53,7 +53,8 @@ def _door(count: int) -> dict[str, Any]:
         pytest.param(_order([(1.0, 900)] * 6, 5400.0), id="5400-units"),
         pytest.param(_order([(2.5, 4)] * 500, 0.0), id="500-lines-for-nothing"),
         pytest.param(_order([(12.0, 2)], 0.0), id="priced-lines-total-zero"),
-        pytest.param(_order([(12.0, 2)], 240.0), id="total-ten-times-the-lines"),
+        pytest.param(_order([(12.0, 2)], 250.0), id="total-over-ten-times-the-lines"),
+        pytest.param(_order([(120.0, 2)], 20.0), id="total-under-a-tenth-of-the-lines"),
         pytest.param(_order([(600_000.0, 2)], 1_200_000.0), id="total-over-a-million"),
     ],
 )
@@ -68,7 +69,8 @@ def test_implausible_figures_are_dead_letters(payload: object) -> None:
         pytest.param([_door(99) for _ in range(20)], id="a-message-of-1980"),
         pytest.param(_order([(12.0, 2), (3.5, 1)], 27.5), id="lines-add-up"),
         pytest.param(_order([(12.0, 2)], 20.4, discount=4.8, tax=1.2), id="discount-and-tax"),
-        pytest.param(_order([(12.0, 2)], 29.0), id="shipping-within-tolerance"),
+        pytest.param(_order([(12.0, 2)], 29.0), id="with-shipping"),
+        pytest.param(_order([(10.0, 1)], 20.0), id="twice-the-lines"),
         pytest.param(
             _event(
                 "Order Completed",
