@@ -37,6 +37,7 @@ from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     SiteKey,
     imitates_pseudonym,
+    named_people,
     pseudonymise,
     redact,
 )
@@ -128,7 +129,8 @@ def classify(
         for rejection in rejections:
             # A dead letter keeps no raw userId nor traits either; see identity.redact.
             kept = replace(rejection, raw=redact(rejection.raw, key, replaying))
-            rejected.append(dead_letter(message, kept, raw_limit))
+            people = named_people(kept.raw[:raw_limit], key)
+            rejected.append(dead_letter(message, kept, raw_limit, people))
     return received, rejected
 
 
@@ -213,6 +215,17 @@ class Agent:
             self.lock.release()
             return
         self.store = store
+        # Letters kept before their people were indexed (an upgrade): index them once, so an
+        # erasure never has to read them all.
+        key = self.key
+        try:
+            indexed = store.dead_letters.index_people(lambda raw: named_people(raw, key))
+        except StorageError as exc:  # e.g. a full disk: erasures read those letters meanwhile
+            logs.log(logger, logging.WARNING, "dead_letters_not_indexed", str(exc))
+        else:
+            if indexed:
+                logs.log(logger, logging.INFO, "dead_letters_indexed", "dead letters indexed",
+                         letters=indexed)  # fmt: skip
         logs.log(
             logger,
             logging.INFO,

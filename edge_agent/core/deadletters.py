@@ -24,6 +24,8 @@ class DeadLetter:
     raw: bytes
     raw_size: int
     raw_sha256: str
+    #: The people it names (`edge_agent.core.identity.named_people`): what erasure finds it by.
+    people: frozenset[str] = frozenset()
 
     @property
     def truncated(self) -> bool:
@@ -31,8 +33,14 @@ class DeadLetter:
         return len(self.raw) < self.raw_size
 
 
-def dead_letter(message: Inbound, rejection: Rejection, raw_limit: int) -> DeadLetter:
-    """Turn a rejection of ``message`` into a dead letter keeping at most ``raw_limit`` bytes."""
+def dead_letter(
+    message: Inbound,
+    rejection: Rejection,
+    raw_limit: int,
+    people: frozenset[str] = frozenset(),
+) -> DeadLetter:
+    """Turn a rejection of ``message`` into a dead letter keeping at most ``raw_limit`` bytes;
+    ``people``: the pseudonyms it names."""
     size, digest = len(rejection.raw), hashlib.sha256(rejection.raw).hexdigest()
     if message.whole_sha256 is not None:
         # The receiver kept only the head of what arrived (so only the whole message can be
@@ -49,6 +57,7 @@ def dead_letter(message: Inbound, rejection: Rejection, raw_limit: int) -> DeadL
         raw=rejection.raw[:raw_limit],
         raw_size=size,
         raw_sha256=digest,
+        people=people,
     )
 
 

@@ -286,6 +286,7 @@ class Store:
                 Inbound(r.topic, raw, r.received_ms),
                 Rejection(Reason.DUPLICATE_CONFLICT, detail, raw),
                 len(raw),
+                frozenset({r.identity.pseudonym}) if r.identity else frozenset(),
             )
         return letters
 

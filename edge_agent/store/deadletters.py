@@ -4,7 +4,7 @@ expired."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -26,8 +26,8 @@ def _is_json(raw: bytes) -> bool:
 # was replayed but fails again is reopened with its new reason.
 _UPSERT = """
 INSERT INTO dead_letters (fingerprint, reason, detail, topic, received_ms, last_seen_ms,
-    raw, raw_size, raw_sha256, source, kept)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    raw, raw_size, raw_sha256, source, kept, indexed)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (fingerprint) DO UPDATE SET
     occurrences = occurrences + 1,
     last_seen_ms = excluded.last_seen_ms,
@@ -137,6 +137,14 @@ class DeadLetters:
                     "first" if kept == "again" else kept,
                 ),
             )
+            if d.people and kept != "again":
+                (letter_id,) = conn.execute(
+                    "SELECT id FROM dead_letters WHERE fingerprint = ?", (d.fingerprint,)
+                ).fetchone()
+                conn.executemany(
+                    "INSERT OR IGNORE INTO dead_letter_people (pseudonym, letter_id) VALUES (?, ?)",
+                    [(person, letter_id) for person in d.people],
+                )
         return unkept
 
     def _counts(self, source: str, reason: str) -> list[int]:
@@ -255,25 +263,65 @@ class DeadLetters:
         """Delete the dead letters that name ``person`` (inside the caller's transaction);
         returns how many.
 
-        A letter that was JSON names its people by the pseudonyms its redaction wrote (64 hex
-        digits: no other text matches them by chance). Bytes that are not JSON kept what came:
-        they name the person only where they hold ``"userId": "<the raw id>"``, the id a whole
-        JSON string, never where its characters merely occur (in a timestamp, another field or
-        id, a payload of quotes).
+        Each letter's people were found when it was written (`named_people`), so this is an
+        index lookup, whatever the number of letters: no message of erasures can make ingest
+        read every letter's bytes once per erasure. Only letters from before that index are
+        read: a JSON one names its people by the pseudonyms its redaction wrote; bytes that are
+        not JSON name the person only where they hold ``"userId": "<the raw id>"``, the id a
+        whole JSON string, never where its characters merely occur.
         """
+        conn = self.connection.conn
+        doomed = [
+            letter_id
+            for (letter_id,) in conn.execute(
+                "SELECT letter_id FROM dead_letter_people WHERE pseudonym = ?", (person,)
+            )
+        ]
         marked = person.encode()
         quoted = orjson.dumps(raw_user_id) if raw_user_id else marked
         named = re.compile(rb'"userId"\s*:\s*' + re.escape(quoted))
-        doomed = [
+        doomed += [
             letter_id
-            for letter_id, raw in self.connection.conn.execute(
-                "SELECT id, raw FROM dead_letters WHERE instr(raw, ?) > 0 OR instr(raw, ?) > 0",
+            for letter_id, raw in conn.execute(
+                "SELECT id, raw FROM dead_letters WHERE indexed = 0 "
+                "AND (instr(raw, ?) > 0 OR instr(raw, ?) > 0)",
                 (marked, quoted),
             )
             if marked in raw or (raw_user_id and named.search(raw) and not _is_json(raw))
         ]
         self.connection.in_chunks("DELETE FROM dead_letters WHERE id IN ({marks})", doomed)
         return len(doomed)
+
+    def index_people(self, people_of: Callable[[bytes], frozenset[str]], chunk: int = 500) -> int:
+        """Record who the letters written before the people index name (``people_of``: a
+        letter's bytes -> its pseudonyms), ``chunk`` letters per transaction; returns how
+        many letters it indexed.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        done = 0
+        with self.connection.failing("could not index the dead letters") as conn:
+            while True:
+                with self.connection.transaction():
+                    rows = conn.execute(
+                        "SELECT id, raw FROM dead_letters WHERE indexed = 0 LIMIT ?", (chunk,)
+                    ).fetchall()
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO dead_letter_people (pseudonym, letter_id) "
+                        "VALUES (?, ?)",
+                        [
+                            (person, letter_id)
+                            for letter_id, raw in rows
+                            for person in people_of(raw)
+                        ],
+                    )
+                    conn.executemany(
+                        "UPDATE dead_letters SET indexed = 1 WHERE id = ?", [(r[0],) for r in rows]
+                    )
+                done += len(rows)
+                if len(rows) < chunk:
+                    return done
 
     def expire(self, before_ms: int, chunk: int) -> int:
         """Delete dead letters last seen before ``before_ms``; returns how many (inside the

@@ -1,7 +1,8 @@
 """Erasure reaches every dead letter that names the person, and nothing else: over random
 letters of people whose ids contain one another's ("4", "42", "142"), timestamps and counts
 full of the same digits, JSON (redacted at ingest, as the agent keeps it) and broken JSON (kept
-as it came), whoever is erased."""
+as it came), whoever is erased; found through the index of who each letter names, and for
+letters written before it, through their bytes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from edge_agent.core.deadletters import dead_letter
 from edge_agent.core.events import Inbound, Reason, Rejection
-from edge_agent.core.identity import Identity, SiteKey, UserId, pseudonym, redact
+from edge_agent.core.identity import Identity, SiteKey, UserId, named_people, pseudonym, redact
 from tests.helpers import migrated_store, topic
 
 KEY = SiteKey(bytes(range(32)))
@@ -67,8 +68,14 @@ def test_an_erasure_removes_the_letters_naming_the_person_and_no_other(
         for n, letter in enumerate(batch):
             raw = redact(_raw(letter), KEY)
             rejection = Rejection(Reason.INVALID_PROPERTIES, "test", raw)
-            kept.append(dead_letter(Inbound(topic(f"d-{n}"), raw, NOW_MS), rejection, 65536))
+            people = named_people(raw, KEY)  # as ingest finds them
+            kept.append(
+                dead_letter(Inbound(topic(f"d-{n}"), raw, NOW_MS), rejection, 65536, people)
+            )
         store.commit([], kept, "v1", NOW_MS)
+        # Every other letter as one written before the people index: found by its bytes.
+        store.db.execute("UPDATE dead_letters SET indexed = 0 WHERE id % 2 = 0")
+        store.db.execute("DELETE FROM dead_letter_people WHERE letter_id % 2 = 0")
         person = PEOPLE[erased]
         identity = Identity(pseudonym(KEY, person), UserId(person), {})
         store.erase(identity, "test", NOW_MS)
@@ -77,3 +84,31 @@ def test_an_erasure_removes_the_letters_naming_the_person_and_no_other(
     for n, letter in enumerate(batch):
         names_erased = letter.person == erased
         assert (topic(f"d-{n}") in left) != names_erased, (letter, person)
+
+
+def test_letters_from_before_the_index_are_indexed_and_found_by_it(tmp_path: Path) -> None:
+    store = migrated_store(tmp_path / "site.db")
+    letters = [Letter(person, json, 7, n) for n, (person, json) in enumerate(
+        [(0, True), (1, False), (None, False), (2, True)]
+    )]  # fmt: skip
+    store.commit(
+        [],
+        [
+            dead_letter(
+                Inbound(topic(f"d-{n}"), redact(_raw(letter), KEY), NOW_MS),
+                Rejection(Reason.INVALID_PROPERTIES, "test", redact(_raw(letter), KEY)),
+                65536,
+            )  # as an older release wrote them: nobody recorded
+            for n, letter in enumerate(letters)
+        ],
+        "v1",
+        NOW_MS,
+    )
+    store.db.execute("UPDATE dead_letters SET indexed = 0")
+    assert store.dead_letters.index_people(lambda raw: named_people(raw, KEY), chunk=3) == 4
+    named = store.db.execute("SELECT count(*) FROM dead_letter_people").fetchone()[0]
+    assert named == 3
+    for person in PEOPLE[:3]:
+        store.erase(Identity(pseudonym(KEY, person), UserId(person), {}), "test", NOW_MS)
+    assert [row[0] for row in store.db.execute("SELECT topic FROM dead_letters")] == [topic("d-2")]
+    store.close()
