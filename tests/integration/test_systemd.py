@@ -11,6 +11,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 from edge_agent.mqtt.broker import Mosquitto, mosquitto_binary
 from edge_agent.service import Notifier, free_port
 from tests.conftest import AgentProcess
-from tests.helpers import Publisher, encode, stored_ids, topic, track, wait_for
+from tests.helpers import Publisher, encode, query, stored_ids, topic, track, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -343,3 +345,60 @@ def test_the_agent_unit_says_what_it_promises() -> None:
         assert line in lines, line
     # The only writable folder is the one the agent's data goes to, whatever the config says.
     assert "Environment=EDGE_AGENT_SITE__DATA_DIR=/var/lib/edge-agent" in lines
+
+
+#: Payloads built to make a byte check backtrack (each at the 64 KiB limit): escaped quotes
+#: that never close, inside nesting; brackets within strings; endless digits.
+STALLING = [
+    pytest.param(b"[" * 12 + b'{"a": "' + b'\\"' * 32_000, id="unterminated-escaped-quotes"),
+    pytest.param(b'{"a": "' + b"\\\\" * 32_000 + b'"', id="escaped-backslashes"),
+    pytest.param(b'["' + b'[\\"{' * 16_000 + b'"]', id="brackets-in-a-string"),
+    pytest.param(b"[" + b"1" * 65_000 + b"]", id="one-long-number"),
+    pytest.param(b'{"a":' * 10_000, id="nesting-never-closed"),
+]
+
+
+def test_the_watchdog_keeps_pinging_while_hostile_payloads_arrive(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], manager: ServiceManager
+) -> None:
+    agent = _under_systemd(agent_factory, broker.port, manager)
+    agent.start()
+    manager.wait(_ready, "READY=1")
+    publisher = Publisher(broker.port)
+    payloads: list[bytes] = [p.values[0] for p in STALLING]  # type: ignore[misc]
+    assert all(len(p) <= 64 * 1024 for p in payloads)
+    # When each ping arrives, read as it comes by a thread of its own.
+    pinged: list[float] = []
+    done = threading.Event()
+
+    def listen() -> None:
+        seen = len(manager.since(0))
+        while not done.wait(0.02):
+            fresh = manager.since(seen)
+            seen += len(fresh)
+            pinged.extend(time.monotonic() for m in fresh if _ping(m))
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    began = time.monotonic()
+    try:
+        for n in range(30):  # each round other bytes (leading spaces): not redeliveries
+            publisher.publish_all([(topic(), b" " * n + payload) for payload in payloads])
+        good = track("Door Counted", {"direction": "in", "count": 1})
+        publisher.publish_all([(topic(), encode(good))])
+        wait_for(lambda: stored_ids(agent.db) == [good["messageId"]], 20, "the good event")
+        time.sleep(1.0)
+    finally:
+        done.set()
+        listener.join()
+    # The loop pings at most every half WATCHDOG_USEC (0.5 s) while it moves: every stalling
+    # payload was judged without a gap of seconds (a backtracking check took tens of seconds
+    # a payload; the margin is for a loaded machine).
+    ended = time.monotonic()
+    gaps = [b - a for a, b in zip([began, *pinged], [*pinged, ended], strict=True)]
+    assert max(gaps) < 2.5, gaps
+    reasons = {r for (r,) in query(agent.db, "SELECT reason FROM dead_letters")}
+    assert reasons <= {"not_json", "too_deep", "invalid_number", "invalid_shape"}, reasons
+    assert agent.process is not None
+    assert agent.process.poll() is None
+    publisher.close()
