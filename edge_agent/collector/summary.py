@@ -230,16 +230,35 @@ def _select(row: dict[str, object], metrics: tuple[str, ...]) -> dict[str, objec
     return {name: value for name, value in row.items() if name in _HEAD or name in metrics}
 
 
+#: What a spreadsheet takes for the start of a formula (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@")
+_CONTROLS = dict.fromkeys(range(32), " ")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV field an analyst's spreadsheet shows as text: control characters become spaces,
+    and a string that would start a formula (``=HYPERLINK(...)`` in a product id or zone name
+    a site sent) gets a leading ``'``, as OWASP recommends. Numbers stay numbers, negative
+    ones included."""
+    if not isinstance(value, str):
+        return value
+    # A line break or tab inside a field would start another line or cell in some readers.
+    text = value.translate(_CONTROLS)
+    return "'" + text if text.lstrip().startswith(_FORMULA_START) else text
+
+
 def to_csv(summary: Mapping[str, object]) -> str:
     """A summary as CSV: one line per row, nested figures flattened to dotted columns
-    (``dwell_s.dairy.median``) and top lists to ``name=count;...``."""
+    (``dwell_s.dairy.median``) and top lists to ``name=count;...``; every text, column names
+    included, made `spreadsheet_safe`."""
     flat_rows: list[dict[str, object]] = []
     columns: dict[str, None] = dict.fromkeys(_HEAD)
     for row in cast("list[dict[str, object]]", summary["rows"]):
         flat: dict[str, object] = {}
         _flatten("", row, flat)
-        columns.update(dict.fromkeys(flat))
-        flat_rows.append(flat)
+        safe = {str(spreadsheet_safe(k)): spreadsheet_safe(v) for k, v in flat.items()}
+        columns.update(dict.fromkeys(safe))
+        flat_rows.append(safe)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
