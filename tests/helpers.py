@@ -7,7 +7,9 @@ import contextlib
 import functools
 import io
 import json
+import select
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -273,3 +275,34 @@ def migrated_store(path: Path) -> Store:
     cost more than the example itself."""
     shutil.copyfile(_migrated(), path)
     return Store.open(path)
+
+
+def chunked_post(port: int, path: str, megabytes: int, headers: str = "") -> tuple[bytes, int]:
+    """POST a chunked body of ``megabytes`` MB (``headers``: more header lines, each ending in
+    CRLF); the answer as soon as there is one, and how many megabytes went before it."""
+    chunk = b"x" * (1024 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"{headers}Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        sent = 0
+        while sent < megabytes and not select.select([sock], [], [], 0)[0]:
+            try:
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            except OSError:
+                break
+            sent += 1
+        return http_answer(sock), sent
+
+
+def http_answer(sock: socket.socket) -> bytes:
+    """What the server answers, up to its body's JSON or the connection's end."""
+    answer = b""
+    with contextlib.suppress(OSError):
+        while b"}" not in answer:
+            part = sock.recv(4096)
+            if not part:
+                break
+            answer += part
+    return answer

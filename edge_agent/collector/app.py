@@ -23,6 +23,7 @@ from edge_agent.collector.auth import sha256
 from edge_agent.collector.sandbox import Sandbox
 from edge_agent.collector.store.central import CentralStore, Unavailable
 from edge_agent.errors import CollectorError
+from edge_agent.web.bodylimit import BodyLimit
 
 MIN_ADMIN_TOKEN = 16
 
@@ -61,4 +62,18 @@ def create_app(store: CentralStore, admin_token: str) -> FastAPI:
     app.exception_handler(HTTPException)(refusals.http_error)
     for routes in (intake.router, admin.router, releases.router, health.router):
         app.include_router(routes)
+    app.add_middleware(BodyLimit, limit=_body_limit)
     return app
+
+
+#: What a request other than a site's push may send.
+MAX_OTHER_BODY = 64 * 1024
+
+
+def _body_limit(path: str) -> int:
+    # A push is read and judged by the intake (413 over wire.MAX_COMPRESSED_BYTES, read up to
+    # DRAIN_BYTES so the site is told): this bound, a chunk beyond, only backs it up. Nothing
+    # else takes more than a small JSON body.
+    if path in intake.PUSH_PATHS:
+        return intake.DRAIN_BYTES + MAX_OTHER_BODY * 16
+    return MAX_OTHER_BODY

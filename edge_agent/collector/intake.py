@@ -33,6 +33,8 @@ router = APIRouter(route_class=GuardedRoute)
 #: How much of an oversized body is read (and dropped) so the client still gets its 413;
 #: past this the connection is closed instead.
 DRAIN_BYTES = 16 * 1024 * 1024
+#: The routes sites push their bodies to.
+PUSH_PATHS = frozenset({"/v1/sync", "/v1/batch"})
 
 # Module level: annotations are strings here, resolved against the module's globals.
 IdempotencyKey = Annotated[

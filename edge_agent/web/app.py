@@ -36,6 +36,7 @@ from edge_agent.ops.metrics import Metrics
 from edge_agent.store.database import Store
 from edge_agent.web import health, screens
 from edge_agent.web.answers import ScreenAnswers
+from edge_agent.web.bodylimit import BodyLimit
 from edge_agent.web.cached import Cached
 from edge_agent.web.changes import Changes
 from edge_agent.web.headers import Hardened
@@ -96,4 +97,5 @@ def create_app(
     app.state.ready = Cached(health.READY_EVERY_S)
     app.state.writer = Store.open(settings.database, settings.store.synchronous)
     app.state.write_lock = threading.Lock()
-    return Hardened(app)
+    # The screens send small JSON (a pairing code): no request needs more than that.
+    return Hardened(BodyLimit(app, lambda _path: screens.MAX_BODY))

@@ -49,6 +49,7 @@ from tests.collector_helpers import (
     subject,
     sync_body,
 )
+from tests.helpers import chunked_post
 from tests.inprocess import in_process
 
 pytestmark = pytest.mark.integration
@@ -508,3 +509,18 @@ def test_openapi_conformance(store: CentralStore, mode: GenerationMode) -> None:
             conforms()
     finally:
         app.state.sandbox.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/sync", "/v1/batch"])
+@pytest.mark.parametrize("target", ["sqlite"], indirect=True)
+def test_a_huge_chunked_push_is_refused_while_it_streams(store: CentralStore, path: str) -> None:
+    token = add_site(store, "shop-a")
+    with Server(create_app(store, ADMIN_TOKEN)) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        auth = f"Authorization: Bearer {token}\r\nContent-Encoding: gzip\r\n"
+        answer, sent = chunked_post(port, path, 200, headers=auth)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+        # Read up to the intake's drain (16 MiB) so the site is told, never more (and what the
+        # sockets' buffers held on the way).
+        assert sent <= 16 + 8, f"{sent} MB went before the refusal"
+        assert httpx.get(f"{server.url}/healthz").status_code == 200

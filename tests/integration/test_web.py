@@ -17,7 +17,7 @@ from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.store.database import Store
 from edge_agent.store.screens import PAIRING_TTL_MS, Screens
 from tests.conftest import AgentProcess
-from tests.helpers import Publisher, encode, topic, track, wait_for
+from tests.helpers import Publisher, chunked_post, encode, http_answer, topic, track, wait_for
 from tests.screens import MEMBER, add_screen, answers, revoke, serving, visit_at_till
 
 pytestmark = pytest.mark.integration
@@ -165,3 +165,33 @@ def test_a_pairing_code_works_once_and_only_until_it_expires(tmp_path: Path) -> 
         dumped = "\n".join(store.db.conn.iterdump())
         assert fresh not in dumped
         assert token not in dumped
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("how", ["content-length", "chunked"])
+def test_a_huge_body_is_refused_while_it_streams_and_costs_no_memory(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], how: str
+) -> None:
+    agent, base = serving(broker, agent_factory)
+    port = int(base.rsplit(":", 1)[1])
+    assert agent.process is not None
+    before = _rss_kb(agent.process.pid)
+    if how == "content-length":
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/pair HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000000\r\n\r\n"
+            )
+            answer = http_answer(sock)  # refused before a byte of the body is sent
+    else:
+        answer, sent = chunked_post(port, "/v1/pair", 300)
+        assert sent < 50, f"{sent} MB went before the refusal"
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"too_large" in answer
+    assert _rss_kb(agent.process.pid) - before < 20 * 1024
+    assert httpx.get(f"{base}/healthz").status_code == 200
