@@ -28,6 +28,8 @@ COLLECTOR_ALLOWED = (
     "edge_agent.errors",
     "edge_agent.logs",
     "edge_agent.service",
+    # HTTP plumbing both servers share: request bodies refused while they stream.
+    "edge_agent.bodylimit",
 )
 #: A string that is a statement, not prose: SQL keywords in capitals at its start.
 SQL = re.compile(

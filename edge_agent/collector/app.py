@@ -18,12 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from edge_agent import __version__
+from edge_agent.bodylimit import BodyLimit
 from edge_agent.collector import admin, health, intake, refusals, releases, wire
 from edge_agent.collector.auth import sha256
 from edge_agent.collector.sandbox import Sandbox
 from edge_agent.collector.store.central import CentralStore, Unavailable
 from edge_agent.errors import CollectorError
-from edge_agent.web.bodylimit import BodyLimit
 
 MIN_ADMIN_TOKEN = 16
 

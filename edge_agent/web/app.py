@@ -31,12 +31,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from edge_agent.bodylimit import BodyLimit
 from edge_agent.config import Settings
 from edge_agent.ops.metrics import Metrics
 from edge_agent.store.database import Store
 from edge_agent.web import health, screens
 from edge_agent.web.answers import ScreenAnswers
-from edge_agent.web.bodylimit import BodyLimit
 from edge_agent.web.cached import Cached
 from edge_agent.web.changes import Changes
 from edge_agent.web.headers import Hardened
