@@ -34,6 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bench.measure import mb, percentile, vmhwm_kb
 from edge_agent.core.broker import mosquitto_conf
 from edge_agent.mqtt.broker import Mosquitto
+from edge_agent.service import free_port
 
 TOPIC = "sites/bench/devices/kiosk/events"
 SAVE = re.compile(r"^autosave_on_changes true\nautosave_interval (\d+)\n", re.MULTILINE)
@@ -130,9 +131,8 @@ def measure(name: str, changes: int | None, count: int, size: int, live: bool) -
     else offline), kill the broker, count what the sink got before and after."""
     folder = Path(tempfile.mkdtemp(prefix="bench-broker-"))
     try:
-        broker = Mosquitto(folder, config=None)
-        broker.config = _config(folder, broker.port, changes)
-        broker.prepared = True
+        port = free_port()
+        broker = Mosquitto(folder, port=port, config=_config(folder, port, changes))
         broker.start()
         try:
             received: list[bytes] = []

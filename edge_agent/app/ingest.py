@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent import logs, schemas
 from edge_agent.app import schedule as jobs
 from edge_agent.app.clock import now_ms
+from edge_agent.app.site import writing_store
 from edge_agent.config import Settings
 from edge_agent.core.deadletters import DeadLetter, dead_letter
 from edge_agent.core.events import (
@@ -303,12 +304,7 @@ class Agent:
         waiting = False
         while True:
             try:
-                return Store.open(
-                    s.database,
-                    s.store.synchronous,
-                    budget=s.store.dead_letter_budget,
-                    link_devices=s.privacy.linking,
-                )
+                return writing_store(s)
             except StorageError as exc:
                 if not self.disk.is_short():
                     raise

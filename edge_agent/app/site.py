@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from edge_agent.config import Settings
-from edge_agent.core.identity import (
-    SiteKey,
-)
+from edge_agent.core.identity import SiteKey
 from edge_agent.errors import StorageError
 from edge_agent.ops import keyfile
 from edge_agent.store.database import Store
+
+
+def writing_store(settings: Settings) -> Store:
+    """The site's database opened to commit events, with the site's rules for what a commit
+    keeps (the dead letters' budget, who may link a visit); created when it is not there.
+
+    Raises:
+        StorageError: it cannot be opened.
+    """
+    return Store.open(
+        settings.database,
+        settings.store.synchronous,
+        budget=settings.store.dead_letter_budget,
+        link_devices=settings.privacy.linking,
+    )
 
 
 def existing_store(settings: Settings) -> tuple[Store, SiteKey]:
@@ -22,9 +35,4 @@ def existing_store(settings: Settings) -> tuple[Store, SiteKey]:
         raise StorageError(
             f"no database at {settings.database}: has the agent run with this config?"
         )
-    return Store.open(
-        settings.database,
-        settings.store.synchronous,
-        budget=settings.store.dead_letter_budget,
-        link_devices=settings.privacy.linking,
-    ), keyfile.load_or_create(settings.site_key)
+    return writing_store(settings), keyfile.load_or_create(settings.site_key)

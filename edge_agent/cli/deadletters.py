@@ -28,18 +28,19 @@ def cmd_dead_letters_list(args: argparse.Namespace, settings: Settings) -> int:
         repeat += " (a sample)" if r.kept == "sample" else ""
         print(f"{r.id:>6}  {when(r.received_ms)}  {r.status:<8} {r.reason:<20} {r.topic}{repeat}")
         print(f"        {r.detail}")
-    unkept = deadletters.unkept_dead_letters(settings)
-    if unkept and args.reason in (None, *(u.reason for u in unkept)):
+    unkept = [
+        u for u in deadletters.unkept_dead_letters(settings) if args.reason in (None, u.reason)
+    ]
+    if unkept:
         print(
             "over the budget, counted but not kept ([store] dead_letters_first, "
             "dead_letters_sample_every, dead_letters_max_mb):"
         )
-        for u in unkept:
-            if args.reason in (None, u.reason):
-                print(
-                    f"        {u.occurrences} more {u.reason} from {u.source} "
-                    f"({u.bytes} bytes), {when(u.first_ms)} to {when(u.last_ms)}"
-                )
+    for u in unkept:
+        print(
+            f"        {u.occurrences} more {u.reason} from {u.source} "
+            f"({u.bytes} bytes), {when(u.first_ms)} to {when(u.last_ms)}"
+        )
     return 0
 
 

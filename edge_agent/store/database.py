@@ -160,7 +160,7 @@ class Store:
         """
         stored = duplicates = erased = 0
         by_event: Counter[str] = Counter()
-        conflicts: list[DeadLetter] = []
+        refused: list[DeadLetter] = []
         links_refused: dict[str, str] = {}
         with self.connection.failing("could not commit a batch"):
             with self.connection.transaction():
@@ -191,7 +191,7 @@ class Store:
                         inserted = {id(s.event) for s in fresh}
                         again = [r for r in segment if id(r.event) not in inserted]
                         clashes = self._conflicts(again)
-                        conflicts += clashes.values()
+                        refused += clashes.values()
                         unkept += self.dead_letters.add(
                             list(clashes.values()), stored_ms, self.budget
                         )
@@ -217,7 +217,7 @@ class Store:
             duplicates=duplicates,
             dead_letters=len(dead_letters),
             by_event=dict(by_event),
-            refused=tuple(conflicts),
+            refused=tuple(refused),
             links_refused=links_refused,
             unkept=unkept,
         )
