@@ -35,8 +35,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sandbox.close()
 
 
-def create_app(store: CentralStore, admin_token: str) -> FastAPI:
-    """The collector's FastAPI app over ``store``; reads need ``admin_token`` (Bearer).
+def create_app(store: CentralStore, admin_token: str, limits: wire.Limits | None = None) -> FastAPI:
+    """The collector's FastAPI app over ``store``; reads need ``admin_token`` (Bearer); what
+    sites push is held to ``limits``.
 
     Raises:
         CollectorError: the admin token is shorter than 16 characters.
@@ -55,6 +56,7 @@ def create_app(store: CentralStore, admin_token: str) -> FastAPI:
     )
     app.state.store = store
     app.state.admin_digest = sha256(admin_token)
+    app.state.limits = limits or wire.Limits()
     app.state.sandbox = Sandbox(workers=min(4, os.cpu_count() or 1))
     app.exception_handler(wire.WireError)(refusals.refused)
     app.exception_handler(Unavailable)(refusals.unavailable)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent import logs
-from edge_agent.collector import summary
+from edge_agent.collector import summary, wire
 from edge_agent.collector.wire import valid_id
+from edge_agent.core.cellcheck import CellLimits
 from edge_agent.errors import CollectorError, EdgeAgentError
 from edge_agent.service import Notifier, service_manager, under_journald
 
@@ -100,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = _admin_token(args)
     store = _open(args)
     try:
-        app = create_app(store, token)
+        app = create_app(store, token, _limits(args))
         logs.setup(args.log_level, under_journald())
         logs.log(
             logging.getLogger("edge_agent.collector"),
@@ -125,6 +126,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _limits(args: argparse.Namespace) -> wire.Limits:
+    return wire.Limits(
+        CellLimits(args.max_zones, args.max_list_items, args.max_count, args.max_order_total),
+        int(args.max_clock_skew_s * 1000),
+    )
 
 
 def _service(config: uvicorn.Config, notifier: Notifier) -> uvicorn.Server:
@@ -292,6 +300,20 @@ def _parser() -> argparse.ArgumentParser:
         help=f"file holding the admin Bearer token (default: ${ENV_ADMIN_TOKEN})",
     )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    cells = CellLimits()
+    for flag, kind, default, what in (
+        ("--max-zones", int, cells.max_zones, "zones one hour cell may name"),
+        ("--max-list-items", int, cells.max_list_items, "entries of a cell's top list"),
+        ("--max-count", int, cells.max_count, "any count of one hour at one site"),
+        ("--max-order-total", float, cells.max_order_total, "mean order total of an hour"),
+        (
+            "--max-clock-skew-s",
+            float,
+            wire.MAX_SKEW_MS / 1000,
+            "seconds a site's times may be ahead of this server's clock",
+        ),
+    ):
+        serve.add_argument(flag, type=kind, default=default, help=f"{what} (default {default:g})")
     serve.set_defaults(handler=cmd_serve)
 
     add = with_db(

@@ -23,7 +23,15 @@ from edge_agent.collector.auth import SiteBasic, SiteBearer, site_of
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import StoredBody, errors, raw_body
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
-from edge_agent.collector.store.central import CentralStore, Envelope, Received, Site, Unavailable
+from edge_agent.collector.store.central import (
+    CentralStore,
+    Envelope,
+    Received,
+    Site,
+    Unavailable,
+    now_ms,
+)
+from edge_agent.core.cellcheck import CellLimits
 
 logger = logging.getLogger("edge_agent.collector")
 router = APIRouter(route_class=GuardedRoute)
@@ -122,7 +130,9 @@ async def _read_body(request: Request) -> bytes:
 
 async def _store_sync(request: Request, envelope: Envelope, data: bytes) -> Received:
     store: CentralStore = request.app.state.store
-    body = await run_in_threadpool(wire.parse_sync, data, envelope.site.site)
+    limits: wire.Limits = request.app.state.limits
+    clock = wire.Clock(now_ms(), limits.skew_ms)
+    body = await run_in_threadpool(wire.parse_sync, data, envelope.site.site, clock)
     if body.venue != envelope.site.venue:
         logs.log(
             logger,
@@ -134,11 +144,13 @@ async def _store_sync(request: Request, envelope: Envelope, data: bytes) -> Rece
             sent=body.venue,
             registered=envelope.site.venue,
         )
-    body = await _checked_cells(request.app.state.sandbox, body)
+    body = await _checked_cells(request.app.state.sandbox, body, limits.cells)
     return await run_in_threadpool(store.receive_sync, envelope, body)
 
 
-async def _checked_cells(sandbox: Sandbox, body: wire.SyncBody) -> wire.SyncBody:
+async def _checked_cells(
+    sandbox: Sandbox, body: wire.SyncBody, limits: CellLimits
+) -> wire.SyncBody:
     cells = [
         (index, item, item.document)
         for index, item in enumerate(body.items)
@@ -148,7 +160,9 @@ async def _checked_cells(sandbox: Sandbox, body: wire.SyncBody) -> wire.SyncBody
         return body
     documents = [document for _, _, document in cells]
     try:
-        checked = await run_in_threadpool(lambda: sandbox.call(summary.check_cells, documents))
+        checked = await run_in_threadpool(
+            lambda: sandbox.call(summary.check_cells, documents, limits)
+        )
     except SandboxCrashed as exc:
         raise wire.WireError(
             422, f"items: an insight cell's sketches cannot be read ({exc})"
@@ -167,5 +181,7 @@ async def _checked_cells(sandbox: Sandbox, body: wire.SyncBody) -> wire.SyncBody
 
 async def _store_batch(request: Request, envelope: Envelope, data: bytes) -> Received:
     store: CentralStore = request.app.state.store
-    batch = await run_in_threadpool(wire.parse_batch, data, envelope.site.site)
+    limits: wire.Limits = request.app.state.limits
+    clock = wire.Clock(now_ms(), limits.skew_ms)
+    batch = await run_in_threadpool(wire.parse_batch, data, envelope.site.site, clock)
     return await run_in_threadpool(store.receive_batch, envelope, batch)

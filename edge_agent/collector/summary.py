@@ -20,6 +20,7 @@ import orjson
 
 from edge_agent.collector.wire import WireError
 from edge_agent.core.aggregate import HOUR_MS, Cell, from_document, merge, release, to_document
+from edge_agent.core.cellcheck import CellLimits, bounds_problem, figures_problem
 
 DAY_MS = 24 * HOUR_MS
 MAX_DAYS = 366
@@ -110,15 +111,21 @@ def make_query(
     return Query(start_day, end_day, by, k, venue, site, tuple(dict.fromkeys(metrics)))
 
 
-def check_cells(documents: Sequence[Mapping[str, object]]) -> list[dict[str, object] | str]:
+def check_cells(
+    documents: Sequence[Mapping[str, object]], limits: CellLimits
+) -> list[dict[str, object] | str]:
     """Each document read, merged and written back by the sketch library (what central stores),
-    or the reason it cannot be read."""
+    or the reason it cannot be read or is not believable (`edge_agent.core.cellcheck`)."""
     out: list[dict[str, object] | str] = []
     for document in documents:
+        if problem := bounds_problem(document, limits):
+            out.append(problem)
+            continue
         try:
             cell = from_document(document)
             merge([cell, cell]).figures()
-            out.append(to_document(cell))
+            problem = figures_problem(cell, limits)
+            out.append(to_document(cell) if problem is None else problem)
         # Whatever a malformed document makes the library raise, it is refused, not stored.
         except Exception as exc:
             out.append(f"not a readable insight cell: {exc}")

@@ -8,28 +8,34 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 import jsonschema_rs
 import orjson
 
-from edge_agent.core.aggregate import HOUR_MS
-from edge_agent.core.consent import PURPOSES
+from edge_agent.core.cellcheck import CellLimits
+from edge_agent.core.wireform import (
+    ERASURE,
+    ID,
+    INSIGHT,
+    MAX_MS,
+    PROTOCOL,
+    SEGMENT_ITEM,
+    SYNC_ITEMS,
+    item_problem,
+    nul_in,
+    schema_problem,
+)
 from edge_agent.errors import CollectorError
 
-PROTOCOL = 1
 MAX_COMPRESSED_BYTES = 4 * 1024 * 1024
 MAX_DECOMPRESSED_BYTES = 32 * 1024 * 1024
-#: Year 9999: keeps every time in a signed 64-bit column on both engines.
-MAX_MS = 253_402_300_799_999
 #: The one purpose whose withdrawal removes what central holds (identified data).
 CRM_SYNC = "crm_sync"
-ERASURE = "erasure"
-CONSENT_WITHDRAWN = "consent_withdrawn"
-INSIGHT = "insight"
+_MS: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
 
 _REASONS = {
     400: "bad_request",
@@ -62,61 +68,6 @@ def error_name(status: int) -> str:
 
 # --- schemas -------------------------------------------------------------------------------
 
-# PostgreSQL text cannot hold NUL: refused here rather than failing in the database.
-_NO_NUL = "^[^\\x00]*$"
-_MS: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
-_TEXT: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _NO_NUL}
-_ID: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _NO_NUL}
-_HEX64: dict[str, object] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-
-_INSIGHT: dict[str, object] = {
-    "type": "object",
-    "required": ["kind", "id", "k", "cell"],
-    "properties": {
-        "kind": {"const": INSIGHT},
-        "id": _TEXT,
-        "k": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "computed_ms": _MS,
-        "cell": {
-            "type": "object",
-            "description": "edge_agent.core.aggregate.to_document(cell) of one hour, or a "
-            "suppressed marker {start_ms, hours, suppressed: true, reason}",
-            "required": ["start_ms", "hours"],
-            "properties": {
-                "start_ms": {**_MS, "multipleOf": HOUR_MS},
-                "hours": {"const": 1},
-                "suppressed": {"type": "boolean"},
-                "reason": {"type": "string", "maxLength": 500},
-            },
-        },
-    },
-}
-_ERASURE: dict[str, object] = {
-    "type": "object",
-    "required": ["kind", "id", "subject_hash", "timestamp_ms"],
-    "properties": {
-        "kind": {"const": ERASURE},
-        "id": _TEXT,
-        "subject_hash": _HEX64,
-        "timestamp_ms": _MS,
-    },
-}
-_WITHDRAWN: dict[str, object] = {
-    "type": "object",
-    "required": ["kind", "id", "subject_hash", "purpose", "timestamp_ms"],
-    "properties": {
-        "kind": {"const": CONSENT_WITHDRAWN},
-        "id": _TEXT,
-        "subject_hash": _HEX64,
-        "purpose": {"enum": list(PURPOSES)},
-        "timestamp_ms": _MS,
-    },
-}
-_ITEM_SCHEMAS: dict[str, dict[str, object]] = {
-    INSIGHT: _INSIGHT,
-    ERASURE: _ERASURE,
-    CONSENT_WITHDRAWN: _WITHDRAWN,
-}
 _LOSSES: dict[str, object] = {
     "type": "object",
     "description": "cumulative counts since install: outbox class -> reason -> count",
@@ -135,8 +86,8 @@ def _sync_schema(items: dict[str, object]) -> dict[str, object]:
         "required": ["protocol", "site", "venue", "sent_ms", "items"],
         "properties": {
             "protocol": {"const": PROTOCOL},
-            "site": _ID,
-            "venue": _ID,
+            "site": ID,
+            "venue": ID,
             "sent_ms": _MS,
             "items": {"type": "array", "maxItems": 10_000, "items": items},
             "losses": _LOSSES,
@@ -145,45 +96,18 @@ def _sync_schema(items: dict[str, object]) -> dict[str, object]:
 
 
 #: ``POST /v1/sync``, as the OpenAPI document shows it.
-SYNC_SCHEMA = _sync_schema({"oneOf": list(_ITEM_SCHEMAS.values())})
+SYNC_SCHEMA = _sync_schema({"oneOf": list(SYNC_ITEMS.values())})
 # Checked in two steps so a message names the field inside the item, not only "oneOf failed".
 _SYNC_ENVELOPE = _sync_schema(
-    {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": list(_ITEM_SCHEMAS)}}}
+    {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": list(SYNC_ITEMS)}}}
 )
 
-_SEGMENT_ITEM: dict[str, object] = {
-    "type": "object",
-    "required": ["type", "messageId", "timestamp", "userId", "context"],
-    "properties": {
-        "type": {"enum": ["identify", "track"]},
-        "messageId": _TEXT,
-        "timestamp": {"type": "string", "maxLength": 64, "description": "ISO 8601 with a zone"},
-        "userId": _TEXT,
-        "anonymousId": {"not": {}, "description": "refused: identified data only"},
-        "event": _TEXT,
-        "properties": {"type": "object"},
-        "traits": {"type": "object"},
-        "context": {
-            "type": "object",
-            "required": ["edge"],
-            "properties": {
-                "edge": {
-                    "type": "object",
-                    "required": ["site", "subject_hash"],
-                    "properties": {"site": _ID, "subject_hash": _HEX64},
-                }
-            },
-        },
-    },
-    "if": {"properties": {"type": {"const": "track"}}},
-    "then": {"required": ["event"]},
-}
 #: ``POST /v1/batch``, as the OpenAPI document shows it.
 BATCH_SCHEMA: dict[str, object] = {
     "type": "object",
     "required": ["batch"],
     "properties": {
-        "batch": {"type": "array", "minItems": 1, "maxItems": 10_000, "items": _SEGMENT_ITEM},
+        "batch": {"type": "array", "minItems": 1, "maxItems": 10_000, "items": SEGMENT_ITEM},
         "sentAt": {"type": "string", "maxLength": 64},
     },
 }
@@ -191,7 +115,6 @@ BATCH_SCHEMA: dict[str, object] = {
 _VALIDATORS = {
     "sync": jsonschema_rs.validator_for(_SYNC_ENVELOPE),
     "batch": jsonschema_rs.validator_for(BATCH_SCHEMA),
-    **{kind: jsonschema_rs.validator_for(schema) for kind, schema in _ITEM_SCHEMAS.items()},
 }
 
 
@@ -201,12 +124,14 @@ _VALIDATORS = {
 @dataclass(frozen=True, slots=True)
 class Insight:
     """One hour cell of the site; ``document`` is None when the site suppressed it.
-    ``computed_ms`` orders versions of the same hour (None: the body's ``sent_ms`` does)."""
+    ``revision`` orders versions of the same hour; from sites that send none, ``computed_ms``
+    does (None: the body's ``sent_ms``)."""
 
     id: str
     k: int
     start_ms: int
     computed_ms: int | None
+    revision: int | None
     reason: str | None
     document: Mapping[str, object] | None
 
@@ -335,38 +260,19 @@ def _load(data: bytes) -> object:
         hint = " (it looks gzipped: add Content-Encoding: gzip)" if data[:2] == b"\x1f\x8b" else ""
         raise WireError(400, f"the body is not valid UTF-8 JSON: {exc}{hint}") from exc
     # JSON can carry NUL only escaped; PostgreSQL can store it in no text or JSON column.
-    if b"\\u0000" in data and _has_nul(document):
+    if b"\\u0000" in data and nul_in(document):
         raise WireError(422, "a string in the body holds NUL (\\u0000), which cannot be stored")
     return document
 
 
-def _has_nul(document: object) -> bool:
-    pending = [document]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
-
-
-def _where(path: Sequence[str | int], prefix: str = "") -> str:
-    out = prefix
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out or "body"
-
-
 def _validate(kind: str, document: object, prefix: str = "") -> None:
-    for error in _VALIDATORS[kind].iter_errors(document):
-        # The message quotes the offending value, which may be a whole array.
-        message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
-        raise WireError(422, f"{_where(error.instance_path, prefix)}: {message}")
+    problem = (
+        schema_problem(_VALIDATORS[kind], document, prefix)
+        if kind in _VALIDATORS
+        else item_problem(kind, document, prefix)
+    )
+    if problem is not None:
+        raise WireError(422, problem)
 
 
 def _site_matches(named: str, site: str, where: str) -> None:
@@ -378,21 +284,61 @@ def _site_matches(named: str, site: str, where: str) -> None:
         )
 
 
-def parse_sync(data: bytes, site: str) -> SyncBody:
-    """A ``POST /v1/sync`` body sent by ``site`` (the token's site)."""
+#: How far ahead of central's clock a site's times may be by default (``--max-clock-skew-s``).
+MAX_SKEW_MS = 15 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What central takes from a site beyond the protocol's form (``serve`` options)."""
+
+    cells: CellLimits = field(default_factory=CellLimits)
+    skew_ms: int = MAX_SKEW_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Central's clock when a body arrived, and how far ahead of it a site's times may be."""
+
+    now_ms: int
+    skew_ms: int = MAX_SKEW_MS
+
+    def check(self, ms: int, where: str) -> int:
+        """``ms``, or a 422 when it is further ahead of central's clock than the skew."""
+        ahead = ms - self.now_ms
+        if ahead > self.skew_ms:
+            raise WireError(
+                422,
+                f"{where}: {ms} is {ahead // 1000} s ahead of central's clock (at most "
+                f"{self.skew_ms // 1000} s are taken): set the site's clock right (NTP); "
+                "the agent recomputes the hours it has",
+            )
+        return ms
+
+    def clamp(self, ms: int) -> int:
+        """``ms``, or central's now when it is ahead: for times that only order things."""
+        return min(ms, self.now_ms)
+
+
+def parse_sync(data: bytes, site: str, clock: Clock) -> SyncBody:
+    """A ``POST /v1/sync`` body sent by ``site`` (the token's site).
+
+    Insight times ahead of ``clock`` are refused; a notice's time is taken as at most
+    central's now, so a site's fast clock never holds an erasure back.
+    """
     document = _load(data)
     _validate("sync", document)
     body = cast("dict[str, Any]", document)
     items: list[Insight | Notice] = []
     for index, item in enumerate(body["items"]):
         _validate(item["kind"], item, f"items[{index}]")
-        items.append(_sync_item(item))
+        items.append(_sync_item(item, clock, f"items[{index}]"))
     _site_matches(body["site"], site, "the body")
     losses = body.get("losses")
     return SyncBody(
         body["site"],
         body["venue"],
-        int(body["sent_ms"]),
+        clock.clamp(int(body["sent_ms"])),
         tuple(items),
         None
         if losses is None
@@ -401,30 +347,33 @@ def parse_sync(data: bytes, site: str) -> SyncBody:
 
 
 # JSON Schema counts 5.0 as an integer: int() so the database always gets one.
-def _sync_item(item: dict[str, Any]) -> Insight | Notice:
+def _sync_item(item: dict[str, Any], clock: Clock, where: str) -> Insight | Notice:
     if item["kind"] != INSIGHT:
         return Notice(
             item["kind"],
             item["id"],
             item["subject_hash"],
             item.get("purpose"),
-            int(item["timestamp_ms"]),
+            clock.clamp(int(item["timestamp_ms"])),
         )
     cell = item["cell"]
     suppressed = cell.get("suppressed", False)
     computed_ms = item.get("computed_ms")
+    revision = item.get("revision")
     return Insight(
         item["id"],
         int(item["k"]),
-        int(cell["start_ms"]),
-        None if computed_ms is None else int(computed_ms),
+        clock.check(int(cell["start_ms"]), f"{where}.cell.start_ms"),
+        None if computed_ms is None else clock.check(int(computed_ms), f"{where}.computed_ms"),
+        None if revision is None else int(revision),
         cell.get("reason", "suppressed by the site") if suppressed else None,
         None if suppressed else cell,
     )
 
 
-def parse_batch(data: bytes, site: str) -> Batch:
-    """A ``POST /v1/batch`` body sent by ``site`` (the token's site)."""
+def parse_batch(data: bytes, site: str, clock: Clock) -> Batch:
+    """A ``POST /v1/batch`` body sent by ``site`` (the token's site); items timed ahead of
+    ``clock`` are refused."""
     document = _load(data)
     if isinstance(document, dict) and isinstance(document.get("batch"), list):
         for index, item in enumerate(document["batch"]):
@@ -446,7 +395,10 @@ def parse_batch(data: bytes, site: str) -> Batch:
                 item["userId"],
                 item["type"],
                 item.get("event"),
-                _timestamp_ms(item["timestamp"], f"batch[{index}].timestamp"),
+                clock.check(
+                    _timestamp_ms(item["timestamp"], f"batch[{index}].timestamp"),
+                    f"batch[{index}].timestamp",
+                ),
                 orjson.dumps(item).decode(),
             )
         )

@@ -18,6 +18,7 @@ import orjson
 
 from edge_agent.core.plausibility import Plausibility, implausible_event, implausible_message
 from edge_agent.core.topics import DeviceId, SiteId, parse_topic
+from edge_agent.core.wireform import nul_in
 from edge_agent.errors import TopicError
 
 MessageId = NewType("MessageId", str)
@@ -64,6 +65,7 @@ class Reason(StrEnum):
     RESERVED_ID = "reserved_id"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     IMPLAUSIBLE = "implausible"
+    NUL_IN_TEXT = "nul_in_text"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -226,6 +228,9 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
             Reason.INVALID_NUMBER, f"integer {huge[:24]!r}... does not fit in 64 bits", payload
         )
 
+    # NUL can only come escaped; no database central uses can store it, and a zone named with
+    # one would make every sync of its hour refused.
+    nul = b"\\u0000" in payload
     if isinstance(document, list):
         if not document:
             return _reject(Reason.EMPTY_BATCH, "payload is an empty array", payload)
@@ -239,7 +244,11 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
         figures: list[tuple[str | None, object]] = []
         rejections: list[Rejection] = []
         for item in document:
-            outcome = check_event(item, where.device, message.received_ms, limits, schemas)
+            outcome = (
+                _NUL_PROBLEM
+                if nul and nul_in(item)
+                else check_event(item, where.device, message.received_ms, limits, schemas)
+            )
             if isinstance(outcome, Event):
                 events.append(outcome)
                 figures.append((outcome.name, item.get("properties")))
@@ -250,10 +259,18 @@ def parse_payload(message: Inbound, limits: Limits, schemas: Schemas) -> Parsed:
             # Each event may be believable and the message not: none of it is taken.
             return _reject(Reason.IMPLAUSIBLE, why, payload)
         return Parsed(tuple(events), tuple(rejections))
+    if nul and nul_in(document):
+        return _reject(*_NUL_PROBLEM, payload)
     outcome = check_event(document, where.device, message.received_ms, limits, schemas)
     if isinstance(outcome, Event):
         return Parsed((outcome,), ())
     return _reject(*outcome, payload)
+
+
+_NUL_PROBLEM: Problem = (
+    Reason.NUL_IN_TEXT,
+    "a string holds NUL (\\u0000), which no insight or sync can carry: fix the device",
+)
 
 
 def _check_clock(stamp: str, now_ms: int, limits: Limits) -> int | Problem:

@@ -11,6 +11,7 @@ import hashlib
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 
@@ -22,8 +23,8 @@ PRIORITY: Mapping[str, int] = {
     "identified": 1,
     "insight": 2,
 }
+T = TypeVar("T")
 NEVER_DROPPED = frozenset(k for k, p in PRIORITY.items() if p == 0)
-PROTOCOL = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,13 @@ def batches(sizes: Sequence[int], max_items: int, max_bytes: int) -> list[range]
     if start < len(sizes):
         out.append(range(start, len(sizes)))
     return out
+
+
+def halves(items: Sequence[T]) -> tuple[list[T], list[T]]:
+    """A refused batch split in two, oldest half first: halving again and again finds the
+    item central refuses in log2(n) requests, and the rest is sent on the way."""
+    middle = (len(items) + 1) // 2
+    return list(items[:middle]), list(items[middle:])
 
 
 def encode(body: Mapping[str, object]) -> tuple[bytes, str]:

@@ -7,7 +7,7 @@ ingest loop (another connection) is never held up by a slow network.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -29,6 +29,8 @@ class Row:
     payload: dict[str, object]
     created_ms: int
     size: int
+    #: An hour cell's place in the site's order of recomputations (None for other kinds).
+    revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +74,19 @@ class Outbox:
         )
 
     def replace_insight(self, message_id: str, cell: dict[str, object], now_ms: int) -> None:
-        """Queue an hour's cell for central, replacing an unsent older form of it, inside the
-        caller's transaction."""
-        self.connection.conn.execute(
-            "INSERT INTO outbox (kind, subject, message_id, payload, created_ms) "
-            "VALUES ('insight', NULL, ?, ?, ?) "
+        """Queue an hour's cell for central under the site's next revision, replacing an
+        unsent older form of it, inside the caller's transaction."""
+        conn = self.connection.conn
+        (revision,) = conn.execute(
+            "UPDATE sync_revision SET revision = revision + 1 RETURNING revision"
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO outbox (kind, subject, message_id, payload, created_ms, revision) "
+            "VALUES ('insight', NULL, ?, ?, ?, ?) "
             "ON CONFLICT (kind, message_id) WHERE message_id IS NOT NULL "
             "DO UPDATE SET payload = excluded.payload, "
-            "created_ms = excluded.created_ms",
-            (message_id, orjson.dumps(cell).decode(), now_ms),
+            "created_ms = excluded.created_ms, revision = excluded.revision",
+            (message_id, orjson.dumps(cell).decode(), now_ms, revision),
         )
 
     def sizes(self) -> list[Item]:
@@ -91,17 +97,20 @@ class Outbox:
             ).fetchall()
         return [Item(i, k, s, c) for i, k, s, c in rows]
 
-    def pending(self, kinds: Sequence[str], limit: int) -> list[Row]:
-        """Up to ``limit`` items of ``kinds``, the highest priority and oldest first."""
+    def pending(self, kinds: Sequence[str], limit: int, held: Collection[int] = ()) -> list[Row]:
+        """Up to ``limit`` items of ``kinds``, the highest priority and oldest first, leaving
+        out the ``held`` ids (items this run already tried)."""
         order = " ".join(f"WHEN '{k}' THEN {PRIORITY[k]}" for k in kinds)
         marks = ", ".join("?" for _ in kinds)
+        skip = ", ".join("?" for _ in held)
         with self.connection.failing(_FAILING) as conn:
             rows = conn.execute(
-                "SELECT id, kind, subject, payload, created_ms FROM outbox "
-                f"WHERE kind IN ({marks}) ORDER BY CASE kind {order} END, id LIMIT ?",
-                (*kinds, limit),
+                "SELECT id, kind, subject, payload, created_ms, revision FROM outbox "
+                f"WHERE kind IN ({marks}) AND id NOT IN ({skip}) "
+                f"ORDER BY CASE kind {order} END, id LIMIT ?",
+                (*kinds, *held, limit),
             ).fetchall()
-        return [Row(i, k, s, orjson.loads(p), c, len(p)) for i, k, s, p, c in rows]
+        return [Row(i, k, s, orjson.loads(p), c, len(p), r) for i, k, s, p, c, r in rows]
 
     def holders(self, subjects: Iterable[str]) -> dict[str, Holder]:
         """The people among ``subjects`` whose consent allows sending identified data now,
@@ -170,8 +179,10 @@ class Outbox:
         body: bytes,
         now_ms: int,
         kind: str,
+        loss: str = "rejected",
     ) -> None:
-        """Keep a batch central refused (with its answer), and take its items out."""
+        """Keep a batch central refused (with its answer), or an item the agent found it
+        would refuse (``loss`` ``unsendable``, status 0), and take its items out."""
         with self.connection.failing(_FAILING), self.connection.atomic() as conn:
             conn.execute(
                 "INSERT INTO sync_dead_letters (destination, status, reason, items, body, "
@@ -179,7 +190,7 @@ class Outbox:
                 (destination, status, reason[:2000], len(ids), body, now_ms),
             )
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            self._count((kind, "rejected"), len(ids))
+            self._count((kind, loss), len(ids))
 
     def depth(self) -> dict[str, int]:
         """Queued items by kind."""

@@ -31,6 +31,7 @@ from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOu
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.summary import check_cells
 from edge_agent.core.aggregate import HOUR_MS
+from edge_agent.core.cellcheck import CellLimits
 from tests.collector_helpers import (
     ADMIN_TOKEN,
     CRASHING_KLL,
@@ -393,10 +394,10 @@ def test_the_sandbox_survives_a_crashing_or_hanging_call() -> None:
     try:
         with pytest.raises(SandboxCrashed, match="crashed"):
             sandbox.call(segfault)
-        assert sandbox.call(check_cells, [cell]) == [cell]
+        assert sandbox.call(check_cells, [cell], CellLimits()) == [cell]
         with pytest.raises(SandboxTimedOut, match="no answer within 6 s"):
             sandbox.call(time.sleep, 30)
-        assert sandbox.call(check_cells, [cell]) == [cell]
+        assert sandbox.call(check_cells, [cell], CellLimits()) == [cell]
     finally:
         sandbox.close()
 

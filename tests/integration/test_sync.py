@@ -258,10 +258,11 @@ def test_consent_withdrawn_before_sending_stops_the_items_and_tells_central(
     assert MEMBER not in str(rows(central.target, "SELECT * FROM audit"))
 
 
-def test_a_refused_batch_goes_to_the_sync_dead_letters(central: Central, tmp_path: Path) -> None:
+def test_an_item_central_would_refuse_is_kept_here_alone(central: Central, tmp_path: Path) -> None:
     settings = _site(tmp_path, central.url)
     _prepare(settings, visits=6, member_orders=1)
-    # A batch the collector refuses for good: a cell it cannot read.
+    # An item the collector would refuse for good (a cell of no form it takes): the agent
+    # checks with the same rules, so it never leaves and holds nothing back.
     with Store.open(settings.database) as store:
         store.db.execute(
             "UPDATE outbox SET payload = ? WHERE kind = 'insight'",
@@ -275,10 +276,10 @@ def test_a_refused_batch_goes_to_the_sync_dead_letters(central: Central, tmp_pat
             "SELECT status, reason, items FROM sync_dead_letters"
         ).fetchall()
         losses = {(c, r): n for c, r, n in store.db.execute("SELECT * FROM outbox_losses")}
-    assert status == 422
-    assert "422" in reason
+    assert status == 0
+    assert "item.cell.hours" in reason
     assert items == 1
-    assert losses == {("insight", "rejected"): 1}
+    assert losses == {("insight", "unsendable"): 1}
     assert count(central.target, "identified") == 2  # the rest went through
 
 

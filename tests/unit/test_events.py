@@ -222,12 +222,22 @@ def test_schema_versions_and_names_are_published() -> None:
             encode(
                 {
                     **door(),
-                    "properties": {"direction": "in", "count": 1, "x": "\u0000"},
+                    "properties": {"direction": "in", "count": 1, "x": ""},
                     "event": "Order Completed",
                 }
             ),
             Reason.INVALID_PROPERTIES,
             id="order-missing-everything",
+        ),
+        pytest.param(
+            encode({**door(), "properties": {"direction": "in", "count": 1, "x": "\u0000"}}),
+            Reason.NUL_IN_TEXT,
+            id="nul-in-a-property",
+        ),
+        pytest.param(
+            encode({**door(), "properties": {"direction": "in", "count": 1, "a\u0000": 1}}),
+            Reason.NUL_IN_TEXT,
+            id="nul-in-a-key",
         ),
     ],
 )
@@ -279,9 +289,10 @@ def test_a_payload_just_under_the_limits_is_accepted() -> None:
 def test_array_elements_are_judged_one_by_one() -> None:
     good = [door(), door()]
     bad = door(properties={"direction": "up", "count": 1})
-    parsed = parse(encode([good[0], bad, 7, good[1]]))
+    nul = door(properties={"direction": "in", "count": 1, "zone": "a\u0000b"})
+    parsed = parse(encode([good[0], bad, 7, nul, good[1]]))
     assert [e.message_id for e in parsed.events] == [good[0]["messageId"], good[1]["messageId"]]
-    assert reasons(parsed) == [Reason.INVALID_PROPERTIES, Reason.INVALID_SHAPE]
+    assert reasons(parsed) == [Reason.INVALID_PROPERTIES, Reason.INVALID_SHAPE, Reason.NUL_IN_TEXT]
     assert json.loads(parsed.rejections[0].raw) == bad
 
 
@@ -374,7 +385,8 @@ def test_checks_on_payload_bytes_are_linear_in_the_payload() -> None:
 @pytest.mark.parametrize("field", ["userId", "anonymousId"])
 def test_ids_that_could_not_be_named_again_are_refused(field: str, user_id: str) -> None:
     event = at_now(track("Product Viewed", {"product_id": "p1"}, "till-1", **{field: user_id}))
-    assert reasons(parse(encode(event))) == [Reason.INVALID_SHAPE]
+    refused = Reason.NUL_IN_TEXT if "\x00" in user_id else Reason.INVALID_SHAPE
+    assert reasons(parse(encode(event))) == [refused]
 
 
 def test_an_integral_float_where_an_integer_belongs_is_stored_as_the_integer() -> None:

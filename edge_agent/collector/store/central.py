@@ -123,6 +123,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         )
         """,
     ),
+    # The site's revision of each cell (NULL from sites that send none). No comment after
+    # the column: SQLite copies the column's text into the table's CREATE statement.
+    ("0003_cell_revisions", "ALTER TABLE insight_cells ADD COLUMN revision BIGINT"),
 )
 _MIGRATION_LOCK = 7_011_966  # any constant: serialises migrations of several PostgreSQL clients
 _POOL_SIZE = 16
@@ -625,19 +628,26 @@ def _replay(tx: _Tx, request: Envelope) -> Received:
 
 def _store_insight(tx: _Tx, site: Site, version_ms: int, item: Insight, at_ms: int) -> int:
     # The later version wins: an hour recomputed after late events replaces the earlier cell,
-    # and an old version arriving late (a retried batch) does not undo it.
+    # and an old version arriving late (a retried batch) does not undo it. Later means a
+    # higher revision, a counter of the site's that no clock moves; a revision replaces any
+    # cell stored without one (its computed_ms may come from a clock that ran ahead).
     return tx.run(
-        "INSERT INTO insight_cells (site, start_ms, venue, version_ms, item_id, k, suppressed, "
-        "reason, cell, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "INSERT INTO insight_cells (site, start_ms, venue, version_ms, revision, item_id, k, "
+        "suppressed, reason, cell, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (site, start_ms) DO UPDATE SET venue = excluded.venue, "
-        "version_ms = excluded.version_ms, item_id = excluded.item_id, k = excluded.k, "
-        "suppressed = excluded.suppressed, reason = excluded.reason, cell = excluded.cell, "
-        "received_ms = excluded.received_ms WHERE insight_cells.version_ms <= excluded.version_ms",
+        "version_ms = excluded.version_ms, revision = excluded.revision, "
+        "item_id = excluded.item_id, k = excluded.k, suppressed = excluded.suppressed, "
+        "reason = excluded.reason, cell = excluded.cell, received_ms = excluded.received_ms "
+        "WHERE CASE WHEN excluded.revision IS NOT NULL "
+        "THEN insight_cells.revision IS NULL OR insight_cells.revision <= excluded.revision "
+        "ELSE insight_cells.revision IS NULL AND insight_cells.version_ms <= excluded.version_ms "
+        "END",
         (
             site.site,
             item.start_ms,
             site.venue,
             version_ms,
+            item.revision,
             item.id,
             item.k,
             int(item.document is None),

@@ -1,0 +1,166 @@
+"""The form of every item a site sends to central, as both sides check it.
+
+The agent checks each item before it leaves (`item_problem`) and the collector checks it on
+receipt with the same schemas, so what the agent sends is never refused for its form, and an
+item that is refused anyway (an older agent, a tighter central) is refused alone. The request
+bodies around the items are the collector's (`edge_agent.collector.wire`); the protocol is
+docs/sync-protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jsonschema_rs
+
+from edge_agent.core.aggregate import HOUR_MS
+from edge_agent.core.consent import PURPOSES
+
+PROTOCOL = 1
+#: Year 9999: keeps every time in a signed 64-bit column on both engines.
+MAX_MS = 253_402_300_799_999
+ERASURE = "erasure"
+CONSENT_WITHDRAWN = "consent_withdrawn"
+INSIGHT = "insight"
+#: A Segment identify/track item of ``POST /v1/batch``.
+IDENTIFIED = "identified"
+#: The largest per-site revision of an hour cell (a signed 64-bit column).
+MAX_REVISION = 2**62
+
+# PostgreSQL text cannot hold NUL: refused before it travels rather than failing in a database.
+_NO_NUL = "^[^\\x00]*$"
+_MS: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
+_TEXT: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _NO_NUL}
+#: A site or venue id as it travels.
+ID: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _NO_NUL}
+_HEX64: dict[str, object] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+_INSIGHT: dict[str, object] = {
+    "type": "object",
+    "required": ["kind", "id", "k", "cell"],
+    "properties": {
+        "kind": {"const": INSIGHT},
+        "id": _TEXT,
+        "k": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "computed_ms": _MS,
+        "revision": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_REVISION,
+            "description": "grows with every recomputation of any hour at the site: the "
+            "higher revision of an hour replaces the lower, whatever the clocks said",
+        },
+        "cell": {
+            "type": "object",
+            "description": "edge_agent.core.aggregate.to_document(cell) of one hour, or a "
+            "suppressed marker {start_ms, hours, suppressed: true, reason}",
+            "required": ["start_ms", "hours"],
+            "properties": {
+                "start_ms": {**_MS, "multipleOf": HOUR_MS},
+                "hours": {"const": 1},
+                "suppressed": {"type": "boolean"},
+                "reason": {"type": "string", "maxLength": 500},
+            },
+        },
+    },
+}
+_ERASURE: dict[str, object] = {
+    "type": "object",
+    "required": ["kind", "id", "subject_hash", "timestamp_ms"],
+    "properties": {
+        "kind": {"const": ERASURE},
+        "id": _TEXT,
+        "subject_hash": _HEX64,
+        "timestamp_ms": _MS,
+    },
+}
+_WITHDRAWN: dict[str, object] = {
+    "type": "object",
+    "required": ["kind", "id", "subject_hash", "purpose", "timestamp_ms"],
+    "properties": {
+        "kind": {"const": CONSENT_WITHDRAWN},
+        "id": _TEXT,
+        "subject_hash": _HEX64,
+        "purpose": {"enum": list(PURPOSES)},
+        "timestamp_ms": _MS,
+    },
+}
+#: The items of ``POST /v1/sync`` by kind.
+SYNC_ITEMS: dict[str, dict[str, object]] = {
+    INSIGHT: _INSIGHT,
+    ERASURE: _ERASURE,
+    CONSENT_WITHDRAWN: _WITHDRAWN,
+}
+#: One item of ``POST /v1/batch``.
+SEGMENT_ITEM: dict[str, object] = {
+    "type": "object",
+    "required": ["type", "messageId", "timestamp", "userId", "context"],
+    "properties": {
+        "type": {"enum": ["identify", "track"]},
+        "messageId": _TEXT,
+        "timestamp": {"type": "string", "maxLength": 64, "description": "ISO 8601 with a zone"},
+        "userId": _TEXT,
+        "anonymousId": {"not": {}, "description": "refused: identified data only"},
+        "event": _TEXT,
+        "properties": {"type": "object"},
+        "traits": {"type": "object"},
+        "context": {
+            "type": "object",
+            "required": ["edge"],
+            "properties": {
+                "edge": {
+                    "type": "object",
+                    "required": ["site", "subject_hash"],
+                    "properties": {"site": ID, "subject_hash": _HEX64},
+                }
+            },
+        },
+    },
+    "if": {"properties": {"type": {"const": "track"}}},
+    "then": {"required": ["event"]},
+}
+_VALIDATORS = {
+    **{kind: jsonschema_rs.validator_for(schema) for kind, schema in SYNC_ITEMS.items()},
+    IDENTIFIED: jsonschema_rs.validator_for(SEGMENT_ITEM),
+}
+
+
+def nul_in(document: object) -> bool:
+    """Whether any string of a decoded JSON value, key or value, holds NUL."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
+def where(path: Sequence[str | int], prefix: str = "") -> str:
+    """A JSON path as a message names it: ``items[3].cell.start_ms``."""
+    out = prefix
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "body"
+
+
+def schema_problem(validator: jsonschema_rs.Validator, document: object, prefix: str) -> str | None:
+    """The first way ``document`` breaks ``validator``'s schema, with its path, or None."""
+    for error in validator.iter_errors(document):
+        # The message quotes the offending value, which may be a whole array.
+        message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+        return f"{where(error.instance_path, prefix)}: {message}"
+    return None
+
+
+def item_problem(kind: str, item: object, prefix: str = "item") -> str | None:
+    """Why central refuses ``item`` (of ``kind``: a `SYNC_ITEMS` kind or `IDENTIFIED`) for
+    its form, or None. The figures inside a cell are `edge_agent.core.cellcheck`'s."""
+    if nul_in(item):
+        return f"{prefix}: a string holds NUL (\\u0000), which cannot be stored"
+    return schema_problem(_VALIDATORS[kind], item, prefix)
