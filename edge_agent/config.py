@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,11 +302,38 @@ class HttpSettings:
         lambda v: v == "" or v.startswith(("http://", "https://")),
         "empty, or the http:// or https:// address screens open",
     )
-    #: When set, /metrics needs ``Authorization: Bearer <token>``; when empty, it answers only
-    #: while the server listens on loopback, so the shop's LAN never sees it by accident.
+    #: /metrics needs ``Authorization: Bearer <token>``; when empty, it answers nobody unless
+    #: ``metrics_open`` says otherwise.
     metrics_token: Secret = _setting(
         Secret(""), _token, "empty, or 16-256 printable ASCII characters without spaces"
     )
+    #: True: /metrics answers without a token while the server listens on loopback only.
+    metrics_open: bool = _setting(False, lambda v: True, "true or false")
+    #: Further names screens reach the agent by (the Host header they send), beyond the
+    #: listen address, ``public_url``'s host and, listening on every address, the machine's
+    #: name; an address typed as numbers is always taken.
+    allowed_hosts: str = _setting(
+        "", lambda v: len(v) <= 4096, "host names separated by commas, e.g. screens.shop.lan"
+    )
+    #: Seconds a client has to send a whole request, counted from when its connection opened
+    #: or its previous answer was sent; a slower one is cut off.
+    request_timeout_s: float = _setting(10.0, lambda v: 1 <= v <= 300, "1-300 seconds")
+    #: Connections one client address may hold at once (screens hold one or two each).
+    connections_per_client: int = _setting(16, lambda v: 1 <= v <= 1000, "1-1000")
+
+    def hosts(self) -> frozenset[str]:
+        """The host names (lower case) ``Host`` may name, beyond addresses typed as numbers:
+        the listen address, ``public_url``'s host, ``allowed_hosts`` and, for loopback,
+        ``localhost``; listening on every address, the machine's name too."""
+        names = {h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()}
+        names.add(self.host.lower())
+        if self.public_url:
+            names.add((urllib.parse.urlsplit(self.public_url).hostname or "").lower())
+        if self.loopback_only():
+            names.add("localhost")
+        if self.host in ("0.0.0.0", "::"):  # noqa: S104
+            names.update({"localhost", socket.gethostname().lower(), socket.getfqdn().lower()})
+        return frozenset(names - {""})
 
     def loopback_only(self) -> bool:
         """Whether the server listens on a loopback address only."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gzip
@@ -86,7 +87,13 @@ class Server:
     """The collector app served by a real uvicorn on a loopback port (by default a free one),
     in a thread."""
 
-    def __init__(self, app: FastAPI, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        port: int = 0,
+        tls: tuple[Path, Path] | None = None,
+        http: type[asyncio.Protocol] | None = None,
+    ) -> None:
         self.socket = socket.socket()
         # A restart on the same port must not wait for the last connections' TIME_WAIT.
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,6 +109,7 @@ class Server:
                 lifespan="on",
                 ssl_certfile=certificate,
                 ssl_keyfile=key,
+                http=http or "h11",
             )
         )
         self.thread = threading.Thread(

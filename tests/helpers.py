@@ -306,3 +306,28 @@ def http_answer(sock: socket.socket) -> bytes:
                 break
             answer += part
     return answer
+
+
+def slow_clients(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to ``port`` that each send part of a request head and no more
+    (a slowloris client)."""
+    held = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-{n}: ".encode())
+        held.append(sock)
+    return held
+
+
+def fate(sock: socket.socket, wait_s: float) -> tuple[bytes, float]:
+    """What the server did with a slow client's connection within ``wait_s``: its first
+    bytes (b"" when it closed the connection unanswered) and when, from now."""
+    started = time.monotonic()
+    sock.settimeout(wait_s)
+    try:
+        first = sock.recv(64)
+    except TimeoutError:
+        first = b"still open"
+    except OSError:
+        first = b""
+    return first, time.monotonic() - started

@@ -42,8 +42,11 @@ async def _lifespan(app: ASGIApp) -> AsyncIterator[None]:
 class _Bridge(httpx.BaseTransport):
     """Each sync request handed to `httpx.ASGITransport` in the portal's event loop."""
 
-    def __init__(self, app: ASGIApp, portal: BlockingPortal) -> None:
-        self.asgi = httpx.ASGITransport(app=app)
+    def __init__(
+        self, app: ASGIApp, portal: BlockingPortal, client: tuple[str, int] = ("127.0.0.1", 123)
+    ) -> None:
+        self.app = app
+        self.asgi = httpx.ASGITransport(app=app, client=client)
         self.portal = portal
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -71,3 +74,13 @@ def in_process(app: ASGIApp) -> Iterator[httpx.Client]:
         httpx.Client(transport=_Bridge(app, portal), base_url="http://testserver") as client,
     ):
         yield client
+
+
+def another_client(client: httpx.Client, address: str) -> httpx.Client:
+    """A client of the same app as ``client`` (an `in_process` one), as if from ``address``."""
+    bridge = client._transport
+    assert isinstance(bridge, _Bridge)
+    return httpx.Client(
+        transport=_Bridge(bridge.app, bridge.portal, (address, 50000)),
+        base_url="http://testserver",
+    )

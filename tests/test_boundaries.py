@@ -28,8 +28,10 @@ COLLECTOR_ALLOWED = (
     "edge_agent.errors",
     "edge_agent.logs",
     "edge_agent.service",
-    # HTTP plumbing both servers share: request bodies refused while they stream.
+    # HTTP plumbing both servers share: request bodies refused while they stream, slow and
+    # greedy clients cut off.
     "edge_agent.bodylimit",
+    "edge_agent.slowclients",
 )
 #: A string that is a statement, not prose: SQL keywords in capitals at its start.
 SQL = re.compile(

@@ -479,6 +479,7 @@ def _serve_http(settings: Settings, changes: Changes, metrics: Metrics) -> uvico
     it; open streams are cut after a short grace)."""
     import uvicorn
 
+    from edge_agent.slowclients import guarded_http
     from edge_agent.web.app import create_app
 
     config = uvicorn.Config(
@@ -489,6 +490,7 @@ def _serve_http(settings: Settings, changes: Changes, metrics: Metrics) -> uvico
         access_log=False,
         limit_concurrency=128,
         timeout_graceful_shutdown=2,
+        http=guarded_http(settings.http.connections_per_client, settings.http.request_timeout_s),
     )
     server = uvicorn.Server(config)
     # Run from a thread, uvicorn leaves the process's signal handlers to the agent.

@@ -97,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from edge_agent.collector.app import create_app
     from edge_agent.collector.store.central import redact
+    from edge_agent.slowclients import guarded_http
 
     token = _admin_token(args)
     store = _open(args)
@@ -114,7 +115,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         # log_config None: uvicorn's own records go through the JSON lines handler too.
         config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_config=None, access_log=False
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            http=guarded_http(args.connections_per_client, args.request_timeout_s),
         )
         manager = service_manager()
         server = _service(config, Notifier(manager.notify_socket, manager.watchdog_usec))
@@ -306,6 +312,18 @@ def _parser() -> argparse.ArgumentParser:
         ("--max-list-items", int, cells.max_list_items, "entries of a cell's top list"),
         ("--max-count", int, cells.max_count, "any count of one hour at one site"),
         ("--max-order-total", float, cells.max_order_total, "mean order total of an hour"),
+        (
+            "--request-timeout-s",
+            float,
+            60.0,
+            "seconds a client has to send a whole request (a site's push included)",
+        ),
+        (
+            "--connections-per-client",
+            int,
+            64,
+            "connections one client address may hold at once; 0: no bound (behind a proxy)",
+        ),
         (
             "--max-clock-skew-s",
             float,

@@ -126,7 +126,7 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
         f"[insights]\nevery_s = 60\n\n"
         f'[sync]\nurl = "{central.url}"\ntoken = "{token}"\nevery_s = {_SYNC_EVERY_S}\n'
         "jitter_s = 5\n\n"
-        f"[http]\nenabled = true\nport = {http_port}\n\n"
+        f"[http]\nenabled = true\nport = {http_port}\nmetrics_open = true\n\n"
         "[models]\ntrain_every_s = 60\n"
     )
     log = folder / "agent.log"

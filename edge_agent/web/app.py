@@ -10,8 +10,10 @@ Everything the page loads comes from this server (the site may have no internet)
 Content-Security-Policy that allows nothing else and no inline script (`web.headers`).
 
 For the installer and the site's monitoring: ``/healthz`` (the process answers), ``/readyz``
-(broker, database, disk and models, each with a reason) and ``/metrics`` (Prometheus; on
-loopback, or with ``[http] metrics_token``).
+(broker, database, disk and models, each with a reason) and ``/metrics`` (Prometheus, with
+``[http] metrics_token``, or on loopback with ``metrics_open``). Every request must name
+the agent by an address or a known name (`web.hosts`), and arrive whole in time from a client
+holding few connections (`edge_agent.slowclients`).
 
 This module only assembles the app: the endpoints live in their own modules and read what
 they share from ``app.state`` (set up here).
@@ -33,6 +35,7 @@ from starlette.types import ASGIApp
 
 from edge_agent.bodylimit import BodyLimit
 from edge_agent.config import Settings
+from edge_agent.core.throttle import Throttle
 from edge_agent.ops.metrics import Metrics
 from edge_agent.store.database import Store
 from edge_agent.web import health, screens
@@ -40,6 +43,7 @@ from edge_agent.web.answers import ScreenAnswers
 from edge_agent.web.cached import Cached
 from edge_agent.web.changes import Changes
 from edge_agent.web.headers import Hardened
+from edge_agent.web.hosts import KnownHosts
 from edge_agent.web.metrics import metrics_page
 from edge_agent.web.readers import Readers
 from edge_agent.web.responses import refusal
@@ -97,5 +101,7 @@ def create_app(
     app.state.ready = Cached(health.READY_EVERY_S)
     app.state.writer = Store.open(settings.database, settings.store.synchronous)
     app.state.write_lock = threading.Lock()
+    app.state.pairing = Throttle()
     # The screens send small JSON (a pairing code): no request needs more than that.
-    return Hardened(BodyLimit(app, lambda _path: screens.MAX_BODY))
+    limited = BodyLimit(app, lambda _path: screens.MAX_BODY)
+    return Hardened(KnownHosts(limited, settings.http.hosts()))

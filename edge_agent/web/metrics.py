@@ -1,5 +1,5 @@
-"""``/metrics`` for Prometheus: open on loopback, and beyond it only with
-``[http] metrics_token``."""
+"""``/metrics`` for Prometheus: with ``[http] metrics_token``, or without a token only when
+``metrics_open`` says so and the server listens on loopback."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from edge_agent.web.responses import NO_STORE, refusal
 
 _UNAUTHORIZED = "send Authorization: Bearer <[http] metrics_token of the agent's config>"
 _FORBIDDEN = (
-    "the agent listens beyond loopback ([http] host) and [http] metrics_token is empty: set a "
-    "token so that only your monitoring reads the metrics"
+    "[http] metrics_token is empty: set a token so that only your monitoring reads the "
+    "metrics (or, with the agent on loopback only, metrics_open = true)"
 )
 
 
@@ -30,7 +30,7 @@ async def metrics_page(request: Request) -> Response:
         given = bearer_token(request)
         if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
             return refusal(401, "unauthorized", _UNAUTHORIZED)
-    elif not settings.http.loopback_only():
+    elif not (settings.http.metrics_open and settings.http.loopback_only()):
         return refusal(403, "forbidden", _FORBIDDEN)
     metrics: Metrics = request.app.state.metrics
     body = await run_in_threadpool(metrics.render)

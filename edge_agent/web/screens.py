@@ -4,7 +4,9 @@ visitor in front of it, `GET /v1/site` for the site's figures today)."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from edge_agent import logs
+from edge_agent.core.throttle import Throttle
 from edge_agent.errors import EdgeAgentError
 from edge_agent.store.database import Store
 from edge_agent.store.screens import Screen, Screens
@@ -33,7 +36,18 @@ async def page(_: Request) -> Response:
 
 
 async def pair(request: Request) -> Response:
-    """Trade a one-time pairing code for the screen's own token."""
+    """Trade a one-time pairing code for the screen's own token; a client that fails too
+    often waits (429) before it may try again."""
+    throttle: Throttle = request.app.state.pairing
+    client = request.client.host if request.client else ""
+    wait = throttle.wait_s(client, time.monotonic())
+    if wait is not None:
+        return refusal(
+            429,
+            "too_many_attempts",
+            f"too many wrong pairing codes from this address: try again in {math.ceil(wait)} s",
+            {"Retry-After": str(math.ceil(wait))},
+        )
     raw = await request.body()
     if len(raw) > MAX_BODY:
         return refusal(413, "too_large", f"send at most {MAX_BODY} bytes")
@@ -53,6 +67,7 @@ async def pair(request: Request) -> Response:
 
     token = await run_in_threadpool(paired)
     if token is None:
+        throttle.failed(client, time.monotonic())
         return refusal(
             403,
             "forbidden",

@@ -1,6 +1,7 @@
 """What a hostile or broken site sends the collector: forged and oversized cells, times from a
-clock that ran ahead. Each is refused alone with a 422 naming the figure, or (a notice)
-taken in a form no clock can abuse; an hour's versions are ordered by the site's revision."""
+clock that ran ahead, slow and greedy connections. Each is refused alone with a 422 naming
+the figure, or (a notice) taken in a form no clock can abuse; an hour's versions are ordered
+by the site's revision; a slow client is cut off at its deadline (a real uvicorn)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.wire import Limits
 from edge_agent.core.aggregate import HOUR_MS, Fact, compute_hour, from_document, to_document
 from edge_agent.core.cellcheck import CellLimits, figures_problem
+from edge_agent.slowclients import guarded_http
 from tests.collector_helpers import (
     ADMIN_TOKEN,
+    Server,
     database,
     day_start,
     hour_cell,
@@ -33,6 +36,7 @@ from tests.collector_helpers import (
     subject,
     sync_body,
 )
+from tests.helpers import fate, slow_clients
 from tests.inprocess import in_process
 from tests.integration.test_collector import add_site
 
@@ -227,3 +231,23 @@ def _execute(target: str, statement: str, params: tuple[object, ...]) -> int:
             return lite.execute(statement, params).rowcount
     finally:
         lite.close()
+
+
+def test_slow_and_greedy_clients_cannot_hold_the_collector(store: CentralStore) -> None:
+    token = add_site(store, "shop-a")
+    app = create_app(store, ADMIN_TOKEN)
+    with Server(app, http=guarded_http(per_client=4, request_s=2)) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        held = slow_clients(port, 60)
+        try:
+            # A site at another address pushes while the 60 trickle their headers.
+            other = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(transport=other, base_url=server.url, timeout=10) as site:
+                body = sync_body("shop-a", VENUE, 1, [insight(hour_cell(HOUR, "s", 8, 2))])
+                assert post(site, "/v1/sync", body, token).status_code == 200
+            fates = [fate(sock, 6)[0] for sock in held]
+        finally:
+            for sock in held:
+                sock.close()
+    assert sum(f.startswith(b"HTTP/1.1 429") for f in fates) == 60 - 4
+    assert fates.count(b"") == 4

@@ -73,7 +73,7 @@ def _check(base: str, name: str) -> dict[str, Any]:
 def test_metrics_count_what_the_broker_delivered(
     broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
 ) -> None:
-    agent, base = serving(broker, agent_factory)
+    agent, base = serving(broker, agent_factory, "metrics_open = true\n")
     before = _scrape(base)
     assert _value(before, "edge_agent_duplicates_total") == 0
     assert _value(before, "edge_agent_store_readable") == 1
@@ -166,10 +166,17 @@ def test_metrics_need_the_token_when_one_is_set(
     assert httpx.get(f"{base}/readyz").status_code in (200, 503)
 
 
-def test_metrics_are_not_served_beyond_loopback_without_a_token(
-    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("", id="loopback"),
+        pytest.param('host = "0.0.0.0"\nmetrics_open = true\n', id="open-beyond-loopback"),
+    ],
+)
+def test_metrics_need_a_token_unless_opened_on_loopback(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], extra: str
 ) -> None:
-    _, base = serving(broker, agent_factory, 'host = "0.0.0.0"\n')
+    _, base = serving(broker, agent_factory, extra)
     answer = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer anything-at-all"})
     assert answer.status_code == 403
     assert set(answer.json()) == {"error", "detail"}
@@ -220,7 +227,7 @@ def _set_disk_floor(agent: AgentProcess, min_free_mb: int) -> None:
 def test_under_disk_pressure_nothing_is_committed_nor_lost(
     broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
 ) -> None:
-    agent, base = serving(broker, agent_factory)
+    agent, base = serving(broker, agent_factory, "metrics_open = true\n")
     publisher = Publisher(broker.port)
     try:
         first = track("Door Counted", {"direction": "in", "count": 1})

@@ -5,7 +5,9 @@ tests/web/test_http.py."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,17 @@ from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.store.database import Store
 from edge_agent.store.screens import PAIRING_TTL_MS, Screens
 from tests.conftest import AgentProcess
-from tests.helpers import Publisher, chunked_post, encode, http_answer, topic, track, wait_for
+from tests.helpers import (
+    Publisher,
+    chunked_post,
+    encode,
+    fate,
+    http_answer,
+    slow_clients,
+    topic,
+    track,
+    wait_for,
+)
 from tests.screens import MEMBER, add_screen, answers, revoke, serving, visit_at_till
 
 pytestmark = pytest.mark.integration
@@ -194,4 +206,38 @@ def test_a_huge_body_is_refused_while_it_streams_and_costs_no_memory(
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"too_large" in answer
     assert _rss_kb(agent.process.pid) - before < 20 * 1024
+    assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def test_slow_and_greedy_clients_cannot_hold_the_screens(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess]
+) -> None:
+    agent, base = serving(
+        broker, agent_factory, "request_timeout_s = 2\nconnections_per_client = 8\n"
+    )
+    token = _pair(agent, base)
+    port = int(base.rsplit(":", 1)[1])
+    held = slow_clients(port, 140)
+    opened = time.monotonic()
+    try:
+        # A screen at another address is answered while all 140 trickle their headers.
+        other = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=other, base_url=base, timeout=5) as screen:
+            assert screen.get("/healthz").status_code == 200
+            answer = screen.get("/v1/screen", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+        # Bytes now and then do not buy more time.
+        time.sleep(1)
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x")
+        fates = [fate(sock, 6) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+    refused = [f for f, _ in fates if f.startswith(b"HTTP/1.1 429")]
+    cut = [time.monotonic() - opened - waited for f, waited in fates if f == b""]
+    assert len(refused) == 140 - 8
+    assert len(cut) == 8, "the connections within the share are cut off at the deadline"
+    # The same address is served again once its slow connections are gone.
     assert httpx.get(f"{base}/healthz").status_code == 200

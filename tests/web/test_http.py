@@ -19,7 +19,7 @@ from edge_agent.store.screens import Screens
 from edge_agent.web.app import create_app
 from edge_agent.web.changes import Changes
 from tests.helpers import SITE, ingest, wait_for
-from tests.inprocess import in_process
+from tests.inprocess import another_client, in_process
 from tests.screens import visit_at_till
 
 
@@ -50,7 +50,12 @@ class Site:
 def site(tmp_path: Path) -> Iterator[Site]:
     """A fresh site's staff screens' app, started for the test."""
     config = tmp_path / "agent.toml"
-    config.write_text(f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n')
+    # The in-process client names the server "testserver" in Host: a name the agent must know.
+    config.write_text(
+        f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\n'
+        '[http]\npublic_url = "http://screens.shop.lan:8080"\n'
+        'allowed_hosts = "testserver, till.lan"\n'
+    )
     settings = load_settings(config)
     settings.site.data_dir.mkdir()
     app = create_app(settings, now_ms, Changes(), Metrics(settings, now_ms))
@@ -130,3 +135,55 @@ def test_every_answer_carries_a_strict_content_security_policy(site: Site) -> No
     assert "http://" not in page
     assert "https://" not in page
     assert "<script>" not in page
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("testserver", 200),
+        ("till.lan", 200),
+        ("TILL.LAN:8080", 200),
+        ("screens.shop.lan:8080", 200),
+        ("127.0.0.1:8080", 200),
+        ("192.168.1.20", 200),
+        ("[::1]:8080", 200),
+        ("localhost", 200),
+        ("evil.example", 421),
+        ("evil.example:8080", 421),
+        ("127.0.0.1.evil.example", 421),
+        ("till.lan.evil.example", 421),
+        ("", 421),
+    ],
+)
+@pytest.mark.parametrize("path", ["/", "/healthz", "/readyz", "/metrics"])
+def test_only_names_the_agent_knows_are_answered(
+    site: Site, host: str, path: str, status: int
+) -> None:
+    answer = site.client.get(path, headers={"Host": host})
+    if status == 421:
+        assert answer.status_code == 421
+        assert answer.json()["error"] == "unknown_host"
+        assert "[http] allowed_hosts" in answer.json()["detail"]
+    else:
+        # Metrics need a token here; the page and the health checks answer.
+        assert answer.status_code in ((403,) if path == "/metrics" else (200, 503))
+
+
+def test_wrong_pairing_codes_are_throttled_per_client_without_locking_real_screens(
+    site: Site,
+) -> None:
+    for _ in range(5):
+        assert site.client.post("/v1/pair", json={"code": "guess"}).status_code == 403
+    throttled = site.client.post("/v1/pair", json={"code": "guess"})
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["retry-after"]) <= 60
+    assert "too many wrong pairing codes" in throttled.json()["detail"]
+    # The throttled client waits even with a right code; no database write meanwhile.
+    with Store.open(site.settings.database) as store:
+        _, code = Screens(store).add("till-1", "till-1", now_ms())
+    assert site.client.post("/v1/pair", json={"code": code}).status_code == 429
+    # Another client (another address) pairs at once, with the same code: the code was not
+    # locked by the guesses.
+    with another_client(site.client, "10.0.0.7") as screen:
+        paired = screen.post("/v1/pair", json={"code": code})
+    assert paired.status_code == 200, paired.text
