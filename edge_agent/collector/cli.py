@@ -134,6 +134,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_negative(kind: type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative")
+        return value
+
+    return parse
+
+
 def _limits(args: argparse.Namespace) -> wire.Limits:
     return wire.Limits(
         CellLimits(args.max_zones, args.max_list_items, args.max_count, args.max_order_total),
@@ -331,7 +344,10 @@ def _parser() -> argparse.ArgumentParser:
             "seconds a site's times may be ahead of this server's clock",
         ),
     ):
-        serve.add_argument(flag, type=kind, default=default, help=f"{what} (default {default:g})")
+        shown = f"{default:,.0f}"
+        serve.add_argument(
+            flag, type=_not_negative(kind), default=default, help=f"{what} ({shown})"
+        )
     serve.set_defaults(handler=cmd_serve)
 
     add = with_db(
