@@ -135,10 +135,14 @@ def _distinct(name: str, estimate: float, within: float, of: str) -> str | None:
 
 
 def _sketches(cell: Cell, limits: CellLimits) -> str | None:
+    # A visit may count as more than one visitor (its events before and after the visitor
+    # said who they are), so visitors are bounded only by the count; identified visits are
+    # some of the visits, and a zone's visitors some of the hour's.
     visits = float(cell.visits.get_estimate())
+    visitors = float(cell.visitors.get_estimate())
     problem = (
         _over("visits", visits, limits)
-        or _distinct("visitors", float(cell.visitors.get_estimate()), visits, "visits")
+        or _over("visitors", visitors, limits)
         or _distinct(
             "identified_visits", float(cell.identified_visits.get_estimate()), visits, "visits"
         )
@@ -147,7 +151,7 @@ def _sketches(cell: Cell, limits: CellLimits) -> str | None:
         return problem
     for zone in cell.zone_visits:
         seen = cell.zone_visitors(zone)
-        if problem := _distinct(f"zone_visits.{zone[:64]}", seen, visits, "visits"):
+        if problem := _distinct(f"zone_visits.{zone[:64]}", seen, visitors, "visitors"):
             return problem
     for name in ("basket_value", "basket_size"):
         sketch: ds.kll_doubles_sketch = getattr(cell, name)

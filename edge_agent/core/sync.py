@@ -151,6 +151,34 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
     return max(0.0, when.timestamp() - now_s)
 
 
+#: How far the site's clock may be from central's before a sync says so.
+CLOCK_WARNING_S = 300
+
+
+def clock_offset_s(date: str | None, now_s: float) -> float | None:
+    """How far central's clock (an answer's ``Date`` header) is ahead of ours, in seconds;
+    None without a readable header. Exact to a second or so: the header has no fraction."""
+    if not date:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - now_s
+
+
+def clock_warning(offset_s: float) -> str | None:
+    """What to tell the installer when the site's clock is off central's by more than
+    `CLOCK_WARNING_S`, or None."""
+    if abs(offset_s) <= CLOCK_WARNING_S:
+        return None
+    way = "behind" if offset_s > 0 else "ahead of"
+    return (
+        f"the site's clock is {abs(offset_s):.0f} s {way} central's: set it right (NTP); "
+        "central refuses hours and orders timed ahead of its clock"
+    )
+
+
 def backoff(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Seconds before retry number ``attempt`` (1, 2, ...): exponential with full jitter, so
     a fleet that lost central at once does not come back at once."""

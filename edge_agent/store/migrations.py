@@ -376,9 +376,8 @@ def _dead_letter_people(db: Database) -> None:
 
 @migrations(name="0012_cell_revisions")
 def _cell_revisions(db: Database) -> None:
-    # Each queued hour cell gets the next number of one counter: central keeps the highest,
-    # which no clock error can reorder (a cell's computed_ms can). The counter starts at the
-    # time the database is made, so a site reinstalled with a fresh database keeps climbing.
+    # Each queued hour cell gets the next number of one counter (Outbox.replace_insight):
+    # central keeps the highest, which no clock error can reorder, as a cell's computed_ms can.
     for statement in _split(
         """
         ALTER TABLE outbox ADD COLUMN revision INTEGER;
@@ -386,9 +385,8 @@ def _cell_revisions(db: Database) -> None:
             only INTEGER PRIMARY KEY CHECK (only = 1),
             revision INTEGER NOT NULL
         );
-        INSERT INTO sync_revision (only, revision)
-            VALUES (1, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-        UPDATE outbox SET revision = (SELECT revision FROM sync_revision) WHERE kind = 'insight'
+        INSERT INTO sync_revision (only, revision) VALUES (1, 1);
+        UPDATE outbox SET revision = 1 WHERE kind = 'insight'
         """
     ):
         db.execute(statement)

@@ -75,10 +75,16 @@ class Outbox:
 
     def replace_insight(self, message_id: str, cell: dict[str, object], now_ms: int) -> None:
         """Queue an hour's cell for central under the site's next revision, replacing an
-        unsent older form of it, inside the caller's transaction."""
+        unsent older form of it, inside the caller's transaction.
+
+        The revision grows by one, or jumps to the clock's ``now_ms`` when that is ahead: a
+        clock set back never lowers it, and a database restored from a backup (or made anew
+        for the site) climbs past the revisions it sent after that backup at once.
+        """
         conn = self.connection.conn
         (revision,) = conn.execute(
-            "UPDATE sync_revision SET revision = revision + 1 RETURNING revision"
+            "UPDATE sync_revision SET revision = max(revision + 1, ?) RETURNING revision",
+            (now_ms,),
         ).fetchone()
         conn.execute(
             "INSERT INTO outbox (kind, subject, message_id, payload, created_ms, revision) "

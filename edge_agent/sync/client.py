@@ -36,6 +36,8 @@ from edge_agent.core.sync import (
     Sent,
     backoff,
     batches,
+    clock_offset_s,
+    clock_warning,
     encode,
     halves,
     judge,
@@ -65,6 +67,8 @@ class SyncReport:
     dropped: int = 0
     retry_in_s: float | None = None
     problem: str | None = None
+    #: Central's clock minus the site's, in seconds, from its first answer (None: no answer).
+    clock_offset_s: float | None = None
     skipped: str | None = None
     remaining: dict[str, int] = field(default_factory=dict)
 
@@ -78,6 +82,7 @@ class SyncReport:
             "dropped_over_quota": self.dropped,
             "retry_in_s": self.retry_in_s,
             "problem": self.problem,
+            "clock_offset_s": self.clock_offset_s,
             "skipped": self.skipped,
             "remaining": self.remaining,
         }
@@ -414,6 +419,15 @@ class _Run:
                 )
         return refused
 
+    def _read_clock(self, date: str | None) -> None:
+        offset = clock_offset_s(date, time.time())
+        if offset is None or self.report.clock_offset_s is not None:
+            return
+        self.report.clock_offset_s = round(offset)
+        if warning := clock_warning(offset):
+            self.report.problem = warning
+            logs.log(logger, logging.WARNING, "site_clock_off", warning, offset_s=round(offset))
+
     def _post(self, route: _Route, rows: list[Row]) -> _Refusal | None:
         """Send one batch; settle its rows when central took it. Returns the refusal when
         central refused it for good.
@@ -436,6 +450,7 @@ class _Run:
                 },
             )
             status = response.status_code
+            self._read_clock(response.headers.get("Date"))
             outcome = judge(
                 status, response.headers.get("Retry-After"), response.text[:500], time.time()
             )

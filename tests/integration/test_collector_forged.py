@@ -64,7 +64,9 @@ def store(target: str) -> Iterator[CentralStore]:
 
 @pytest.fixture
 def local(store: CentralStore) -> Iterator[httpx.Client]:
-    with in_process(create_app(store, ADMIN_TOKEN, Limits(CellLimits(max_zones=50)))) as http:
+    with in_process(
+        create_app(store, ADMIN_TOKEN, Limits(CellLimits(max_zones=50, max_count=50_000)))
+    ) as http:
         yield http
 
 
@@ -92,9 +94,14 @@ FORGED = {
     "negative orders": (_forged(orders=-3), "orders"),
     "negative revenue": (_forged(revenue=-250.0), "revenue"),
     "a float count": (_forged(items=2.5), "items"),
-    "more visitors than visits": (
-        _forged(visitors=_sketch("hll", *range(5000))),
-        "visitors",
+    "visitors over --max-count": (_forged(visitors=_sketch("hll", *range(10**5))), "visitors"),
+    "more identified visits than visits": (
+        _forged(identified_visits=_sketch("hll", *range(5000))),
+        "identified_visits",
+    ),
+    "a zone seen by more than the hour's visitors": (
+        _forged(zone_visits={"entrance": _sketch("hll", *range(5000))}),
+        "zone_visits.entrance",
     ),
     "negative dwell": (
         _forged(dwell={"entrance": _sketch("kll", -30, 40)}, zone_visits={}),

@@ -271,3 +271,22 @@ def test_the_byte_bound_holds_across_devices(tmp_path: Path) -> None:
     assert store.dead_letters.used_bytes() == 0
     assert store.commit([], [_garbage("till-1", 1)], "v1", 200).unkept == 0
     store.close()
+
+
+def test_an_hours_revision_only_grows_whatever_the_clock_or_a_restore_does(
+    tmp_path: Path,
+) -> None:
+    def queue(store: Store, now_ms: int) -> int:
+        with store.outbox.connection.atomic():
+            store.outbox.replace_insight("insight:0", {"start_ms": 0, "hours": 1}, now_ms)
+        ((revision,),) = store.db.execute("SELECT revision FROM outbox").fetchall()
+        return int(revision)
+
+    with Store.open(tmp_path / "edge.db") as store:
+        first = queue(store, 1_800_000_000_000)
+        assert first == 1_800_000_000_000
+        # The clock set back a year: the revision still grows.
+        assert queue(store, 1_768_000_000_000) == first + 1
+        # A restore brings the counter back; the next cell climbs past what was sent since.
+        store.db.execute("UPDATE sync_revision SET revision = 5")
+        assert queue(store, 1_800_000_060_000) == 1_800_000_060_000

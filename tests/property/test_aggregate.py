@@ -10,15 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.core.aggregate import (
+    DWELL_LOOKBACK_HOURS,
     HOUR_MS,
     Cell,
     Fact,
     compute_hour,
+    for_central,
     from_document,
     merge,
     release,
     to_document,
 )
+from edge_agent.core.cellcheck import CellLimits, bounds_problem, figures_problem
 
 START = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS
 VISITS = [f"v{i}" for i in range(12)]
@@ -281,3 +284,19 @@ def test_what_is_released_does_not_depend_on_suppressed_hours(
     assert release(cells[first_asked:], k, earlier=cells[:first_asked]) == release(
         blanked[first_asked:], k, earlier=blanked[:first_asked]
     )
+
+
+@given(facts(hours=DWELL_LOOKBACK_HOURS + 1), qualities, st.integers(1, 8))
+def test_every_cell_a_site_computes_passes_centrals_checks(
+    period: list[Fact], quality: dict[str, int], k: int
+) -> None:
+    # Central refuses what a site could not have computed: nothing a site computes, with the
+    # dwell of visits that began in the earlier hours, may be refused.
+    last = START + DWELL_LOOKBACK_HOURS * HOUR_MS
+    earlier = [f for f in period if f.ts_ms < last and f.name in ("Zone Entered", "Zone Exited")]
+    cell = compute_hour(last, [f for f in period if f.ts_ms >= last], earlier, quality=quality)
+    document = for_central(cell, k)
+    if document.get("suppressed"):
+        return
+    assert bounds_problem(document, CellLimits()) is None
+    assert figures_problem(from_document(document), CellLimits()) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import random
 
 import pytest
@@ -17,7 +18,10 @@ from edge_agent.core.sync import (
     Sent,
     backoff,
     batches,
+    clock_offset_s,
+    clock_warning,
     encode,
+    halves,
     judge,
     over_quota,
     parse_retry_after,
@@ -117,3 +121,24 @@ def test_a_retried_body_has_the_same_key_and_another_body_another() -> None:
 @given(st.text(min_size=1, max_size=64), st.integers(10, 86400))
 def test_sites_spread_over_the_period(site: str, every_s: int) -> None:
     assert 0 <= site_offset(site, every_s) < every_s
+
+
+@given(st.lists(st.integers(), min_size=2, max_size=200))
+def test_halving_keeps_every_item_once_in_order_and_always_shrinks(items: list[int]) -> None:
+    first, second = halves(items)
+    assert first + second == items
+    assert first
+    assert second
+    # Halving again and again isolates one item in log2(n) rounds.
+    assert len(first) <= (len(items) + 1) // 2
+
+
+def test_the_site_clock_is_judged_by_centrals_date_header() -> None:
+    now = 1_800_000_000.0
+    an_hour_on = email.utils.formatdate(now + 3600, usegmt=True)
+    assert clock_offset_s(an_hour_on, now) == pytest.approx(3600)
+    assert clock_offset_s(None, now) is None
+    assert clock_offset_s("yesterday", now) is None
+    assert clock_warning(120) is None
+    assert "3600 s behind central's" in str(clock_warning(3600))
+    assert "ahead of central's" in str(clock_warning(-400 * 86400))
