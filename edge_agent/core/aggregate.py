@@ -312,7 +312,7 @@ def merge(cells: Iterable[Cell]) -> Cell:
     unions = {name: ds.hll_union(HLL_LG_K) for name in ("visits", "visitors", "identified_visits")}
     zone_unions: dict[str, ds.hll_union] = {}
     for c in cells:
-        for name in _SUMS:
+        for name in SUMS:
             setattr(out, name, getattr(out, name) + getattr(c, name))
         for name, union in unions.items():
             union.update(getattr(c, name))
@@ -333,7 +333,8 @@ def merge(cells: Iterable[Cell]) -> Cell:
     return out
 
 
-_SUMS = (
+#: The cell's figures that add up exactly when cells merge.
+SUMS = (
     "footfall_in",
     "footfall_out",
     "orders",
@@ -485,7 +486,7 @@ def to_document(cell: Cell) -> dict[str, object]:
     return {
         "start_ms": cell.start_ms,
         "hours": cell.hours,
-        **{name: getattr(cell, name) for name in _SUMS},
+        **{name: getattr(cell, name) for name in SUMS},
         **{name: base64.b64encode(_bytes(getattr(cell, name))).decode() for name in _SKETCHES},
         "dwell": {z: base64.b64encode(_bytes(s)).decode() for z, s in cell.dwell.items()},
         "zone_visits": {
@@ -503,7 +504,7 @@ def from_document(document: Mapping[str, object]) -> Cell:
     """
     try:
         cell = Cell(int(document["start_ms"]), int(document["hours"]))  # type: ignore[call-overload]
-        for name in _SUMS:
+        for name in SUMS:
             # Figures added after the first stored cells read as zero in those.
             setattr(cell, name, document[name] if name not in _ADDED else document.get(name, 0))
         for name, kind in _KINDS.items():

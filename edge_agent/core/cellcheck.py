@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import datasketches as ds
 
-from edge_agent.core.aggregate import DWELL_LOOKBACK_HOURS, HOUR_MS, REVENUE_BOUND, Cell
+from edge_agent.core.aggregate import DWELL_LOOKBACK_HOURS, HOUR_MS, REVENUE_BOUND, SUMS, Cell
 
 #: Sketch estimates carry an error (about 1.6% at one standard deviation for the distinct
 #: counts): a distinct count may exceed the one it is part of by this much before it is
@@ -23,18 +23,8 @@ _ESTIMATE_ROOM = 1.1
 _ESTIMATE_SLACK = 10
 #: Sums of money are floats: rounding may move them by this much.
 _MONEY_SLACK = 0.01
-_COUNTS = (
-    "footfall_in",
-    "footfall_out",
-    "orders",
-    "items",
-    "unmatched_exits",
-    "nps_answers",
-    "promoters",
-    "detractors",
-    "ces_answers",
-    "duplicates",
-)
+_MONEY = ("revenue", "revenue_clamped")
+_COUNTS = tuple(name for name in SUMS if name not in _MONEY)
 _NAMED = ("dwell", "zone_visits", "suppressed_zones", "dead_letters")
 _CES_MAX = 5
 
@@ -101,7 +91,7 @@ def _counts(cell: Cell, limits: CellLimits) -> str | None:
 
 
 def _money(cell: Cell, limits: CellLimits) -> str | None:
-    for name in ("revenue", "revenue_clamped"):
+    for name in _MONEY:
         value = getattr(cell, name)
         if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
             return f"{name}: {value!r} is not a number"

@@ -62,20 +62,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TABLES = ("insight_cells", "identified", "idempotency", "sync_items", "erasure_receipts")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database on each engine."""
-    with database(request.param, tmp_path, request) as made:
-        yield made
-
-
-@pytest.fixture
-def store(target: str) -> Iterator[CentralStore]:
-    opened = CentralStore.open(target)
-    yield opened
-    opened.close()
-
-
 def add_site(store: CentralStore, site: str, venue: str = VENUE) -> str:
     token = secrets.token_urlsafe(32)
     store.add_site(site, venue, hashlib.sha256(token.encode()).hexdigest())

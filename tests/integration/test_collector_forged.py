@@ -9,7 +9,6 @@ import base64
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import datasketches as ds
@@ -26,7 +25,6 @@ from edge_agent.slowclients import guarded_http
 from tests.collector_helpers import (
     ADMIN_TOKEN,
     Server,
-    database,
     day_start,
     hour_cell,
     insight,
@@ -47,19 +45,6 @@ NOW_MS = time.time_ns() // 1_000_000
 HOUR = day_start(NOW_MS) - 24 * HOUR_MS + 10 * HOUR_MS
 YEAR_MS = 365 * 24 * HOUR_MS
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, tmp_path, request) as made:
-        yield made
-
-
-@pytest.fixture
-def store(target: str) -> Iterator[CentralStore]:
-    opened = CentralStore.open(target)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
