@@ -17,6 +17,7 @@ from edge_agent.app.clock import now_ms
 from edge_agent.app.insights import hour_cell
 from edge_agent.config import Settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
+from edge_agent.core.catalogue import shown_name
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.recommend import Pick
 from edge_agent.ops import keyfile
@@ -42,7 +43,7 @@ _TOTALS = (
 
 
 def _named(item: str, names: Mapping[str, str]) -> dict[str, str]:
-    return {"item": item, "name": names.get(item, "")}
+    return {"item": item, "name": shown_name(item, names.get(item))}
 
 
 def visitor(
@@ -50,17 +51,24 @@ def visitor(
     screen: Screen,
     k: int,
     stocked: Mapping[str, str],
+    catalogue: Mapping[str, str],
     now_ms: int,
 ) -> dict[str, object]:
     """The visitor at ``screen``'s device (or in its zone) and up to ``k`` picks per list, among the
-    ``stocked`` items (item -> name), each with its name and reason.
+    ``stocked`` items (item -> the tills' name), each with its name and reason: the
+    ``catalogue``'s name, else the one the tills gave, else said to be missing.
 
     Raises:
         StorageError: the database or a serving model cannot be read.
     """
     front = in_front(recommender.store, screen.kind, screen.device, now_ms)
     lists = recommender.recommend(front.person, front.basket, k, frozenset(stocked))
-    names = {**stocked, **{item: name for item, name in front.names.items() if name}}
+    # The catalogue's names are the site's word; the tills' name the rest.
+    names = {
+        **{item: name for item, name in front.names.items() if name},
+        **{item: name for item, name in stocked.items() if name},
+        **catalogue,
+    }
     return {
         "screen": {
             "id": screen.id,
@@ -81,7 +89,7 @@ def visitor(
     }
 
 
-def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) -> dict[str, object]:
+def site_today(store: Store, k: int, names: Mapping[str, str], now_ms: int) -> dict[str, object]:
     """Today's (UTC) figures: the closed hours as the insights job stored them, and the hour
     under way computed from its events so far.
 
@@ -106,7 +114,7 @@ def site_today(store: Store, k: int, stocked: Mapping[str, str], now_ms: int) ->
     if total is not None:
         figures = {name: total.get(name) for name in _TOTALS}
         figures["top_products"] = [
-            {**_named(str(item), stocked), "count": count}
+            {**_named(str(item), names), "count": count}
             for item, count in cast("list[tuple[str, int]]", total.get("top_products", []))
         ]
     return {

@@ -12,6 +12,7 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent.cli.agent import cmd_run, cmd_status
 from edge_agent.cli.backup import cmd_backup, cmd_restore
+from edge_agent.cli.catalogue import cmd_catalogue_import, cmd_catalogue_list
 from edge_agent.cli.deadletters import (
     cmd_dead_letters_list,
     cmd_dead_letters_replay,
@@ -232,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     revoking = screen_commands.add_parser("revoke", help="lock a screen out at once")
     revoking.add_argument("id", type=int, help="the screen's number (screens list)")
     revoking.set_defaults(handler=cmd_screens_revoke)
+
+    catalogue = commands.add_parser(
+        "catalogue",
+        help="the products the screens name: import a catalogue file, list what is known",
+        description="Names, categories, prices, currency and availability per product, from a "
+        "catalogue file (CSV with a header row, or JSON: docs/catalogue.md) and from what the "
+        "tills send. An imported field is the site's word; the tills fill what it leaves empty.",
+    )
+    catalogue_commands = catalogue.add_subparsers(dest="catalogue_command", required=True)
+    importing = catalogue_commands.add_parser(
+        "import", help="take a catalogue file (CSV, or .json); refused rows are listed"
+    )
+    importing.add_argument("file", type=Path, help="the catalogue file")
+    importing.set_defaults(handler=cmd_catalogue_import)
+    listing = catalogue_commands.add_parser("list", help="the products, by id")
+    listing.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    listing.add_argument("--after", help="start after this product id")
+    listing.set_defaults(handler=cmd_catalogue_list)
 
     recommend = commands.add_parser(
         "recommend",

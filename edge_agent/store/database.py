@@ -17,11 +17,13 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from edge_agent.core.aggregate import DEAD_LETTER_KIND, DUPLICATES_KIND, hour_of, hours_affected
+from edge_agent.core.catalogue import from_events
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget, DeadLetter, dead_letter
 from edge_agent.core.events import Inbound, Reason, Rejection
 from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.core.links import refusal
 from edge_agent.core.retention import Cutoffs
+from edge_agent.store.catalogue import Catalogue
 from edge_agent.store.connection import Connection, connect
 from edge_agent.store.deadletters import DeadLetters
 from edge_agent.store.events import Events, Received
@@ -106,6 +108,7 @@ class Store:
         self.events = Events(connection)
         self.dead_letters = DeadLetters(connection)
         self.outbox = Outbox(connection)
+        self.catalogue = Catalogue(connection)
         self.people = PersonalData(connection, self.events, self.outbox, self.dead_letters)
         self.insights = Insights(connection, self.outbox)
         self.registry = Registry(connection)
@@ -186,6 +189,9 @@ class Store:
                     )
                     stored += len(fresh)
                     by_event.update(s.event.name or s.event.type for s in fresh)
+                    self.catalogue.learn(
+                        from_events((s.event.name, s.event.body) for s in fresh), stored_ms
+                    )
                     if len(fresh) < len(segment):
                         # The very objects inserted: a copy later in the batch is "again" too.
                         inserted = {id(s.event) for s in fresh}

@@ -390,3 +390,23 @@ def _cell_revisions(db: Database) -> None:
         """
     ):
         db.execute(statement)
+
+
+@migrations(name="0013_catalogue")
+def _catalogue(db: Database) -> None:
+    # What the site knows of each product: from a catalogue file it imported (authoritative
+    # for what it says) and from what its tills send (kept current where no import spoke).
+    db.execute(
+        """
+        CREATE TABLE products (
+            product_id TEXT PRIMARY KEY,
+            name TEXT,
+            category TEXT,
+            price REAL,
+            currency TEXT,
+            available INTEGER,
+            imported INTEGER NOT NULL,          -- 1: a catalogue file named it
+            updated_ms INTEGER NOT NULL
+        )
+        """
+    )

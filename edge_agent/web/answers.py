@@ -25,14 +25,25 @@ class ScreenAnswers:
         self.k = k
         self.stocked = Stocked()
         self.figures = Cached(site_refresh_s)
+        self.catalogue = Cached(site_refresh_s)
 
-    def stocked_now(self) -> dict[str, str]:
-        """The items in stock now (item -> name).
+    def named(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The items in stock now (item -> the tills' name): what the tills sold lately,
+        less what the catalogue says is not on sale; and the catalogue's names.
 
         Raises:
             StorageError: the database cannot be read.
         """
-        return self.stocked.get(self.readers.get().store, self.clock())
+        store = self.readers.get().store
+        names, unavailable = self.catalogue.get(
+            lambda: (store.catalogue.names(), store.catalogue.unavailable())
+        )
+        sold = self.stocked.get(store, self.clock())
+        return {i: n for i, n in sold.items() if i not in unavailable}, names
+
+    def _names(self) -> dict[str, str]:
+        stocked, catalogue = self.named()
+        return {**{item: name for item, name in stocked.items() if name}, **catalogue}
 
     def visitor(self, screen: Screen, k: int) -> dict[str, object]:
         """The visitor in front of ``screen`` and up to ``k`` picks per list.
@@ -41,7 +52,8 @@ class ScreenAnswers:
             StorageError: the database or a serving model cannot be read.
         """
         reader = self.readers.get()
-        return screens.visitor(reader.recommender, screen, k, self.stocked_now(), self.clock())
+        stocked, names = self.named()
+        return screens.visitor(reader.recommender, screen, k, stocked, names, self.clock())
 
     def site(self) -> dict[str, object]:
         """The site's figures today.
@@ -51,6 +63,6 @@ class ScreenAnswers:
         """
         return self.figures.get(
             lambda: screens.site_today(
-                self.readers.get().store, self.k, self.stocked_now(), self.clock()
+                self.readers.get().store, self.k, self._names(), self.clock()
             )
         )

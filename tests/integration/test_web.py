@@ -61,7 +61,7 @@ def test_a_paired_screen_sees_the_visitor_at_its_till_and_nothing_identifying(
         wait_for(
             lambda: (
                 httpx.get(f"{base}/v1/screen", headers=headers).json()["basket"]
-                == [{"item": "p2", "name": ""}]
+                == [{"item": "p2", "name": "unnamed product p2"}]
             ),
             20,
             "the visit at the till",

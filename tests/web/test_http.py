@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edge_agent.app.catalogue import import_file
 from edge_agent.app.clock import now_ms
 from edge_agent.config import Settings, load_settings
 from edge_agent.ops.metrics import Metrics
@@ -187,3 +188,25 @@ def test_wrong_pairing_codes_are_throttled_per_client_without_locking_real_scree
     with another_client(site.client, "10.0.0.7") as screen:
         paired = screen.post("/v1/pair", json={"code": code})
     assert paired.status_code == 200, paired.text
+
+
+def test_screens_name_products_as_the_catalogue_does(site: Site, tmp_path: Path) -> None:
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("product_id,name,available\np2,Rooibos tea 100 g,yes\n")
+    assert import_file(site.settings, catalogue, now_ms()).refused == []
+    headers = {"Authorization": f"Bearer {site.pair('till-1')}"}
+    events = visit_at_till(True)
+    # The till names the product otherwise: the catalogue's name is the site's word.
+    events[-1]["properties"]["name"] = "RB TEA"
+    ingest(site.settings, events, device="till-1")
+    wait_for(
+        lambda: (
+            site.client.get("/v1/screen", headers=headers).json()["basket"]
+            == [{"item": "p2", "name": "Rooibos tea 100 g"}]
+        ),
+        20,
+        "the basket, named by the catalogue",
+    )
+    with Store.open(site.settings.database) as store:
+        (p2,) = store.catalogue.listed(10)
+    assert (p2.name, p2.price, p2.imported) == ("Rooibos tea 100 g", 2.0, True)
