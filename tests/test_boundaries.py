@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +144,20 @@ def test_the_collector_imports_only_the_core_errors_logs_and_service() -> None:
 )
 def test_the_sql_check_tells_statements_from_prose(source: str, flagged: bool) -> None:
     assert bool(list(_sql(ast.parse(source)))) == flagged
+
+
+def test_the_receiver_process_stays_light() -> None:
+    # The receiver is a process of its own for every agent: the heavy libraries of the
+    # insights, the models and the sync would cost it tens of MB it never uses.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, edge_agent.mqtt.receiver; print(' '.join(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    heavy = {"datasketches", "jsonschema_rs", "numpy", "onnxruntime", "httpx", "starlette"}
+    assert heavy.isdisjoint(loaded), sorted(heavy.intersection(loaded))

@@ -17,6 +17,7 @@ import jsonschema_rs
 import orjson
 
 from edge_agent.core.cellcheck import CellLimits
+from edge_agent.core.events import nul_in
 from edge_agent.core.wireform import (
     ERASURE,
     ID,
@@ -26,7 +27,6 @@ from edge_agent.core.wireform import (
     SEGMENT_ITEM,
     SYNC_ITEMS,
     item_problem,
-    nul_in,
     schema_problem,
 )
 from edge_agent.errors import CollectorError

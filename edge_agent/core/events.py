@@ -18,7 +18,6 @@ import orjson
 
 from edge_agent.core.plausibility import Plausibility, implausible_event, implausible_message
 from edge_agent.core.topics import DeviceId, SiteId, parse_topic
-from edge_agent.core.wireform import nul_in
 from edge_agent.errors import TopicError
 
 MessageId = NewType("MessageId", str)
@@ -144,6 +143,23 @@ class Parsed:
 
     events: tuple[Event, ...]
     rejections: tuple[Rejection, ...]
+
+
+def nul_in(document: object) -> bool:
+    """Whether any string of a decoded JSON value, key or value, holds NUL: no database
+    central uses can store one (`edge_agent.core.wireform` refuses it as well)."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def nesting_depth(payload: bytes) -> int:

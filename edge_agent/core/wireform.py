@@ -15,6 +15,7 @@ import jsonschema_rs
 
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.core.consent import PURPOSES
+from edge_agent.core.events import nul_in
 
 PROTOCOL = 1
 #: Year 9999: keeps every time in a signed 64-bit column on both engines.
@@ -123,22 +124,6 @@ _VALIDATORS = {
     **{kind: jsonschema_rs.validator_for(schema) for kind, schema in SYNC_ITEMS.items()},
     IDENTIFIED: jsonschema_rs.validator_for(SEGMENT_ITEM),
 }
-
-
-def nul_in(document: object) -> bool:
-    """Whether any string of a decoded JSON value, key or value, holds NUL."""
-    pending = [document]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
 
 
 def where(path: Sequence[str | int], prefix: str = "") -> str:
