@@ -62,13 +62,13 @@ def visitor(
         StorageError: the database or a serving model cannot be read.
     """
     front = in_front(recommender.store, screen.kind, screen.device, now_ms)
-    lists = recommender.recommend(front.person, front.basket, k, frozenset(stocked))
     # The catalogue's names are the site's word; the tills' name the rest.
     names = {
         **{item: name for item, name in front.names.items() if name},
         **{item: name for item, name in stocked.items() if name},
         **catalogue,
     }
+    lists = recommender.recommend(front.person, front.basket, k, frozenset(stocked), names)
     return {
         "screen": {
             "id": screen.id,
@@ -191,6 +191,7 @@ def recommend(
 
     visitor = pseudonym(keyfile.load_or_create(settings.site_key), user_id) if user_id else None
     with Store.open(settings.database, settings.store.synchronous) as store:
-        stocked = frozenset(stocked_items(store, now_ms())[0])
+        sold = stocked_items(store, now_ms())[0]
+        names = {**{item: name for item, name in sold.items() if name}, **store.catalogue.names()}
         models = Models(store, settings.models_folder)
-        return Recommender(store, models).recommend(visitor, basket, k, stocked)
+        return Recommender(store, models).recommend(visitor, basket, k, frozenset(sold), names)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.core.catalogue import shown_name
 from edge_agent.core.nbr import decay_weights
 
 #: Share of a person's baskets an item must be in to be called a regular buy.
@@ -91,6 +92,7 @@ def pick(
     k: int,
     share: Mapping[str, float],
     goes_with: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, list[Pick]]:
     """Up to ``k`` items per list (personal, complements, trending), best first.
 
@@ -103,6 +105,8 @@ def pick(
         k: the length of each list.
         share: how often the person bought each item (from `inputs`), for the reasons.
         goes_with: for complements, the basket item each one goes with best.
+        names: the products' names, for the reasons (an item without one is said to be
+            unnamed, never shown as its id).
     """
     taken = set(context.basket)
     out: dict[str, list[Pick]] = {}
@@ -123,7 +127,8 @@ def pick(
                 continue
             if not np.isfinite(value) or value <= 0:
                 break
-            chosen.append(Pick(item, value, _reason(source, item, share, goes_with), source))
+            reason = _reason(source, item, share, goes_with, names or {})
+            chosen.append(Pick(item, value, reason, source))
             taken.add(item)
         if chosen:
             out[source] = chosen
@@ -131,7 +136,11 @@ def pick(
 
 
 def _reason(
-    source: str, item: str, share: Mapping[str, float], goes_with: Mapping[str, str] | None
+    source: str,
+    item: str,
+    share: Mapping[str, float],
+    goes_with: Mapping[str, str] | None,
+    names: Mapping[str, str],
 ) -> str:
     if source == PERSONAL:
         bought = share.get(item, 0.0)
@@ -142,5 +151,7 @@ def _reason(
         return "shoppers with baskets like yours buy this"
     if source == COMPLEMENTS:
         partner = (goes_with or {}).get(item)
-        return f"goes with {partner} in the basket" if partner else "goes with this basket"
+        if partner is None:
+            return "often bought with this basket"
+        return f"often bought with {shown_name(partner, names.get(partner))}"
     return "popular here this week"

@@ -9,6 +9,7 @@ none of it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +72,10 @@ class Recommender:
         basket: tuple[str, ...],
         k: int = 5,
         available: frozenset[str] | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> dict[str, list[Pick]]:
         """Up to ``k`` picks per list for the visitor in front of the screen, among the
-        ``available`` items (None: any).
+        ``available`` items (None: any), their reasons naming products by ``names``.
 
         Raises:
             StorageError: the database cannot be read.
@@ -99,7 +101,9 @@ class Recommender:
             )
             # Each list is picked over its own vocabulary; earlier lists' items are not repeated.
             shown = Context(tuple(taken | set(basket)), context.history, context.personal)
-            found = pick({name: row}, vocabulary, shown, available, k, vectors.share, goes_with)
+            found = pick(
+                {name: row}, vocabulary, shown, available, k, vectors.share, goes_with, names
+            )
             for source, chosen in found.items():
                 picks[source] = chosen
                 taken.update(p.item for p in chosen)

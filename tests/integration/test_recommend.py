@@ -131,8 +131,8 @@ def test_the_screen_lists_with_reasons(tmp_path: Path) -> None:
         ("p1", "you buy this on most visits"),
     ]
     assert [(p["item"], p["reason"]) for p in lists[COMPLEMENTS]] == [
-        ("p4", "goes with p3 in the basket"),
-        ("p5", "goes with p3 in the basket"),
+        ("p4", "often bought with unnamed product p3"),
+        ("p5", "often bought with unnamed product p3"),
     ]
     assert [(p["item"], p["reason"]) for p in lists[TRENDING]] == [
         ("p6", "popular here this week"),
@@ -256,4 +256,4 @@ def test_the_site_learns_which_items_go_together(tmp_path: Path) -> None:
         "--config", str(tmp_path / "agent.toml"), "recommend", "--basket", "tea-3", "--json"
     )  # fmt: skip
     top = json.loads(done.stdout)[COMPLEMENTS][0]
-    assert (top["item"], top["reason"]) == ("lemon-3", "goes with tea-3 in the basket")
+    assert (top["item"], top["reason"]) == ("lemon-3", "often bought with unnamed product tea-3")

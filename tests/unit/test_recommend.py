@@ -49,7 +49,7 @@ def test_rules_skip_unavailable_basket_and_repeated_items_and_give_reasons() -> 
         ("c", "you buy this on most visits"),
     ]
     assert [(p.item, p.reason) for p in lists[COMPLEMENTS]] == [
-        ("e", "goes with a in the basket")
+        ("e", "often bought with unnamed product a")
     ]  # d is unavailable, a is in the basket, b and c were already shown
     assert TRENDING not in lists  # nothing left that is available, new and scored
 
@@ -63,3 +63,10 @@ def test_items_a_model_does_not_score_are_not_offered() -> None:
     lists = pick({TRENDING: _row(0, 3, 0, np.nan, 1)}, VOCABULARY, Context(()), None, 5, {})
     assert [p.item for p in lists[TRENDING]] == ["b", "e"]
     assert lists[TRENDING][0].reason == "popular here this week"
+
+
+def test_reasons_name_products_by_their_names() -> None:
+    scores = {COMPLEMENTS: _row(0, 0, 0, 0, 5)}
+    names = {"a": "Espresso beans 500 g"}
+    lists = pick(scores, VOCABULARY, Context(("a",)), None, 1, {}, {"e": "a"}, names)
+    assert lists[COMPLEMENTS][0].reason == "often bought with Espresso beans 500 g"
