@@ -158,7 +158,10 @@ def test_a_used_code_is_refused_in_the_page(
     expect(first.locator("#link")).to_have_text("Live")
     second, _ = open_page(url, 1280, 800)
     expect(second.locator("#notice-title")).to_have_text("This pairing code does not work")
-    expect(second.locator("#notice-text")).to_contain_text("edge-agent screens add")
+    expect(second.locator("#notice-text")).to_contain_text("Ask the site's installer")
+    # Staff pages speak to staff: no command line on any of them.
+    for shown in (first, second):
+        assert "edge-agent" not in shown.locator("body").inner_text()
 
 
 def test_the_page_reconnects_after_the_agent_restarts(

@@ -163,8 +163,7 @@ function lockOut() {
   setLink("down", "Locked out");
   notice(
     "This screen is locked out",
-    "Its token was revoked or is no longer valid. Ask the site's installer to pair it again " +
-      "(edge-agent screens add).",
+    "It may not show anything any more. Ask the site's installer to pair this screen again.",
   );
 }
 
@@ -232,8 +231,13 @@ async function pair(code) {
     body: JSON.stringify({ code }),
   });
   if (!response.ok) {
-    const body = await response.json().catch(() => ({ detail: `the agent answered ${response.status}` }));
-    notice("This pairing code does not work", body.detail);
+    // Staff words, not the API's: the installer has the commands.
+    notice(
+      "This pairing code does not work",
+      response.status === 429
+        ? "Too many wrong codes were tried from this screen. Wait a minute, then open the pairing address again."
+        : "It was used already or has expired. Ask the site's installer for a new pairing address.",
+    );
     return null;
   }
   const { token } = await response.json();
@@ -260,7 +264,7 @@ async function start() {
     setLink("down", "Not paired");
     notice(
       "This screen is not paired",
-      "Run edge-agent screens add --device <till> on the agent and open the address it prints here.",
+      "Ask the site's installer to pair this screen: they open its pairing address on it.",
     );
     return;
   }
