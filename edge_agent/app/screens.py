@@ -19,7 +19,7 @@ from edge_agent.config import Settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
 from edge_agent.core.catalogue import shown_name
 from edge_agent.core.identity import pseudonym
-from edge_agent.core.recommend import Pick
+from edge_agent.core.recommend import Pick, why_missing
 from edge_agent.ops import keyfile
 from edge_agent.serving.recommend import Recommender, in_front
 from edge_agent.store.database import Store
@@ -68,7 +68,13 @@ def visitor(
         **{item: name for item, name in stocked.items() if name},
         **catalogue,
     }
-    lists = recommender.recommend(front.person, front.basket, k, frozenset(stocked), names)
+    available = frozenset(stocked)
+    lists = recommender.recommend(front.person, front.basket, k, available, names)
+    missing = (
+        why_missing(recommender.situation(front.person, front.basket, available), lists)
+        if front.present
+        else {}
+    )
     return {
         "screen": {
             "id": screen.id,
@@ -86,6 +92,7 @@ def visitor(
             source: [{**_named(p.item, names), "reason": p.reason} for p in picks]
             for source, picks in lists.items()
         },
+        "missing": missing,
     }
 
 
@@ -179,9 +186,10 @@ def revoke(settings: Settings, screen_id: int) -> bool:
 
 def recommend(
     settings: Settings, user_id: str | None, basket: tuple[str, ...], k: int
-) -> dict[str, list[Pick]]:
+) -> tuple[dict[str, list[Pick]], dict[str, str]]:
     """What a staff screen would show for a visitor (their raw ``userId``, pseudonymised at
-    once) and a basket: the serving models' lists after the business rules.
+    once) and a basket: the serving models' lists after the business rules, and why each
+    list left empty is.
 
     Raises:
         StorageError: the database or a serving model cannot be read.
@@ -193,5 +201,7 @@ def recommend(
     with Store.open(settings.database, settings.store.synchronous) as store:
         sold = stocked_items(store, now_ms())[0]
         names = {**{item: name for item, name in sold.items() if name}, **store.catalogue.names()}
-        models = Models(store, settings.models_folder)
-        return Recommender(store, models).recommend(visitor, basket, k, frozenset(sold), names)
+        recommender = Recommender(store, Models(store, settings.models_folder))
+        available = frozenset(sold)
+        lists = recommender.recommend(visitor, basket, k, available, names)
+        return lists, why_missing(recommender.situation(visitor, basket, available), lists)

@@ -65,14 +65,15 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     from edge_agent.app.screens import recommend
 
     basket = tuple(item for item in (args.basket or "").split(",") if item)
-    lists = recommend(settings, args.user_id, basket, args.k)
+    lists, missing = recommend(settings, args.user_id, basket, args.k)
     if args.json:
-        print(json.dumps({k: [asdict(p) for p in v] for k, v in lists.items()}, indent=2))
+        shown: dict[str, object] = {k: [asdict(p) for p in v] for k, v in lists.items()}
+        print(json.dumps({**shown, "missing": missing}, indent=2))
         return 0
-    if not lists:
-        print("nothing to recommend: no model is serving yet (edge-agent models train)")
     for source, picks in lists.items():
         print(f"{source}:")
         for p in picks:
             print(f"  {p.item:<16}{p.score:10.3f}  {p.reason}")
+    for source, why in missing.items():
+        print(f"{source}: none: {why}")
     return 0

@@ -155,3 +155,55 @@ def _reason(
             return "often bought with this basket"
         return f"often bought with {shown_name(partner, names.get(partner))}"
     return "popular here this week"
+
+
+#: A serving model that knows less than this share of the items a site sells does not fit the
+#: site (its vocabulary comes from other shops' ids): a list it leaves empty says so.
+MIN_COVERAGE = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """What decides whether each list can be filled, as the recommender found it."""
+
+    identified: bool
+    context: Context
+    #: Per list: the share of the site's items its serving model knows (absent: none serves).
+    coverage: Mapping[str, float]
+
+
+def why_missing(situation: Situation, lists: Mapping[str, Sequence[Pick]]) -> dict[str, str]:
+    """For each list left empty, why, in words a shop assistant can act on."""
+    context = situation.context
+    out: dict[str, str] = {}
+    for source in (PERSONAL, COMPLEMENTS, TRENDING):
+        if lists.get(source):
+            continue
+        coverage = situation.coverage.get(source)
+        if source == PERSONAL and not situation.identified:
+            out[source] = "Scan the customer's loyalty card for picks of their own"
+        elif source == PERSONAL and not context.personal:
+            out[source] = "This customer has not agreed to personal suggestions"
+        elif source == PERSONAL and not context.history:
+            out[source] = "Too little history for this customer yet"
+        elif source == COMPLEMENTS and not context.basket:
+            out[source] = "Scan an item to see what goes with it"
+        elif coverage is None:
+            out[source] = _LEARNING[source]
+        elif coverage < MIN_COVERAGE:
+            out[source] = "The suggestions do not know this shop's products yet"
+        else:
+            out[source] = _NOTHING[source]
+    return out
+
+
+_LEARNING = {
+    PERSONAL: "Personal picks are still being learned for this shop",
+    COMPLEMENTS: "Still learning what sells together here",
+    TRENDING: "Still learning what sells here: ready within the hour",
+}
+_NOTHING = {
+    PERSONAL: "Nothing new to suggest for this customer",
+    COMPLEMENTS: "Nothing found that goes with this basket",
+    TRENDING: "Nothing popular left to suggest",
+}

@@ -24,6 +24,7 @@ from edge_agent.core.recommend import (
     Context,
     Inputs,
     Pick,
+    Situation,
     inputs,
     pick,
 )
@@ -56,6 +57,26 @@ class Recommender:
         if history is None:
             return Context(basket)
         return Context(basket, history, personal=True)
+
+    def situation(
+        self, visitor: Pseudonym | None, basket: tuple[str, ...], available: frozenset[str] | None
+    ) -> Situation:
+        """What decides whether each list can be filled (for `why_missing`): who the visitor
+        is, and how much of the site's items each serving model knows.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        coverage: dict[str, float] = {}
+        for name in (PERSONAL, COMPLEMENTS, TRENDING):
+            serving = self.models.serving(name)
+            if serving is None:
+                continue
+            known = serving[0].vocabulary
+            coverage[name] = (
+                len(available.intersection(known)) / len(available) if available else 1.0
+            )
+        return Situation(visitor is not None, self.context(visitor, basket), coverage)
 
     def first_name(self, visitor: Pseudonym) -> str | None:
         """The name a screen may greet the visitor by: only with personalization (the store

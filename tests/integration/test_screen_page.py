@@ -136,7 +136,11 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
 
     # Withdrawn at the till: the personal list and the name go at once.
     _publish(publisher, [_consent(False, "visit-2")])
-    expect(personal).to_be_hidden(timeout=DEADLINE_MS)
+    expect(personal.locator("ol")).to_be_empty(timeout=DEADLINE_MS)
+    # The panel says why in staff words instead of leaving a gap.
+    expect(personal.locator(".why")).to_have_text(
+        "This customer has not agreed to personal suggestions"
+    )
     expect(page.locator("#greeting")).to_have_text("Customer here")
 
     revoke(agent, screen_id)

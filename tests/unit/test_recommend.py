@@ -4,14 +4,18 @@ reasons, and no personal list without consent."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_agent.core.recommend import (
     COMPLEMENTS,
     PERSONAL,
     TRENDING,
     Context,
+    Pick,
+    Situation,
     inputs,
     pick,
+    why_missing,
 )
 
 VOCABULARY = ("a", "b", "c", "d", "e")
@@ -70,3 +74,44 @@ def test_reasons_name_products_by_their_names() -> None:
     names = {"a": "Espresso beans 500 g"}
     lists = pick(scores, VOCABULARY, Context(("a",)), None, 1, {}, {"e": "a"}, names)
     assert lists[COMPLEMENTS][0].reason == "often bought with Espresso beans 500 g"
+
+
+@pytest.mark.parametrize(
+    ("situation", "personal", "complements", "trending"),
+    [
+        (
+            Situation(False, Context(()), {}),
+            "Scan the customer's loyalty card for picks of their own",
+            "Scan an item to see what goes with it",
+            "Still learning what sells here: ready within the hour",
+        ),
+        (
+            Situation(True, Context(("a",)), {COMPLEMENTS: 0.05, TRENDING: 0.9}),
+            "This customer has not agreed to personal suggestions",
+            "The suggestions do not know this shop's products yet",
+            "Nothing popular left to suggest",
+        ),
+        (
+            Situation(True, Context(("a",), (), personal=True), {PERSONAL: 1.0}),
+            "Too little history for this customer yet",
+            "Still learning what sells together here",
+            "Still learning what sells here: ready within the hour",
+        ),
+        (
+            Situation(True, Context((), (("b",),), personal=True), {PERSONAL: 0.0}),
+            "The suggestions do not know this shop's products yet",
+            "Scan an item to see what goes with it",
+            "Still learning what sells here: ready within the hour",
+        ),
+    ],
+)
+def test_an_empty_list_says_why_in_staff_words(
+    situation: Situation, personal: str, complements: str, trending: str
+) -> None:
+    assert why_missing(situation, {}) == {
+        PERSONAL: personal,
+        COMPLEMENTS: complements,
+        TRENDING: trending,
+    }
+    shown = {TRENDING: [Pick("a", 1.0, "popular here this week", TRENDING)]}
+    assert TRENDING not in why_missing(situation, shown)

@@ -74,14 +74,19 @@ function drawVisitor(body) {
   });
   $("basket").replaceChildren(...basket);
   let picks = 0;
+  const missing = body.missing || {};
   for (const [list, name] of Object.entries(PANELS)) {
     const panel = $(`panel-${name}`);
     const entries = body.lists[list] || [];
-    panel.hidden = entries.length === 0;
+    // An empty list says why (no consent, no basket yet, still learning), in staff words.
+    const why = panel.querySelector(".why");
+    why.textContent = entries.length === 0 ? missing[list] || "" : "";
+    why.hidden = why.textContent === "";
+    panel.hidden = entries.length === 0 && why.hidden;
     picks += entries.length;
     fill(panel.querySelector("ol"), entries, true);
   }
-  $("no-picks").hidden = !visitor.present || picks > 0;
+  $("no-picks").hidden = !visitor.present || picks > 0 || Object.keys(missing).length > 0;
 }
 
 function shown(value, style) {
