@@ -169,15 +169,20 @@ def _load(base: str, tokens: list[str], path: str, requests: int) -> tuple[float
     """``requests`` GETs of ``path`` from all ``tokens`` at once: requests/s and latencies."""
     latencies: list[float] = []
 
-    def screen(token: str) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+    def screen(token: str, n: int) -> None:
+        # Each screen from an address of its own, as on a shop's network (the agent bounds
+        # the connections of one address).
+        transport = httpx.HTTPTransport(local_address=f"127.0.0.{n + 2}")
+        with httpx.Client(
+            headers={"Authorization": f"Bearer {token}"}, timeout=60, transport=transport
+        ) as client:
             for _ in range(requests // len(tokens)):
                 began = time.perf_counter()
                 client.get(f"{base}{path}").raise_for_status()
                 latencies.append((time.perf_counter() - began) * 1000)
 
     began = time.perf_counter()
-    workers = [threading.Thread(target=screen, args=(t,)) for t in tokens]
+    workers = [threading.Thread(target=screen, args=(t, n)) for n, t in enumerate(tokens)]
     for w in workers:
         w.start()
     for w in workers:

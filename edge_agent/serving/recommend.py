@@ -43,6 +43,8 @@ class Recommender:
     def __init__(self, store: Store, models: Models) -> None:
         self.store = store
         self.models = models
+        # Each serving release's vocabulary as a set, made once (a model knows ~10^4 items).
+        self._known: dict[str, frozenset[str]] = {}
 
     def context(self, visitor: Pseudonym | None, basket: tuple[str, ...]) -> Context:
         """What may be used about ``visitor``: their baskets only when their consent allows
@@ -72,10 +74,11 @@ class Recommender:
             serving = self.models.serving(name)
             if serving is None:
                 continue
-            known = serving[0].vocabulary
-            coverage[name] = (
-                len(available.intersection(known)) / len(available) if available else 1.0
-            )
+            manifest = serving[0]
+            known = self._known.get(manifest.sha256)
+            if known is None:
+                known = self._known[manifest.sha256] = frozenset(manifest.vocabulary)
+            coverage[name] = len(available & known) / len(available) if available else 1.0
         return Situation(visitor is not None, self.context(visitor, basket), coverage)
 
     def first_name(self, visitor: Pseudonym) -> str | None:
