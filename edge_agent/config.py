@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 import urllib.parse
@@ -68,6 +69,17 @@ class SiteSettings:
     #: the site is its own venue.
     venue: str = _setting("", lambda v: v == "" or _id(v), "empty or 1-64 letters, digits, - _ .")
     data_dir: Path = _setting(Path("data"), lambda p: str(p) != "", "a folder path")
+    #: The currency the site's prices and totals are in (ISO 4217); empty: not said, and
+    #: money is shown as a plain number.
+    currency: str = _setting(
+        "", lambda v: v == "" or re.fullmatch("[A-Z]{3}", v) is not None, "empty, or EUR, TWD ..."
+    )
+    #: How the screens write numbers, money and times (a BCP 47 tag).
+    locale: str = _setting(
+        "en",
+        lambda v: re.fullmatch("[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", v) is not None,
+        "a language tag such as en, fi-FI, zh-TW",
+    )
 
 
 @dataclass(frozen=True)

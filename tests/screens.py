@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -22,12 +22,19 @@ def answers(base: str) -> bool:
 
 
 def serving(
-    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], extra: str = ""
+    broker: Mosquitto,
+    agent_factory: Callable[..., AgentProcess],
+    extra: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> tuple[AgentProcess, str]:
-    """A running agent with its staff screens up; returns it and their base URL."""
+    """A running agent with its staff screens up (``extra``: more [http] lines and sections;
+    ``env``: settings as environment variables); returns it and their base URL."""
     port = free_port()
     agent = agent_factory(
-        broker.port, f"[http]\nenabled = true\nport = {port}\n{extra}", train_on_start=True
+        broker.port,
+        f"[http]\nenabled = true\nport = {port}\n{extra}",
+        env=env or {},
+        train_on_start=True,
     )
     agent.start()
     base = f"http://127.0.0.1:{port}"

@@ -3,7 +3,7 @@ today, over the calling thread's `Reader` (see `edge_agent.app.screens`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from edge_agent.app import screens
 from edge_agent.serving.recommend import Stocked
@@ -16,16 +16,23 @@ class ScreenAnswers:
     """The screens' answers of one app, sharing what is in stock and the site's figures."""
 
     def __init__(
-        self, readers: Readers, clock: Callable[[], int], k: int, site_refresh_s: float
+        self,
+        readers: Readers,
+        clock: Callable[[], int],
+        k: int,
+        site_refresh_s: float,
+        writing: Mapping[str, str] | None = None,
     ) -> None:
         """``k``: the insights' suppression threshold; ``site_refresh_s``: the site's figures
-        are computed at most this often, whatever the number of screens."""
+        are computed at most this often, whatever the number of screens; ``writing``: how
+        the screens write money and numbers (``currency``, ``locale``), sent with them."""
         self.readers = readers
         self.clock = clock
         self.k = k
         self.stocked = Stocked()
         self.figures = Cached(site_refresh_s)
         self.catalogue = Cached(site_refresh_s)
+        self.writing = dict(writing or {})
 
     def named(self) -> tuple[dict[str, str], dict[str, str]]:
         """The items in stock now (item -> the tills' name): what the tills sold lately,
@@ -61,8 +68,9 @@ class ScreenAnswers:
         Raises:
             StorageError: the database cannot be read.
         """
-        return self.figures.get(
+        figures = self.figures.get(
             lambda: screens.site_today(
                 self.readers.get().store, self.k, self._names(), self.clock()
             )
         )
+        return {**figures, **self.writing}

@@ -96,7 +96,11 @@ def create_app(
     app.state.metrics = metrics
     app.state.readers = readers
     app.state.answers = ScreenAnswers(
-        readers, clock, settings.insights.k, settings.http.site_refresh_s
+        readers,
+        clock,
+        settings.insights.k,
+        settings.http.site_refresh_s,
+        {"currency": settings.site.currency, "locale": settings.site.locale},
     )
     app.state.ready = Cached(health.READY_EVERY_S)
     app.state.writer = Store.open(settings.database, settings.store.synchronous)

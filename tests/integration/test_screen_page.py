@@ -107,7 +107,8 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
     open_page: Opener,
     publisher: Publisher,
 ) -> None:
-    agent, _ = serving(broker, agent_factory, "site_refresh_s = 1\n[insights]\nk = 1\n")
+    money = {"EDGE_AGENT_SITE__CURRENCY": "EUR", "EDGE_AGENT_SITE__LOCALE": "fi-FI"}
+    agent, _ = serving(broker, agent_factory, "site_refresh_s = 1\n[insights]\nk = 1\n", money)
     screen_id, url = add_screen(agent, "till-1")
     page, trouble = open_page(url, 1280, 800)
     expect(page.locator("#greeting")).to_have_text("Waiting for a customer")
@@ -129,6 +130,9 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
 
     page.click("#tab-site")
     expect(page.locator("#fig-orders")).to_have_text("1", timeout=SITE_DEADLINE_MS)
+    # Money in the site's currency, written as the site's locale writes it.
+    expect(page.locator("#fig-revenue")).to_contain_text("€")
+    assert "," in page.locator("#fig-revenue").inner_text()  # fi-FI: a decimal comma
     expect(page.locator("#top-products")).to_contain_text("Oolong tea")
     expect(page.locator("#chart-footfall canvas")).to_have_count(1)
     page.screenshot(path=ARTEFACTS / "screen-site-1280x800.png")

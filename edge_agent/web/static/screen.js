@@ -89,11 +89,23 @@ function drawVisitor(body) {
   $("no-picks").hidden = !visitor.present || picks > 0 || Object.keys(missing).length > 0;
 }
 
+// How the site writes numbers and money ([site] locale and currency), from /v1/site.
+let writing = { locale: "en", currency: "" };
+
 function shown(value, style) {
   if (value === null || value === undefined) return "–";
-  if (style === "percent") return `${(value * 100).toFixed(1)} %`;
-  if (style === "money") return value.toFixed(2);
-  return String(Math.round(value));
+  const locale = writing.locale || "en";
+  if (style === "percent") {
+    return new Intl.NumberFormat(locale, { style: "percent", maximumFractionDigits: 1 }).format(value);
+  }
+  if (style === "money") {
+    // Large sums without cents, so a day's revenue fits its tile.
+    const digits = Math.abs(value) >= 10000 ? 0 : 2;
+    const options = { minimumFractionDigits: digits, maximumFractionDigits: digits };
+    if (writing.currency) Object.assign(options, { style: "currency", currency: writing.currency });
+    return new Intl.NumberFormat(locale, options).format(value);
+  }
+  return new Intl.NumberFormat(locale, { maximumFractionDigits: 0 }).format(value);
 }
 
 function fit(chart) {
@@ -125,6 +137,7 @@ function chart(id, data, bars) {
 }
 
 function drawSite(body) {
+  writing = { locale: body.locale || "en", currency: body.currency || "" };
   const total = body.total || {};
   for (const [key, style] of [
     ["footfall_in"], ["occupancy"], ["conversion", "percent"], ["nps"], ["orders"], ["revenue", "money"],
