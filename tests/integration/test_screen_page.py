@@ -220,3 +220,41 @@ def test_names_and_traits_are_shown_as_text_and_inline_script_is_blocked(
     assert ran is None
     assert any("Content Security Policy" in line for line in trouble)
     assert all("Content Security Policy" in line for line in trouble)
+
+
+FITS = """() => ({
+    width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight,
+    innerWidth, innerHeight,
+})"""
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "scrolls"),
+    [(1280, 800, True), (1920, 1080, False), (3840, 2160, False)],
+)
+def test_the_page_fits_its_screen_and_stays_within_it_when_resized(
+    broker: Mosquitto,
+    agent_factory: Callable[..., AgentProcess],
+    open_page: Opener,
+    publisher: Publisher,
+    width: int,
+    height: int,
+    scrolls: bool,
+) -> None:
+    agent, _ = serving(broker, agent_factory, "site_refresh_s = 1\n[insights]\nk = 1\n")
+    _, url = add_screen(agent, "till-1")
+    page, trouble = open_page(url, 1280, 800)
+    expect(page.locator("#link")).to_have_text("Live")
+    _publish(publisher, _member_visits())
+    expect(page.locator("#panel-personal")).to_contain_text("Oolong tea", timeout=DEADLINE_MS)
+    # Grown (or shrunk) from the tablet's size to this one, as a window is.
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_timeout(500)
+    fits = page.evaluate(FITS)
+    assert fits["width"] <= fits["innerWidth"], fits
+    if not scrolls:
+        # A TV cannot scroll: everything is within its screen.
+        assert fits["height"] <= fits["innerHeight"], fits
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTEFACTS / f"screen-visitor-{width}x{height}.png")
+    assert trouble == []
