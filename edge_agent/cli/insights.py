@@ -23,6 +23,7 @@ _FLAT = {
     "orders": "orders",
     "revenue": "revenue",
     "conversion": "conversion",
+    "visit_conversion": "visit conv.",
     "basket_value_mean": "basket",
     "basket_size_mean": "items",
     "nps": "nps",

@@ -15,7 +15,9 @@ Definitions (one cell = one site, one period of whole hours, UTC):
 - **paths**: consecutive zones a visit entered, ``"A>B"``, frequent-items sketch.
 - **orders, revenue, items**: count, sum of ``total``, sum of product quantities of ``Order
   Completed``; **basket value and size**: KLL sketches of ``total`` and of item quantities per
-  order. **conversion** = orders / visits.
+  order. **conversion** = orders / footfall in (the people the doors counted in: the same
+  denominator as the "visitors in" a screen shows); **visit conversion** = orders / visits
+  (the visits the devices tracked).
 - **top products, categories**: frequent-items sketches weighted by quantity.
 - **NPS** = 100 * (promoters 9-10 - detractors 0-6) / answers; **CES** = mean of answers.
 - **identified share** = identified visits / visits.
@@ -133,7 +135,8 @@ class Cell:
             "orders": self.orders,
             "revenue": round(self.revenue, 2),
             "revenue_clamped": round(self.revenue_clamped, 2),
-            "conversion": _ratio(self.orders, visits),
+            "conversion": _ratio(self.orders, self.footfall_in),
+            "visit_conversion": _ratio(self.orders, visits),
             "basket_value_mean": _ratio(self.revenue, self.orders),
             "basket_value_median": _quantile(self.basket_value, 0.5),
             "basket_size_mean": _ratio(self.items, self.orders),

@@ -86,8 +86,11 @@ def noisy(figures: Mapping[str, object], epsilon: float) -> dict[str, object]:
             out[name] = max(0.0, round(float(mechanism(float(value))), 2))  # type: ignore[arg-type]
     visits = out.get("visits")
     orders = out.get("orders")
+    footfall = out.get("footfall_in")
     if isinstance(visits, int) and isinstance(orders, int):
-        out["conversion"] = round(orders / visits, 4) if visits else None
+        out["visit_conversion"] = round(orders / visits, 4) if visits else None
+    if isinstance(footfall, int) and isinstance(orders, int):
+        out["conversion"] = round(orders / footfall, 4) if footfall else None
     if "revenue_clamped" in out:
         out["revenue"] = out.pop("revenue_clamped")
     out["epsilon"] = epsilon

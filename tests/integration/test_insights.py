@@ -84,7 +84,9 @@ def test_the_cli_prints_sane_figures_and_suppresses_small_hours(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     released = json.loads(done.stdout)
     (hour,) = [h for h in released["hours"] if h["start_ms"] == LAST_HOUR]
-    assert 0 <= hour["conversion"] <= 1
+    # No door counted anyone in: no conversion, only the tracked visits' one.
+    assert hour["conversion"] is None
+    assert 0 <= hour["visit_conversion"] <= 1
     assert hour["orders"] == 6
     assert "pseudonym" not in done.stdout
     strict = cli("--config", str(config), "insights", "--day", day, "--k", "50")

@@ -48,7 +48,10 @@ def test_noised_figures_are_counts_and_keep_their_shape() -> None:
     visits, orders = out["visits"], out["orders"]
     assert isinstance(visits, int)
     assert isinstance(orders, int)
-    assert out["conversion"] == (round(orders / visits, 4) if visits else None)
+    assert out["visit_conversion"] == (round(orders / visits, 4) if visits else None)
+    footfall = out["footfall_in"]
+    assert isinstance(footfall, int)
+    assert out["conversion"] == (round(orders / footfall, 4) if footfall else None)
 
 
 @settings(max_examples=50, deadline=None)
