@@ -17,7 +17,7 @@ from edge_agent.app.clock import now_ms
 from edge_agent.app.insights import hour_cell
 from edge_agent.config import Settings
 from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
-from edge_agent.core.catalogue import shown_name
+from edge_agent.core.catalogue import names_of, shown_name
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.recommend import Pick, why_missing
 from edge_agent.ops import keyfile
@@ -63,11 +63,7 @@ def visitor(
     """
     front = in_front(recommender.store, screen.kind, screen.device, now_ms)
     # The catalogue's names are the site's word; the tills' name the rest.
-    names = {
-        **{item: name for item, name in front.names.items() if name},
-        **{item: name for item, name in stocked.items() if name},
-        **catalogue,
-    }
+    names = names_of(catalogue, stocked, front.names)
     available = frozenset(stocked)
     lists = recommender.recommend(front.person, front.basket, k, available, names)
     missing = (
@@ -200,7 +196,7 @@ def recommend(
     visitor = pseudonym(keyfile.load_or_create(settings.site_key), user_id) if user_id else None
     with Store.open(settings.database, settings.store.synchronous) as store:
         sold = stocked_items(store, now_ms())[0]
-        names = {**{item: name for item, name in sold.items() if name}, **store.catalogue.names()}
+        names = names_of(store.catalogue.names(), sold)
         recommender = Recommender(store, Models(store, settings.models_folder))
         available = frozenset(sold)
         lists = recommender.recommend(visitor, basket, k, available, names)

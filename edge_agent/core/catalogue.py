@@ -53,6 +53,15 @@ class Refusal:
     reason: str
 
 
+def names_of(catalogue: Mapping[str, str], *tills: Mapping[str, str]) -> dict[str, str]:
+    """Each product's name: the ``catalogue``'s (the site's word), else the first of the
+    ``tills``' mappings that gives it one (an empty name gives none)."""
+    out: dict[str, str] = {}
+    for told in reversed(tills):
+        out.update((item, name) for item, name in told.items() if name)
+    return {**out, **catalogue}
+
+
 def shown_name(product_id: str, name: str | None) -> str:
     """What a screen calls a product: its name, or, visibly, that it has none."""
     if name:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from edge_agent.app import screens
+from edge_agent.core.catalogue import names_of
 from edge_agent.serving.recommend import Stocked
 from edge_agent.store.screens import Screen
 from edge_agent.web.cached import Cached
@@ -50,7 +51,7 @@ class ScreenAnswers:
 
     def _names(self) -> dict[str, str]:
         stocked, catalogue = self.named()
-        return {**{item: name for item, name in stocked.items() if name}, **catalogue}
+        return names_of(catalogue, stocked)
 
     def visitor(self, screen: Screen, k: int) -> dict[str, object]:
         """The visitor in front of ``screen`` and up to ``k`` picks per list.
