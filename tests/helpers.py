@@ -296,6 +296,19 @@ def chunked_post(port: int, path: str, megabytes: int, headers: str = "") -> tup
         return http_answer(sock), sent
 
 
+def socket_slack_mb() -> int:
+    """How many megabytes the loopback's socket buffers may hold between a client's ``sendall``
+    and the server's reads: the kernel's receive ceiling plus the sender's (they grow up to these
+    under load, and differ from one machine to another)."""
+    slack = 0
+    for name in ("tcp_rmem", "tcp_wmem"):
+        try:
+            slack += int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+        except (OSError, IndexError, ValueError):
+            slack += 8 * 1024 * 1024
+    return -(-slack // (1024 * 1024)) + 1
+
+
 def http_answer(sock: socket.socket) -> bytes:
     """What the server answers, up to its body's JSON or the connection's end."""
     answer = b""
