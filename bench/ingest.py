@@ -157,10 +157,10 @@ def rate_text(rate: float) -> str:
 
 def build_templates(count: int, seed: int) -> list[Item]:
     """``count`` realistic events of the bench site as JSON with id and time placeholders."""
-    from edge_agent.demo.catalogue import load_tafeng
+    from edge_agent.demo.catalogue import load_sales
     from edge_agent.demo.simulate import site_stream
 
-    stream = site_stream(random.Random(seed), 0, SITE, load_tafeng())
+    stream = site_stream(random.Random(seed), 0, SITE, load_sales())
     marks = {"messageId": MID_MARK.decode(), "timestamp": TS_MARK.decode()}
     # An erasure request is not stored and deletes the person's earlier events, so counting
     # stored events would never reach the number published: the bench leaves them out.

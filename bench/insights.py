@@ -26,7 +26,7 @@ from edge_agent.config import load_settings
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.core.events import Event, MessageId
 from edge_agent.core.topics import DeviceId, parse_topic
-from edge_agent.demo.catalogue import load_tafeng
+from edge_agent.demo.catalogue import load_sales
 from edge_agent.demo.simulate import site_stream
 from edge_agent.store.database import Store
 from edge_agent.store.events import Received
@@ -78,7 +78,7 @@ def build_day(folder: Path, events: int, seed: int, day_start: int) -> float:
     # Visits an hour: a little more than events / 15.5 a visit, so the day reaches ``events``.
     per_hour = events / 24 / 14.5
     stream = site_stream(
-        random.Random(seed), day_start, SITE, load_tafeng(), visits_per_hour=per_hour
+        random.Random(seed), day_start, SITE, load_sales(), visits_per_hour=per_hour
     )
     in_day = itertools.takewhile(lambda p: p.at_ms < day_start + DAY_MS, stream)
     kept = (p for p in in_day if p.payload.get("event") != "Erasure Requested")

@@ -1,14 +1,16 @@
 """Benchmark: next-basket recommendation on Ta Feng, the Reality-Check protocol.
 
 Run: ``python -m bench.nbr_tafeng [--data /work/shared/data/tafeng]``. For each keyset (user
-split) and their mean: fit on the history baskets (all but the last) of all users; the train
-users' last baskets may be used for training and the keyset's val users' last baskets for
-choosing hyperparameters; the test users' last baskets are only ever scored. Each test user's
+split) and their mean: fit on the history baskets (all but the last) of all users; the last
+baskets of the train and val users may be used for training and for choosing
+hyperparameters; the test users' last baskets are only ever scored. Each test user's
 last basket is predicted from their history; Recall@10/20 and NDCG@10/20 (ideal DCG over the
 WHOLE truth basket, as in the paper's code).
 
 Rows: G-/P-/GP-TopFreq and TIFU-KNN (checked against the data README's figures, deltas
-printed) and the shipped method, fitted in a child process (its training time and peak RSS
+printed) and the site recipe: the very code a site's training job runs
+(``edge_agent.core.nbr.fit_recipe``: the site picks its own validation people among the train
+and val users, one BLAS thread), fitted in a child process (its training time and peak RSS
 alone), exported to ONNX and scored through onnxruntime (1 thread, no spinning), with its
 ratio to TIFU-KNN, the ONNX file size and the latency of one request.
 """
@@ -25,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,8 @@ import onnxruntime as ort
 from bench.measure import peak_rss_mb
 from edge_agent.core import nbr
 from edge_agent.core.nbr_onnx import INPUT_HISTORY, INPUT_K, OUTPUT_ITEMS, serialize
-from edge_agent.core.releases import Manifest, release
 from edge_agent.serving.models import session_options
+from edge_agent.serving.training import bounded_threads
 
 DEFAULT_DATA = Path("/work/shared/data/tafeng")
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -45,11 +46,8 @@ README = {
     "GP-TopFreq": (0.1215, 0.1019, 0.1703, 0.1215),
     "TIFU-KNN": (0.1254, 0.1018, 0.1829, 0.1237),
 }
-SHIPPED = "shipped (ONNX)"
+SHIPPED = "site recipe"
 TOP = 20
-#: Validation grid of the shipped method (the rest of NbrParams is fixed or set by rule).
-RIDGES = (0.3, 1.0, 3.0)
-REPEAT_WEIGHTS = (0.05, 0.1, 0.15, 0.2)
 LATENCY_REQUESTS = 2000
 
 
@@ -77,51 +75,38 @@ def keyset(folder: Path, index: int) -> dict[str, list[str]]:
     return {part: [str(u) for u in raw[part]] for part in ("train", "val", "test")}
 
 
-def fit_shipped(folder: str, index: int, onnx_path: str) -> dict[str, object]:
-    """Child process: fit and tune the shipped method for one keyset, write its ONNX file.
+def fit_site_recipe(folder: str, index: int, onnx_path: str) -> dict[str, object]:
+    """Child process: the site's recipe for one keyset (``fit_recipe`` with the site's own
+    choice of validation people, on one BLAS thread), its ONNX file written.
 
-    Uses the history baskets of all users, the train users' last baskets for training and
-    the val users' last baskets for the choice of ``ridge`` and ``repeat_weight``.
+    The keyset's train and val users are the site's people with a latest basket; its test
+    users' last baskets are the future, so the site knows only their histories.
     """
     started = time.perf_counter()
     data = Data.load(Path(folder))
     split = keyset(Path(folder), index)
+    known = set(split["train"]) | set(split["val"])
     users = list(data.baskets)
-    train = set(split["train"])
-    histories = [data.baskets[u][:-1] for u in users]
-    lasts = [data.baskets[u][-1] if u in train else None for u in users]
-    params = nbr.NbrParams()
-    design = nbr.fit_nbr_design(histories, lasts, data.n_items, params)
-    fitted = time.perf_counter()
-    val_hist = [data.baskets[u][:-1] for u in split["val"]]
-    val_truth = [data.baskets[u][-1] for u in split["val"]]
-    val_x = nbr.history_vectors(val_hist, data.n_items, params.decay)
-    grid: list[tuple[float, float, float]] = []
-    for ridge in RIDGES:
-        base = design.model(ridge, 0.0)
-        for weight in REPEAT_WEIGHTS:
-            model = nbr.NbrModel(base.item_factors, base.weights, base.bias, weight, base.decay)
-            ranked = nbr.top_k(model.scores_sparse(val_x), TOP).tolist()
-            found = nbr.evaluate(val_truth, ranked)
-            grid.append((statistics.fmean(found[m] for m in METRICS), ridge, weight))
-    _, ridge, weight = max(grid)
-    model = design.model(ridge, weight)
-    Path(onnx_path).write_bytes(serialize(model))
+    people = [(data.baskets[u][:-1], data.baskets[u][-1] if u in known else None) for u in users]
+    params = nbr.recipe_params(len(people), data.n_items)
+    with bounded_threads():
+        tuned = nbr.fit_recipe(people, data.n_items, params)
+    Path(onnx_path).write_bytes(serialize(tuned.model))
     trained = time.perf_counter()
     # The numpy model's top-20 for the test users, to check the ONNX graph against.
     test_hist = [data.baskets[u][:-1] for u in split["test"]]
-    numpy_top = model.recommend(test_hist, TOP)
+    numpy_top = tuned.model.recommend(test_hist, TOP)
     np.save(onnx_path + ".numpy_top.npy", numpy_top)
     return {
         "seconds": trained - started,
-        "fit_seconds": fitted - started,
         "peak_mb": peak_rss_mb(),
-        "ridge": ridge,
-        "repeat_weight": weight,
+        "ridge": tuned.ridge,
+        "repeat_weight": tuned.repeat_weight,
+        "validated_on": tuned.validated_on,
         "decay": params.decay,
-        "rank": int(model.item_factors.shape[1]),
-        "pairs": design.n_pairs,
-        "aligned": design.n_aligned,
+        "rank": int(tuned.model.item_factors.shape[1]),
+        "pairs": tuned.pairs,
+        "aligned": tuned.aligned,
     }
 
 
@@ -130,61 +115,6 @@ def session(path: str) -> ort.InferenceSession:
     return ort.InferenceSession(
         path, sess_options=session_options(), providers=["CPUExecutionProvider"]
     )
-
-
-def fit_default(folder: str, onnx_path: str, ridge: float, weight: float) -> None:
-    """Child process: the shipped default, fit on every user's baskets (the last ones too)."""
-    data = Data.load(Path(folder))
-    users = list(data.baskets)
-    histories = [data.baskets[u][:-1] for u in users]
-    lasts: list[nbr.Basket | None] = [data.baskets[u][-1] for u in users]
-    params = nbr.NbrParams(ridge=ridge, repeat_weight=weight)
-    Path(onnx_path).write_bytes(serialize(nbr.fit_nbr(histories, lasts, data.n_items, params)))
-
-
-def export_default(
-    folder: Path, out: Path, key_file: Path, means: Sequence[float], chosen: list[dict[str, object]]
-) -> Path:
-    """Write the shipped default release (ONNX + signed manifest) under ``out``."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SystemExit(f"{key_file} is not an Ed25519 private key")
-    # The hyperparameters validation chose most often across the keysets.
-    ridge = statistics.mode(float(str(c["ridge"])) for c in chosen)
-    weight = statistics.mode(float(str(c["repeat_weight"])) for c in chosen)
-    data = Data.load(folder)
-    target = out / "next-basket" / "tafeng-2001"
-    target.mkdir(parents=True, exist_ok=True)
-    model_path = target / "model.onnx"
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pool.apply(fit_default, (str(folder), str(model_path), ridge, weight))
-    model = model_path.read_bytes()
-    unsigned = Manifest(
-        "next-basket",
-        "tafeng-2001",
-        datetime.now(UTC).isoformat(timespec="seconds"),
-        tuple(f"tafeng:{i}" for i in range(data.n_items)),
-        "",
-        0,
-        inputs={"history": {"shape": [1, data.n_items], "decay": nbr.NbrParams().decay}, "k": [1]},
-        outputs={"scores": [1, data.n_items], "items": [1, "k"], "top_scores": [1, "k"]},
-        training={
-            "data": "Ta Feng grocery, Nov 2000 - Feb 2001, Reality-Check preprocessing",
-            "users": len(data.baskets),
-            "baskets": sum(len(h) for h in data.baskets.values()),
-            "ridge": ridge,
-            "repeat_weight": weight,
-            "metrics_from": "the keyset protocol of bench.nbr_tafeng (mean of the keysets); "
-            "this file is fit on every user",
-        },
-        metrics=dict(zip(METRICS, means, strict=True)),
-    )
-    manifest = release(unsigned, model, key)
-    (target / "manifest.json").write_text(json.dumps(manifest.document(), indent=1) + "\n")
-    return target
 
 
 def onnx_recommend(
@@ -242,11 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--keysets", default="0,1,2", help="comma-separated keyset indices")
-    parser.add_argument("--export", type=Path, help="also write the shipped default release here")
-    parser.add_argument("--key", type=Path, help="the publisher's Ed25519 key to sign it with")
     args = parser.parse_args(argv)
-    if args.export and not args.key:
-        parser.error("--export needs --key")
     folder: Path = args.data
     indices = [int(i) for i in args.keysets.split(",")]
     data = Data.load(folder)
@@ -272,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             del tifu
             path = os.path.join(tmp, f"nbr_{index}.onnx")
             with ctx.Pool(1) as pool:
-                info = pool.apply(fit_shipped, (str(folder), index, path))
+                info = pool.apply(fit_site_recipe, (str(folder), index, path))
             sess = session(path)
             decay = float(sess.get_modelmeta().custom_metadata_map["history_decay"])
             onnx_top = onnx_recommend(sess, test_hist, data.n_items, decay)
@@ -298,20 +224,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             diff = per_user(truths, rankings[SHIPPED]) - per_user(truths, rankings["TIFU-KNN"])
             half = 1.96 * diff.std(axis=0, ddof=1) / np.sqrt(diff.shape[0])
             print(
-                "  shipped - TIFU-KNN, paired over test users (95% CI): "
+                "  site recipe - TIFU-KNN, paired over test users (95% CI): "
                 + "  ".join(
                     f"{m:+.4f}±{h:.4f}" for m, h in zip(diff.mean(axis=0), half, strict=True)
                 )
             )
             print(
-                f"  shipped: ridge={info['ridge']} repeat_weight={info['repeat_weight']} "
-                f"(chosen on {len(split['val'])} val users), rank={info['rank']}, "
+                f"  site recipe: ridge={info['ridge']} repeat_weight={info['repeat_weight']} "
+                f"(chosen on the site's {info['validated_on']} validation people), "
+                f"rank={info['rank']}, "
                 f"decay={info['decay']}, pairs={info['pairs']} ({info['aligned']} aligned); "
                 f"ONNX top-20 == numpy top-20 for {agree:.2%} of test users"
             )
             print(
-                f"  shipped training {info['seconds']:.1f} s "
-                f"(load + fit {info['fit_seconds']:.1f} s, then validation grid and ONNX export), "
+                f"  site recipe training {info['seconds']:.1f} s "
+                "(load, fit, validation grid and ONNX export; BLAS on 1 thread), "
                 f"peak RSS {info['peak_mb']:.0f} MB (child process); ONNX "
                 f"{info['onnx_mb']:.1f} MB; onnxruntime 1 thread, one request: "
                 f"p50 {p50:.3f} ms, p99 {p99:.3f} ms; TIFU-KNN {tifu_seconds:.1f} s",
@@ -335,18 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = "   " + " ".join(f"{d:+.4f}" for d in deltas) + verdict
         print(row(name, values, extra))
     ratios = [s / t for s, t in zip(means[SHIPPED], means["TIFU-KNN"], strict=True)]
-    print(row("shipped/TIFU", ratios, "   (ratio)"))
+    print(row("recipe/TIFU", ratios, "   (ratio)"))
     print(
-        f"shipped: training {statistics.fmean(float(str(e['seconds'])) for e in extras):.1f} s "
+        f"site recipe: training {statistics.fmean(float(str(e['seconds'])) for e in extras):.1f} s "
         f"per keyset, peak RSS {max(float(str(e['peak_mb'])) for e in extras):.0f} MB, ONNX "
         f"{max(float(str(e['onnx_mb'])) for e in extras):.1f} MB, latency p50 "
         f"{statistics.fmean(float(str(e['p50_ms'])) for e in extras):.3f} ms / p99 "
         f"{max(float(str(e['p99_ms'])) for e in extras):.3f} ms (worst keyset); "
         f"bench process peak RSS {peak_rss_mb():.0f} MB"
     )
-    if args.export:
-        target = export_default(folder, args.export, args.key, means[SHIPPED], extras)
-        print(f"shipped default release written to {target}")
     return 0
 
 

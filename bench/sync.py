@@ -28,7 +28,7 @@ from edge_agent.app.insights import compute_insights
 from edge_agent.collector.local import LocalCollector
 from edge_agent.config import Settings, load_settings
 from edge_agent.core.aggregate import HOUR_MS
-from edge_agent.demo.catalogue import load_tafeng
+from edge_agent.demo.catalogue import load_sales
 from edge_agent.demo.simulate import iso_timestamp, site_stream
 from edge_agent.ops import keyfile
 from edge_agent.store.database import Store
@@ -44,7 +44,7 @@ def store_days(settings: Settings, start: int, end: int, seed: int) -> tuple[int
     ingest path; returns how many, and their bytes as published."""
     key = keyfile.load_or_create(settings.site_key)
     limits, compiled = ingest.limits_of(settings), schemas.load()
-    stream = site_stream(random.Random(seed), start, SITE, load_tafeng())
+    stream = site_stream(random.Random(seed), start, SITE, load_sales())
     raw_bytes = events = 0
     with Store.open(settings.database, "NORMAL") as store:
         in_days = itertools.takewhile(lambda p: p.at_ms < end, stream)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from edge_agent.app.clock import now_ms
 from edge_agent.config import Settings
+from edge_agent.core.catalogue import share_known
 from edge_agent.core.recommend import PERSONAL
 from edge_agent.core.releases import Refused
 from edge_agent.errors import EdgeAgentError
@@ -36,6 +37,28 @@ def offered(settings: Settings) -> list[Entry]:
     """
     with registry(settings) as (_, models):
         return models.entries()
+
+
+def coverage(settings: Settings) -> dict[str, float]:
+    """Per serving model, the share of the items the site sold in the last 30 days that its
+    vocabulary knows (under ``MIN_COVERAGE``: it does not fit this site).
+
+    Raises:
+        StorageError: the database cannot be read.
+        ModelIntegrityError: a serving model's files are gone.
+    """
+    from edge_agent.serving.recommend import stocked_items
+
+    with registry(settings) as (store, models):
+        sold = stocked_items(store, now_ms())[0]
+        found = {}
+        for entry in models.entries():
+            if entry.status != "serving":
+                continue
+            manifest = models.manifest(entry.name, entry.version)
+            if not isinstance(manifest, Refused):
+                found[entry.name] = share_known(manifest.vocabulary, sold)
+        return found
 
 
 @dataclass(frozen=True, slots=True)

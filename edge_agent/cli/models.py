@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from edge_agent.cli.output import when
 from edge_agent.config import Settings
+from edge_agent.core.catalogue import MIN_COVERAGE
 
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -16,8 +17,18 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     from edge_agent.app import models
 
     entries = models.offered(settings)
+    known = models.coverage(settings)
     if args.json:
-        print(json.dumps([asdict(e) for e in entries], indent=2))
+        listed = [
+            {
+                **asdict(e),
+                **(
+                    {"coverage": known[e.name]} if e.name in known and e.status == "serving" else {}
+                ),
+            }
+            for e in entries
+        ]
+        print(json.dumps(listed, indent=2))
         return 0
     if not entries:
         print("no model releases yet (edge-agent models pull NAME)")
@@ -26,6 +37,12 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{e.name:<16}{e.version:<24}{e.status:<10}{when(e.changed_ms)}  {figures}")
         if e.reason:
             print(f"{'':<16}{e.reason}")
+        share = known.get(e.name) if e.status == "serving" else None
+        if share is not None and share < MIN_COVERAGE:
+            print(
+                f"{'':<16}LOW COVERAGE: knows {share:.0%} of the items sold here in the last "
+                "30 days; it cannot suggest most of this shop's products"
+            )
     return 0
 
 
@@ -67,7 +84,7 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train the site's own models from its stored data and serve them."""
     from edge_agent.app import models
-    from edge_agent.serving.training import HOLDOUT_ORDERS, MIN_PEOPLE
+    from edge_agent.serving.training import MIN_ORDERS, MIN_PEOPLE
 
     trained = models.train(settings, args.quick)
     for shipped in trained.shipped:
@@ -81,7 +98,7 @@ def cmd_models_train(args: argparse.Namespace, settings: Settings) -> int:
             "repeat visit, nothing personal to learn from yet"
         )
     if pairs is None and not args.quick:
-        print(f"complements: fewer than {2 * HOLDOUT_ORDERS} recent orders to learn from yet")
+        print(f"complements: fewer than {MIN_ORDERS} recent orders to learn from yet")
     for entry in (e for e in (trend, personal, pairs) if e is not None):
         figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.shadow.items()))
         print(f"{entry.name} {entry.version}: {entry.status} {figures} {entry.reason}".rstrip())

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish a simulated site's device events",
         description=(
             "Publish a realistic stream of a shop's devices (door counters, zones, tills with "
-            "real Ta Feng baskets, kiosks, loyalty check-ins) at QoS 1."
+            "a real shop's receipts, kiosks, loyalty check-ins) at QoS 1."
         ),
     )
     simulate.add_argument("--host", help="broker host (default: [mqtt] host)")

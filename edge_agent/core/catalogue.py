@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -232,3 +232,16 @@ def from_events(events: Iterable[tuple[str | None, str]]) -> list[Entry]:
         if name == _ORDER or name in _ONE_PRODUCT:
             out.extend(from_event(name, orjson.loads(body).get("properties")))
     return out
+
+
+#: A model that knows less than this share of the items a site sells does not fit the site
+#: (its vocabulary comes from other shops' ids): its empty lists, ``/readyz`` and
+#: ``models list`` say so.
+MIN_COVERAGE = 0.2
+
+
+def share_known(vocabulary: Collection[str], sold: Collection[str]) -> float:
+    """The share of the items a site sold that a model's ``vocabulary`` knows (1.0 when the
+    site sold nothing yet: there is nothing to judge it on)."""
+    known = vocabulary if isinstance(vocabulary, (set, frozenset)) else frozenset(vocabulary)
+    return sum(1 for item in sold if item in known) / len(sold) if sold else 1.0

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from edge_agent.core.catalogue import MIN_COVERAGE
+
 MB = 1024 * 1024
 #: The ingest loop writes its heartbeat this often ...
 HEARTBEAT_EVERY_S = 10.0
@@ -119,8 +121,12 @@ def database_check(heartbeat: tuple[str, int] | None, now_ms: int, stale_after_m
     return Check("database", True, "writable", "the ingest loop writes to the database")
 
 
-def models_check(failures: Mapping[str, str], serving: int) -> Check:
-    """Every serving model loads (``failures``: model name -> why not)."""
+def models_check(
+    failures: Mapping[str, str], serving: int, coverage: Mapping[str, float] | None = None
+) -> Check:
+    """Every serving model loads (``failures``: model name -> why not), and knows the items
+    the site sells (``coverage``: model name -> the share it knows; under ``MIN_COVERAGE``
+    the check still passes, since the model answers, but says so)."""
     if failures:
         named = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
         return Check(
@@ -131,4 +137,15 @@ def models_check(failures: Mapping[str, str], serving: int) -> Check:
         )
     if serving == 0:
         return Check("models", True, "none", "no model serves yet")
+    low = {name: share for name, share in (coverage or {}).items() if share < MIN_COVERAGE}
+    if low:
+        named = "; ".join(f"{name} knows {share:.0%}" for name, share in sorted(low.items()))
+        return Check(
+            "models",
+            True,
+            "low_coverage",
+            f"{serving} serving models load, but of the items sold here in the last 30 days "
+            f"{named} (under {MIN_COVERAGE:.0%}): they cannot suggest most of this shop's "
+            "products. Train the site's own with `edge-agent models train` once it has orders",
+        )
     return Check("models", True, "loaded", f"{serving} serving models load")

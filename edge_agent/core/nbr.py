@@ -17,7 +17,7 @@ integer item ids ``0 … n_items-1``; the task is to rank items for the user's n
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -548,3 +548,90 @@ def fit_nbr(
     """Fit the shipped method with fixed hyperparameters (see ``fit_nbr_design``)."""
     design = fit_nbr_design(histories, last_baskets, n_items, params)
     return design.model(params.ridge, params.repeat_weight)
+
+
+#: The validation grid of the recipe (the rest of NbrParams is generic or set by rule).
+RIDGES = (0.3, 1.0, 3.0)
+REPEAT_WEIGHTS = (0.05, 0.1, 0.15, 0.2)
+#: What the choice maximises: the mean of these on the validation people's baskets.
+TUNED_ON = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+#: At least this many people with a latest basket are set aside to validate on (else none).
+MIN_VALIDATION = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Tuned:
+    """A model fitted by the recipe, the settings validation chose, and how it scored there
+    (empty when there was no one to validate on and the defaults were used)."""
+
+    model: NbrModel
+    ridge: float
+    repeat_weight: float
+    validation: Mapping[str, float]
+    people: int
+    validated_on: int
+    pairs: int
+    aligned: int
+
+
+def validation_people(latest: Sequence[bool]) -> list[bool]:
+    """Which people validate: every fifth of those with a latest basket, when that makes at
+    least ``MIN_VALIDATION``; none otherwise (a small site keeps them all to learn from)."""
+    with_latest = [n for n, has in enumerate(latest) if has]
+    chosen = set(with_latest[::5]) if len(with_latest[::5]) >= MIN_VALIDATION else set()
+    return [n in chosen for n in range(len(latest))]
+
+
+def recipe_params(histories: int, n_items: int) -> NbrParams:
+    """The recipe's settings for ``histories`` histories over ``n_items`` items: the rank
+    grows with the data up to 256 (a small site cannot support a large subspace)."""
+    return NbrParams(rank=max(8, min(256, histories // 2, n_items - 1)))
+
+
+def fit_recipe(
+    people: Sequence[tuple[History, Basket | None]],
+    n_items: int,
+    params: NbrParams = NbrParams(),
+    validate: Sequence[bool] | None = None,
+) -> Tuned:
+    """The one training recipe of the next-basket model, for a site and for the benchmark.
+
+    ``people[u]`` is a history and, when known, the basket that followed it. The validation
+    people (``validate``, default `validation_people`) have their latest basket held out:
+    ``ridge`` and ``repeat_weight`` are chosen on it from the grid `RIDGES` by
+    `REPEAT_WEIGHTS`. Every other person's latest basket is a time-aligned training pair
+    (history -> latest). With no one to validate on, ``params``' ridge and repeat weight are
+    used.
+    """
+    chosen = (
+        list(validate)
+        if validate is not None
+        else validation_people([latest is not None for _, latest in people])
+    )
+    histories = [history for history, _ in people]
+    lasts = [None if held else latest for (_, latest), held in zip(people, chosen, strict=True)]
+    design = fit_nbr_design(histories, lasts, n_items, params)
+    held_out = [(h, latest) for (h, latest), v in zip(people, chosen, strict=True) if v and latest]
+    ridge, weight, found = params.ridge, params.repeat_weight, {}
+    if held_out:
+        x = history_vectors([h for h, _ in held_out], n_items, params.decay)
+        truths = [latest for _, latest in held_out]
+        best = -1.0
+        for r in RIDGES:
+            base = design.model(r, 0.0)
+            for w in REPEAT_WEIGHTS:
+                model = NbrModel(base.item_factors, base.weights, base.bias, w, base.decay)
+                scored = evaluate(truths, top_k(model.scores_sparse(x), 20).tolist())
+                mean = float(np.mean([scored[m] for m in TUNED_ON]))
+                if mean > best:
+                    best, ridge, weight, found = mean, r, w, scored
+    return Tuned(
+        design.model(ridge, weight),
+        ridge,
+        weight,
+        found,
+        len(people),
+        len(held_out),
+        design.n_pairs,
+        design.n_aligned,
+    )

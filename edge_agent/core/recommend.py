@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.core.catalogue import shown_name
+from edge_agent.core.catalogue import MIN_COVERAGE, shown_name
 from edge_agent.core.nbr import decay_weights
 
-#: Share of a person's baskets an item must be in to be called a regular buy.
-REGULAR_SHARE = 0.5
+#: A personal pick's reason counts the visits it was bought on among this many latest ones.
+RECENT_VISITS = 10
 PERSONAL = "next-basket"
 COMPLEMENTS = "complements"
 TRENDING = "trending"
@@ -55,7 +55,9 @@ class Inputs:
 
     history: npt.NDArray[np.float32]
     basket: npt.NDArray[np.float32]
-    share: Mapping[str, float] = field(default_factory=dict)
+    #: Per item the person bought: on how many of their last ``RECENT_VISITS`` visits, of
+    #: how many (0 of them: only on earlier visits).
+    bought: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def inputs(context: Context, vocabulary: Sequence[str], decay: float = 1.0) -> Inputs:
@@ -68,7 +70,7 @@ def inputs(context: Context, vocabulary: Sequence[str], decay: float = 1.0) -> I
     index = {item: i for i, item in enumerate(vocabulary)}
     history = np.zeros((1, len(vocabulary)), dtype=np.float32)
     basket = np.zeros((1, len(vocabulary)), dtype=np.float32)
-    share: dict[str, float] = {}
+    bought: dict[str, tuple[int, int]] = {}
     if context.personal and context.history:
         counts: dict[str, int] = {}
         weights = decay_weights(len(context.history), decay)
@@ -77,11 +79,12 @@ def inputs(context: Context, vocabulary: Sequence[str], decay: float = 1.0) -> I
                 counts[item] = counts.get(item, 0) + 1
                 if item in index:
                     history[0, index[item]] += weight
-        share = {item: n / len(context.history) for item, n in counts.items()}
+        recent = context.history[-RECENT_VISITS:]
+        bought = {item: (sum(item in past for past in recent), len(recent)) for item in counts}
     for item in context.basket:
         if item in index:
             basket[0, index[item]] = 1.0
-    return Inputs(history, basket, share)
+    return Inputs(history, basket, bought)
 
 
 def pick(
@@ -90,7 +93,7 @@ def pick(
     context: Context,
     available: frozenset[str] | None,
     k: int,
-    share: Mapping[str, float],
+    bought: Mapping[str, tuple[int, int]],
     goes_with: Mapping[str, str] | None = None,
     names: Mapping[str, str] | None = None,
 ) -> dict[str, list[Pick]]:
@@ -103,7 +106,8 @@ def pick(
         context: the visitor; no personal list unless ``context.personal``.
         available: items that may be offered (None: all).
         k: the length of each list.
-        share: how often the person bought each item (from `inputs`), for the reasons.
+        bought: on how many of their latest visits the person bought each item (from
+            `inputs`), for the reasons.
         goes_with: for complements, the basket item each one goes with best.
         names: the products' names, for the reasons (an item without one is said to be
             unnamed, never shown as its id).
@@ -127,7 +131,7 @@ def pick(
                 continue
             if not np.isfinite(value) or value <= 0:
                 break
-            reason = _reason(source, item, share, goes_with, names or {})
+            reason = _reason(source, item, bought, goes_with, names or {})
             chosen.append(Pick(item, value, reason, source))
             taken.add(item)
         if chosen:
@@ -138,15 +142,19 @@ def pick(
 def _reason(
     source: str,
     item: str,
-    share: Mapping[str, float],
+    bought: Mapping[str, tuple[int, int]],
     goes_with: Mapping[str, str] | None,
     names: Mapping[str, str],
 ) -> str:
     if source == PERSONAL:
-        bought = share.get(item, 0.0)
-        if bought >= REGULAR_SHARE:
-            return "you buy this on most visits"
-        if bought > 0:
+        times, visits = bought.get(item, (0, 0))
+        if times == visits == 1:
+            return "you bought this on your last visit"
+        if times == visits:
+            return f"you bought this on each of your last {visits} visits"
+        if times:
+            return f"you bought this on {times} of your last {visits} visits"
+        if item in bought:
             return "you have bought this before"
         return "shoppers with baskets like yours buy this"
     if source == COMPLEMENTS:
@@ -155,11 +163,6 @@ def _reason(
             return "often bought with this basket"
         return f"often bought with {shown_name(partner, names.get(partner))}"
     return "popular here this week"
-
-
-#: A serving model that knows less than this share of the items a site sells does not fit the
-#: site (its vocabulary comes from other shops' ids): a list it leaves empty says so.
-MIN_COVERAGE = 0.2
 
 
 @dataclass(frozen=True, slots=True)

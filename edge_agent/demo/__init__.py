@@ -1,1 +1,1 @@
-"""The demo site: the simulator, the Ta Feng catalogue it sells from, and the demo runner."""
+"""The demo site: the simulator, the real sales it replays, and the demo runner."""

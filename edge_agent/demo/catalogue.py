@@ -1,9 +1,10 @@
-"""Product catalogue and real baskets from a POS export (the Ta Feng grocery data set).
+"""Products and real receipts from a shop's sales export (the UCI "Online Retail" data set).
 
-The package ships four days of the public Ta Feng export with the personal columns
-(customer id, age group, postcode) removed and each basket renumbered, so the demo site
-sells real baskets at real prices without carrying anyone's data. `load_tafeng` also reads
-the original export, whose ``CUSTOMER_ID`` then only serves to group rows into baskets.
+The package ships the first 10,000 lines of the public Online Retail export (a UK gift
+shop, 1-5 December 2010: its columns but the country; see ``data/README.md`` for the source
+and licence), so the demo site sells real baskets with real names at real prices, and its
+loyalty members replay real, anonymous customers' histories in the order they happened.
+`load_sales` reads the packaged file or any export with that header.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -22,19 +25,29 @@ from typing import IO
 
 from edge_agent.errors import ConfigError
 
-_PACKAGED = "data/ta_feng_4days.csv.gz"
-_COLUMNS = ("TRANSACTION_DT", "PRODUCT_SUBCLASS", "PRODUCT_ID", "AMOUNT", "SALES_PRICE")
-# The shipped file has a renumbered basket id; the original export only has the customer.
-_BASKET_KEYS = ("BASKET_ID", "CUSTOMER_ID")
+_PACKAGED = "data/online_retail_4days.csv.gz"
+_COLUMNS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+)
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Sold goods have a numeric stock code (``85123A``); postage, manual lines, bank charges
+#: and the like (``POST``, ``M``, ``BANK CHARGES``) are not products anyone would suggest.
+_PRODUCT_CODE = re.compile(r"\d{5}[A-Za-z]{0,3}")
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%y %H:%M")
 
 
 @dataclass(frozen=True, slots=True)
 class Product:
-    """A product of the catalogue: its POS id, category (Ta Feng sub-class) and unit price."""
+    """A product of the catalogue: its stock code, the name on the receipt, its unit price."""
 
     product_id: str
-    category: str
+    name: str
     price: float
 
 
@@ -54,9 +67,12 @@ class BasketLine:
 
 @dataclass(frozen=True, slots=True)
 class Basket:
-    """The lines one customer bought on one day, in the order the export lists them."""
+    """One receipt: its lines in the export's order, when it was rung up (UTC), and the
+    export's anonymous customer number (None: a customer the shop does not know)."""
 
     lines: tuple[BasketLine, ...]
+    at: datetime
+    customer: str | None = None
 
     @property
     def total(self) -> float:
@@ -66,7 +82,7 @@ class Basket:
 
 @dataclass(frozen=True, slots=True)
 class Catalogue:
-    """Every product sold in the export, by product id, and every basket."""
+    """Every product sold in the export, by product id, and every receipt in time order."""
 
     products: Mapping[str, Product]
     baskets: tuple[Basket, ...]
@@ -74,30 +90,34 @@ class Catalogue:
 
 @dataclass(frozen=True, slots=True)
 class _Row:
-    basket_key: tuple[str, str]
+    invoice: str
+    at: datetime
+    customer: str | None
     product_id: str
-    category: str
+    name: str
     quantity: int
-    line_total: float
+    unit_price: float
 
 
-def load_tafeng(path: Path | None = None) -> Catalogue:
-    """Read a Ta Feng POS export into a catalogue and its baskets.
+def load_sales(path: Path | None = None) -> Catalogue:
+    """Read an Online Retail export into a catalogue and its receipts.
 
-    A basket is the rows of one day and one basket id (or customer, in the original
-    export). A product's catalogue price is its most frequent unit price in the export,
-    since the same product rings up at slightly different prices on different days.
+    A receipt is the lines of one invoice. Cancelled invoices (``C…``), returns, free lines
+    and non-product lines (postage, manual, fees) are not sold baskets and are left out. A
+    product's name is the first description it has, its price its most frequent unit price
+    (the same product rings up at different prices for different quantities). Names are
+    written in sentence case, as a screen shows them.
 
     Args:
-        path: a CSV file, gzipped or not, with the Ta Feng header; None reads the sample
-            shipped in the package.
+        path: a CSV file, gzipped or not, with the Online Retail header; None reads the
+            sample shipped in the package.
 
     Returns:
-        The products by id and the baskets in the order they first appear.
+        The products by id and the receipts in the order they were rung up.
 
     Raises:
         ConfigError: the file is missing or unreadable, lacks a column, holds a value that
-            is not a number where one is needed, or has no usable row.
+            is not a number or a date where one is needed, or has no usable line.
     """
     where = str(path) if path is not None else f"the packaged {_PACKAGED}"
     try:
@@ -105,13 +125,13 @@ def load_tafeng(path: Path | None = None) -> Catalogue:
             rows = list(_rows(csv.DictReader(text), where))
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"Ta Feng export {where} does not exist: give the path of a Ta Feng CSV "
-            "(e.g. ta_feng_all_months_merged.csv) or leave it out to use the packaged sample"
+            f"sales export {where} does not exist: give the path of an Online Retail CSV "
+            "or leave it out to use the packaged sample"
         ) from exc
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"Ta Feng export {where} cannot be read: {exc}") from exc
+        raise ConfigError(f"sales export {where} cannot be read: {exc}") from exc
     if not rows:
-        raise ConfigError(f"Ta Feng export {where} has no sale with a positive quantity and price")
+        raise ConfigError(f"sales export {where} has no sale with a positive quantity and price")
     return _catalogue(rows)
 
 
@@ -129,55 +149,82 @@ def _open(path: Path | None) -> Iterator[IO[str]]:
             yield text
 
 
+def _when(value: str, where: str, line: int) -> datetime:
+    for form in _DATE_FORMATS:
+        try:
+            return datetime.strptime(value.strip(), form).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ConfigError(
+        f"sales export {where}, line {line}: InvoiceDate {value[:40]!r} is not a date "
+        "(YYYY-MM-DD HH:MM:SS or M/D/YYYY H:MM)"
+    )
+
+
 def _rows(reader: csv.DictReader[str], where: str) -> Iterator[_Row]:
     header = reader.fieldnames or []
     missing = [column for column in _COLUMNS if column not in header]
-    basket_column = next((key for key in _BASKET_KEYS if key in header), None)
-    if missing or basket_column is None:
-        needed = [*missing, *([] if basket_column else [" or ".join(_BASKET_KEYS)])]
+    if missing:
         raise ConfigError(
-            f"Ta Feng export {where} lacks column(s) {', '.join(needed)}; its header is "
-            f"{','.join(header) or '(empty)'}: give a Ta Feng CSV with the original header"
+            f"sales export {where} lacks column(s) {', '.join(missing)}; its header is "
+            f"{','.join(header) or '(empty)'}: give an Online Retail CSV with its header"
         )
     for record in reader:
-        # The public 4-day sample ends in a line cut off mid-row; a short row is not a sale.
+        # A line cut off mid-row (a truncated copy) is not a sale.
         if None in record.values():
             continue
+        code = record["StockCode"].strip()
+        if record["InvoiceNo"].startswith("C") or not _PRODUCT_CODE.fullmatch(code):
+            continue
         try:
-            quantity = int(record["AMOUNT"])
-            line_total = float(record["SALES_PRICE"])
+            quantity = int(record["Quantity"])
+            unit_price = float(record["UnitPrice"])
         except ValueError as exc:
             raise ConfigError(
-                f"Ta Feng export {where}, line {reader.line_num}: AMOUNT and SALES_PRICE "
+                f"sales export {where}, line {reader.line_num}: Quantity and UnitPrice "
                 f"must be numbers ({exc})"
             ) from exc
-        # Returns and corrections appear in the raw export as rows with a quantity of zero
-        # or less, or a negative price: they are not part of any basket that was bought.
-        if quantity <= 0 or line_total < 0:
+        # The export writes names in capitals; a screen reads better in sentence case.
+        name = " ".join(record["Description"].split()).capitalize()
+        # Returns, corrections and free samples: not part of a basket anyone paid for.
+        if quantity <= 0 or unit_price <= 0 or not name:
             continue
+        customer = record["CustomerID"].strip().removesuffix(".0") or None
         yield _Row(
-            basket_key=(record["TRANSACTION_DT"], record[basket_column]),
-            product_id=record["PRODUCT_ID"],
-            category=record["PRODUCT_SUBCLASS"],
+            invoice=record["InvoiceNo"],
+            at=_when(record["InvoiceDate"], where, reader.line_num),
+            customer=customer,
+            product_id=code,
+            name=name,
             quantity=quantity,
-            line_total=line_total,
+            unit_price=unit_price,
         )
 
 
 def _catalogue(rows: list[_Row]) -> Catalogue:
     prices: dict[str, Counter[float]] = {}
-    categories: dict[str, str] = {}
+    names: dict[str, str] = {}
     for row in rows:
-        prices.setdefault(row.product_id, Counter())[round(row.line_total / row.quantity, 2)] += 1
-        categories.setdefault(row.product_id, row.category)
+        prices.setdefault(row.product_id, Counter())[row.unit_price] += 1
+        names.setdefault(row.product_id, row.name)
     # most_common keeps first-seen order among ties, so the price is stable for a given file.
     products = {
-        product_id: Product(product_id, categories[product_id], seen.most_common(1)[0][0])
+        product_id: Product(product_id, names[product_id], seen.most_common(1)[0][0])
         for product_id, seen in prices.items()
     }
-    grouped: dict[tuple[str, str], list[BasketLine]] = {}
+    grouped: dict[str, list[_Row]] = {}
     for row in rows:
-        line = BasketLine(products[row.product_id], row.quantity, row.line_total)
-        grouped.setdefault(row.basket_key, []).append(line)
-    baskets = tuple(Basket(tuple(lines)) for lines in grouped.values())
-    return Catalogue(products=MappingProxyType(products), baskets=baskets)
+        grouped.setdefault(row.invoice, []).append(row)
+    baskets = [
+        Basket(
+            tuple(
+                BasketLine(products[r.product_id], r.quantity, round(r.quantity * r.unit_price, 2))
+                for r in lines
+            ),
+            at=lines[0].at,
+            customer=lines[0].customer,
+        )
+        for lines in grouped.values()
+    ]
+    baskets.sort(key=lambda basket: basket.at)
+    return Catalogue(products=MappingProxyType(products), baskets=tuple(baskets))

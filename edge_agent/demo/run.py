@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -75,6 +77,40 @@ def _publish_faults(port: int, site: str, stop: threading.Event) -> None:
 
 _SUBSCRIBE_TIMEOUT_S = 30.0
 _SYNC_EVERY_S = 30
+#: The packaged sales' first three trading days are replayed as the three days before now,
+#: so the site starts with a history its models learn from at once.
+HISTORY_DAYS = 3
+_STORED_TIMEOUT_S = 120.0
+_TRAIN_TIMEOUT_S = 300.0
+
+
+def _train_on_history(
+    config: Path, db: Path, replayed: int, log: Path, stop: threading.Event
+) -> None:
+    """Once the agent has stored the replayed history, run the site's training job on it
+    (trending, complements, next-basket), as the nightly run would, and say what serves."""
+    deadline = time.monotonic() + _STORED_TIMEOUT_S
+    while not stop.wait(1.0) and time.monotonic() < deadline:
+        try:
+            with Store.open(db, readonly=True) as store:
+                s = store.status()
+        except StorageError:
+            continue
+        if s.stored + s.duplicates + sum(s.dead_letters_by_reason.values()) >= replayed:
+            break
+    if stop.is_set():
+        return
+    command = [sys.executable, "-m", "edge_agent", "--config", str(config), "models", "train"]
+    with log.open("ab") as out:
+        done = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=out, timeout=_TRAIN_TIMEOUT_S, check=False
+        )
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    print(
+        f"[{time.strftime('%H:%M:%S')}] trained on the {HISTORY_DAYS} days of history:\n  "
+        + "\n  ".join(lines or [f"models train exited with {done.returncode}; see {log}"]),
+        flush=True,
+    )
 
 
 def _site_token(central: LocalCollector) -> str:
@@ -119,7 +155,9 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     http_port = free_port()
     config = folder / "agent.toml"
     config.write_text(
-        f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n\n'
+        f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n'
+        # The packaged sales are a UK shop's.
+        'currency = "GBP"\nlocale = "en-GB"\n\n'
         f"[mqtt]\nport = {broker.port}\n\n"
         # The loyalty scanner checks in visitors that the door and the zones saw first.
         f'[privacy]\nlink_devices = "{LOYALTY}"\n\n'
@@ -134,6 +172,15 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     agent = AgentChild(config, log)
     agent.spawn()
+    db = folder / "data" / "edge-agent.db"
+
+    def history_sent(replayed: int) -> None:
+        trainer = threading.Thread(
+            target=_train_on_history, args=(config, db, replayed, log, stop), daemon=True
+        )
+        threads.append(trainer)
+        trainer.start()
+
     threads = [
         threading.Thread(
             target=run_simulator,
@@ -145,14 +192,15 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
                     rate=rate,
                     duration=duration,
                     seed=seed if seed is not None else random.randrange(2**32),
+                    history_days=HISTORY_DAYS,
                 ),
                 stop,
+                history_sent,
             ),
             daemon=True,
         ),
         threading.Thread(target=_publish_faults, args=(broker.port, DEMO_SITE, stop), daemon=True),
     ]
-    db = folder / "data" / "edge-agent.db"
     me = "edge-agent"
     print(
         f"""edge-agent demo site "{DEMO_SITE}" is running.
@@ -160,8 +208,11 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
   database:      {db}  (SQLite, WAL)
   agent log:     {log}
   broker:        mosquitto on 127.0.0.1:{broker.port} (log {broker.log})
-  devices:       door counter, zone sensors, 2 tills (real Ta Feng baskets), kiosk,
-                 loyalty scanner at {rate:g} events/s, and a faulty kiosk every {_FAULT_EVERY_S:g} s
+  devices:       door counter, zone sensors, 2 tills, kiosk, loyalty scanner at
+                 {rate:g} events/s, and a faulty kiosk every {_FAULT_EVERY_S:g} s
+  sales:         real receipts of a UK gift shop (UCI "Online Retail", CC BY 4.0); its
+                 first {HISTORY_DAYS} days are replayed as the last {HISTORY_DAYS} days, then the
+                 models train on them
 
 See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
   {me} --config {config} status
@@ -182,7 +233,7 @@ Ctrl-C stops the demo.""",
             for till in TILLS:
                 code = Screens(store).add(till, f"Till {till[-1]}", int(time.time() * 1000))[1]
                 print(f"Staff screen at {till}: open http://127.0.0.1:{http_port}/#pair={code}")
-        for thread in threads:
+        for thread in list(threads):
             thread.start()
         deadline = time.monotonic() + duration if duration > 0 else float("inf")
         while not stop.wait(

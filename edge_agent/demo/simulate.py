@@ -2,9 +2,12 @@
 
 Two layers. `site_stream` is pure: from a random generator, a start time and the catalogue
 it yields, in time order, what a shop's devices publish while many visits overlap (door
-counter, zone sensors, kiosk, tills selling real Ta Feng baskets, loyalty check-ins with a
-mix of consents). `run_simulator` publishes that stream to an MQTT broker at a fixed rate,
-stamping each event with the real time it is sent.
+counter, zone sensors, kiosk, tills selling the export's real receipts in the order they were
+rung up, its known customers checking in with the loyalty app with a mix of consents). It can
+first replay the export's earlier days as the days before the start, so a site has a history
+from its first minute. `run_simulator` publishes that stream to an MQTT broker: the replayed
+days as fast as the broker takes them with their own times, then at a fixed rate, stamping
+each event with the real time it is sent.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -29,7 +32,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.core.topics import DeviceId, DeviceTopic, SiteId
-from edge_agent.demo.catalogue import Basket, Catalogue, Product, load_tafeng
+from edge_agent.demo.catalogue import Basket, Catalogue, Product, load_sales
 from edge_agent.errors import BrokerError, ConfigError, TopicError
 from edge_agent.mqtt.publisher import Window
 
@@ -37,14 +40,14 @@ logger = logging.getLogger(__name__)
 
 #: About how many events one visit yields on average (measured on the stream, kept honest
 #: by a unit test); the publisher uses it so simulated time passes at about real speed.
-EVENTS_PER_VISIT = 15.5
+EVENTS_PER_VISIT = 23.7
 
-CURRENCY = "TWD"
+CURRENCY = "GBP"
 DOOR = "door-1"
 KIOSK = "kiosk-1"
 LOYALTY = "loyalty-1"
 TILLS = ("till-1", "till-2")
-AISLES = ("produce", "dairy", "bakery", "household")
+AISLES = ("homeware", "lighting", "kitchen", "gifts")
 ZONES = ("entrance", *AISLES, "checkout")
 
 _Purposes = Mapping[Literal["analytics", "personalization", "crm_sync"], bool]
@@ -52,17 +55,16 @@ _Purposes = Mapping[Literal["analytics", "personalization", "crm_sync"], bool]
 # Median dwell per zone in seconds; dwell is log-normal around it, as measured dwell is.
 _DWELL_MEDIAN_S = {
     "entrance": 8.0,
-    "produce": 95.0,
-    "dairy": 50.0,
-    "bakery": 65.0,
-    "household": 120.0,
+    "homeware": 95.0,
+    "lighting": 50.0,
+    "kitchen": 65.0,
+    "gifts": 120.0,
 }
 _DWELL_SIGMA = 0.55
 _QUEUE_MEDIAN_S = 45.0
 
 _P_CHECKOUT = 0.65
 _P_KIOSK_VIEWS = 0.25
-_P_LOYALTY = 0.3
 _P_FEEDBACK = 0.15
 _P_MISSCAN = 0.08
 _P_CONSENT_CHANGE = 0.05
@@ -74,12 +76,11 @@ _AISLE_COUNTS = ((1, 2, 3, 4), (25, 35, 25, 15))
 _NPS_WEIGHTS = (3, 1, 1, 2, 2, 6, 5, 10, 20, 22, 28)
 _CES_WEIGHTS = (32, 36, 18, 9, 5)
 
-# Loyalty members: a fixed pool so people come back, some far more often than others.
-_MEMBERS = 5000
-_MEMBER_WEIGHTS = tuple(itertools.accumulate(1 / rank**0.5 for rank in range(1, _MEMBERS + 1)))
+# Loyalty members are the export's known customers. It holds no names, so the app's
+# first-name trait comes from this list (by customer number, the same on every visit).
 _FIRST_NAMES = (
-    "Wei", "Yi-Ting", "Chia-Hao", "Mei-Ling", "Shu-Fen", "Chun-Hung", "Hsin-Yi", "Po-Wei",
-    "Ya-Chu", "Chih-Ming", "Li-Hua", "Jia-Hui", "Kuan-Yu", "Pei-Shan", "Tsung-Han", "Hui-Chen",
+    "Olivia", "Jack", "Amelia", "Harry", "Isla", "Oliver", "Ava", "Charlie", "Emily",
+    "George", "Sophie", "Thomas", "Grace", "James", "Lily", "William",
 )  # fmt: skip
 
 _ALL: _Purposes = {"analytics": True, "personalization": True, "crm_sync": True}
@@ -113,6 +114,8 @@ class Publication:
     topic: str
     payload: dict[str, object]
     at_ms: int
+    #: Part of the replayed history: published with its own timestamp, not the time sent.
+    replayed: bool = False
 
 
 def iso_timestamp(epoch_ms: int) -> str:
@@ -128,13 +131,20 @@ def site_stream(
     catalogue: Catalogue,
     *,
     visits_per_hour: float = 240.0,
+    history_days: int = 0,
 ) -> Iterator[Publication]:
     """The endless stream of events a shop's devices publish, in time order.
 
     Visits arrive as a Poisson process and overlap: each enters through the door, walks a
-    few zones, may look products up at the kiosk, check in with the loyalty app (and set
-    consents), buy a real basket at a till, and leave feedback. Everything random comes
-    from ``rng``, so a seed always yields the same stream.
+    few zones, may look products up at the kiosk, buy the export's next receipt at a till
+    (checking in with the loyalty app first, and setting consents, when the receipt is a
+    known customer's), and leave feedback. Everything random comes from ``rng``, so a seed
+    always yields the same stream.
+
+    With ``history_days``, the stream first replays the receipts of the export's first
+    that many trading days, each as a visit at its own time of day, on the days before
+    ``start_ms`` (marked ``replayed``); the live visits then sell the receipts after them,
+    from the start again once they run out.
 
     Args:
         rng: the only source of randomness, message ids included.
@@ -142,19 +152,22 @@ def site_stream(
         site: the site id the topics are published under.
         catalogue: products and real baskets; every order sells one of its baskets.
         visits_per_hour: the mean arrival rate of visits.
+        history_days: trading days of the export to replay first (0: none).
 
     Yields:
         Publications with non-decreasing ``at_ms``.
 
     Raises:
-        ValueError: the site id cannot be part of a topic, the rate is not positive, or
-            the catalogue has no basket.
+        ValueError: the site id cannot be part of a topic, the rate is not positive, the
+            catalogue has no basket, or it has fewer trading days than ``history_days``
+            (and so nothing left to sell live).
     """
     if not visits_per_hour > 0:
         raise ValueError(f"visits_per_hour must be positive, got {visits_per_hour}")
     if not catalogue.baskets:
         raise ValueError("the catalogue has no basket to sell")
     shop = _Shop(rng, SiteId(site), catalogue)
+    yield from shop.history(history_days, start_ms)
     mean_gap_ms = 3_600_000 / visits_per_hour
     pending: list[tuple[int, int, Publication]] = []
     order = itertools.count()
@@ -170,11 +183,11 @@ def site_stream(
 
 
 def _product(product: Product, price: float, quantity: int | None = None) -> dict[str, object]:
-    # Ta Feng product ids are the barcodes the till scans, so they serve as the SKU too.
+    # The stock code is what the till scans, so it serves as the SKU too.
     fields: dict[str, object] = {
         "product_id": product.product_id,
         "sku": product.product_id,
-        "category": product.category,
+        "name": product.name,
         "price": price,
     }
     if quantity is not None:
@@ -189,6 +202,7 @@ class _Shop:
         self._rng = rng
         self._products = tuple(catalogue.products.values())
         self._baskets = catalogue.baskets
+        self._sold = 0  # receipts sold so far: the next one is the export's next
         devices = (DOOR, KIOSK, LOYALTY, *TILLS, *(f"zone-{zone}" for zone in ZONES))
         try:
             self._topics = {d: DeviceTopic(site, DeviceId(d)).topic for d in devices}
@@ -205,21 +219,54 @@ class _Shop:
         """A fresh messageId: a version 4 UUID drawn from the stream's generator."""
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
-    def visit(self, arrival_ms: int) -> list[Publication]:
-        """Every event of one visit that arrives at ``arrival_ms``, in any order."""
+    def history(self, days: int, start_ms: int) -> Iterator[Publication]:
+        """The visits that bought the receipts of the export's first ``days`` trading days,
+        at their time of day on the days before ``start_ms``, in time order."""
+        if days <= 0:
+            return
+        trading = sorted({basket.at.date() for basket in self._baskets})
+        if len(trading) <= days:
+            raise ValueError(
+                f"the catalogue has {len(trading)} trading days: replaying {days} leaves "
+                "nothing to sell live"
+            )
+        today = datetime.fromtimestamp(start_ms / 1000, UTC).date()
+        replayed: list[Publication] = []
+        for basket in self._baskets:
+            if basket.at.date() not in trading[:days]:
+                break
+            # The last replayed day is yesterday, the one before it the day before, ...
+            day = today - timedelta(days=days - trading.index(basket.at.date()))
+            when = datetime.combine(day, basket.at.timetz())
+            arrival = round(when.timestamp() * 1000) - self._seconds(300, 900)
+            replayed += self.visit(arrival, buys=True)
+        replayed.sort(key=lambda publication: publication.at_ms)
+        for publication in replayed:
+            yield Publication(publication.topic, publication.payload, publication.at_ms, True)
+
+    def _next_basket(self) -> Basket:
+        basket = self._baskets[self._sold % len(self._baskets)]
+        self._sold += 1
+        return basket
+
+    def visit(self, arrival_ms: int, *, buys: bool | None = None) -> list[Publication]:
+        """Every event of one visit that arrives at ``arrival_ms``, in any order (``buys``:
+        whether it buys the next receipt; None: as often as visitors do)."""
         rng = self._rng
         visit = _Visit(self, f"trk-{rng.getrandbits(64):016x}")
         group = rng.choices(*_GROUP_SIZES)[0]
         door_in = {"direction": "in", "count": group}
         visit.track(arrival_ms, DOOR, "Door Counted", door_in, anonymous=False)
-        basket = rng.choice(self._baskets) if rng.random() < _P_CHECKOUT else None
+        if buys is None:
+            buys = rng.random() < _P_CHECKOUT
+        basket = self._next_basket() if buys else None
         aisles = rng.sample(AISLES, rng.choices(*_AISLE_COUNTS)[0])
         viewing_aisle = rng.choice(aisles) if rng.random() < _P_KIOSK_VIEWS else None
 
         at = arrival_ms + self._seconds(1, 4)
         at = visit.zone("entrance", at, self._dwell("entrance"))
-        if rng.random() < _P_LOYALTY:
-            self._check_in(visit, arrival_ms + self._seconds(3, 20))
+        if basket is not None and basket.customer is not None:
+            self._check_in(visit, arrival_ms + self._seconds(3, 20), basket.customer)
         for aisle in aisles:
             at += self._seconds(3, 12)
             dwell = self._dwell(aisle)
@@ -306,11 +353,11 @@ class _Shop:
             answer["ces"] = rng.choices(range(1, 6), _CES_WEIGHTS)[0]
         return answer
 
-    def _check_in(self, visit: _Visit, at: int) -> None:
+    def _check_in(self, visit: _Visit, at: int, customer: str) -> None:
         rng = self._rng
-        member = rng.choices(range(1, _MEMBERS + 1), cum_weights=_MEMBER_WEIGHTS)[0]
-        user_id = f"loyalty-{member:06d}"
-        traits: dict[str, object] = {"first_name": _FIRST_NAMES[member % len(_FIRST_NAMES)]}
+        user_id = f"loyalty-{customer}"
+        number = int(customer) if customer.isdigit() else len(customer)
+        traits: dict[str, object] = {"first_name": _FIRST_NAMES[number % len(_FIRST_NAMES)]}
         visit.identify(at, user_id, traits)
         if user_id not in self._members:
             consent = rng.choices(_CONSENTS, _CONSENT_WEIGHTS)[0]
@@ -395,6 +442,8 @@ class SimulatorOptions:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     client_id: str | None = None
+    #: Trading days of the packaged sales to replay first, as the days before now.
+    history_days: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -406,6 +455,11 @@ class SimulatorOptions:
         if not (self.duration >= 0 and math.isfinite(self.duration)):
             raise ConfigError(
                 f"simulator duration must be 0 (until stopped) or more seconds, got {self.duration}"
+            )
+        if not 0 <= self.history_days <= 3:
+            raise ConfigError(
+                f"simulator history must be 0-3 days (the packaged sales hold 4), "
+                f"got {self.history_days}"
             )
         try:
             DeviceTopic(SiteId(self.site), DeviceId(DOOR))
@@ -443,12 +497,16 @@ def _report(window: Window, elapsed_s: float) -> SimulatorReport:
 
 
 def run_simulator(
-    options: SimulatorOptions, stop: threading.Event | None = None
+    options: SimulatorOptions,
+    stop: threading.Event | None = None,
+    history_sent: Callable[[int], None] | None = None,
 ) -> SimulatorReport:
     """Publish the demo site's events to an MQTT broker until the duration ends or ``stop``.
 
-    Events go out at ``options.rate`` per second (QoS 1), each stamped with the real time
-    it is sent so the agent's clock-skew check passes. Visits arrive at the pace that
+    The replayed history (``options.history_days``) goes first, as fast as the broker
+    acknowledges it and with its own timestamps. Then events go out at ``options.rate`` per
+    second (QoS 1), each stamped with the real time it is sent so the agent's clock-skew
+    check passes. Visits arrive at the pace that
     keeps simulated time close to real time, so dwell times look realistic, up to about
     15 events/s (3,600 visits an hour); faster rates compress the visits instead. At the
     end it waits up to 10 s for outstanding acknowledgements.
@@ -456,6 +514,8 @@ def run_simulator(
     Args:
         options: broker, site, rate, duration (0: until ``stop`` is set) and seed.
         stop: set it from another thread to end the run early.
+        history_sent: called with how many events were replayed, once the broker has
+            acknowledged them all (or waited 10 s), before the first live event.
 
     Returns:
         How many events were published, acknowledged, failed or left unacknowledged.
@@ -466,19 +526,20 @@ def run_simulator(
         ConfigError: the packaged catalogue cannot be read.
     """
     stop = stop if stop is not None else threading.Event()
-    catalogue = load_tafeng()
+    catalogue = load_sales()
     stream = site_stream(
         random.Random(options.seed),
         time.time_ns() // 1_000_000,
         options.site,
         catalogue,
         visits_per_hour=min(options.rate * 3600 / EVENTS_PER_VISIT, _MAX_VISITS_PER_HOUR),
+        history_days=options.history_days,
     )
     tally = Window(_WINDOW, _STALL_S)
     client = _connect(options, tally)
     started = time.monotonic()
     try:
-        _publish(client, stream, options, stop, tally)
+        _publish(client, stream, options, stop, tally, history_sent)
         tally.drain(_DRAIN_S)
     finally:
         client.disconnect()
@@ -558,31 +619,37 @@ def _publish(
     options: SimulatorOptions,
     stop: threading.Event,
     tally: Window,
+    history_sent: Callable[[int], None] | None,
 ) -> None:
     where = f"{options.host}:{options.port}"
+    replayed = 0
     total = math.floor(options.rate * options.duration) if options.duration > 0 else None
-    started = time.monotonic()
+    started: float | None = None
     sent = 0
-    while (total is None or sent < total) and not stop.is_set():
-        # Send everything due by now in one burst, then sleep to the next due instant in
-        # short steps, so a late wake-up catches up and a stop takes effect promptly.
-        due = math.floor((time.monotonic() - started) * options.rate) + 1
-        if total is not None:
-            due = min(due, total)
-        while sent < due:
-            if not tally.reserve(stop, where):
-                return
-            publication = next(stream)
-            stamped = {
-                **publication.payload,
-                "timestamp": iso_timestamp(time.time_ns() // 1_000_000),
-            }
-            info = client.publish(publication.topic, orjson.dumps(stamped), qos=1)
-            if not tally.handed(info.rc):
-                logger.warning(
-                    "paho refused a publish: %s",
-                    mqtt.error_string(info.rc),
-                    extra={"event": "simulator_publish_refused", "rc": int(info.rc)},
-                )
+    for publication in stream:
+        if stop.is_set() or (total is not None and sent >= total):
+            return
+        payload = publication.payload
+        if publication.replayed:
+            replayed += 1
+        else:
+            if replayed and history_sent is not None and started is None:
+                tally.drain(_DRAIN_S)
+                history_sent(replayed)
+            # The n-th live event is due n/rate seconds after the first; sleeping in short
+            # steps lets a late wake-up catch up and a stop take effect promptly.
+            started = time.monotonic() if started is None else started
+            while (wait := started + sent / options.rate - time.monotonic()) > 0:
+                if stop.wait(min(_TICK_S, wait)):
+                    return
+            payload = {**payload, "timestamp": iso_timestamp(time.time_ns() // 1_000_000)}
             sent += 1
-        stop.wait(min(_TICK_S, max(0.0, started + sent / options.rate - time.monotonic())))
+        if not tally.reserve(stop, where):
+            return
+        info = client.publish(publication.topic, orjson.dumps(payload), qos=1)
+        if not tally.handed(info.rc):
+            logger.warning(
+                "paho refused a publish: %s",
+                mqtt.error_string(info.rc),
+                extra={"event": "simulator_publish_refused", "rc": int(info.rc)},
+            )

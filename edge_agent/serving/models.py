@@ -114,17 +114,25 @@ class Models:
         with self._sessions.lock:
             return self._load(name, version)
 
+    def manifest(self, name: str, version: str) -> Manifest | Refused:
+        """The manifest of an installed version, read from its folder (no model loaded).
+
+        Raises:
+            ModelIntegrityError: the version's files are gone.
+        """
+        try:
+            return parse((self.folder / name / version / "manifest.json").read_bytes())
+        except OSError as exc:
+            raise ModelIntegrityError(
+                f"the serving model {name} {version} is missing: {exc}"
+            ) from exc
+
     def _load(self, name: str, version: str) -> tuple[Manifest, ort.InferenceSession]:
         cached = self._sessions.by_name.get(name)
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
         folder = self.folder / name / version
-        try:
-            manifest = parse((folder / "manifest.json").read_bytes())
-        except OSError as exc:
-            raise ModelIntegrityError(
-                f"the serving model {name} {version} is missing: {exc}"
-            ) from exc
+        manifest = self.manifest(name, version)
         session = (
             manifest if isinstance(manifest, Refused) else load(folder / "model.onnx", manifest)
         )

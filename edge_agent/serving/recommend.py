@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge_agent.core.catalogue import share_known
 from edge_agent.core.identity import Pseudonym
 from edge_agent.core.recommend import (
     COMPLEMENTS,
@@ -78,7 +79,7 @@ class Recommender:
             known = self._known.get(manifest.sha256)
             if known is None:
                 known = self._known[manifest.sha256] = frozenset(manifest.vocabulary)
-            coverage[name] = len(available & known) / len(available) if available else 1.0
+            coverage[name] = share_known(known, available or frozenset())
         return Situation(visitor is not None, self.context(visitor, basket), coverage)
 
     def first_name(self, visitor: Pseudonym) -> str | None:
@@ -126,7 +127,7 @@ class Recommender:
             # Each list is picked over its own vocabulary; earlier lists' items are not repeated.
             shown = Context(tuple(taken | set(basket)), context.history, context.personal)
             found = pick(
-                {name: row}, vocabulary, shown, available, k, vectors.share, goes_with, names
+                {name: row}, vocabulary, shown, available, k, vectors.bought, goes_with, names
             )
             for source, chosen in found.items():
                 picks[source] = chosen

@@ -8,7 +8,7 @@ registry falls back to the releases' offline metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import onnxruntime as ort
 
@@ -33,9 +33,14 @@ def cases(store: Store) -> list[tuple[tuple[tuple[str, ...], ...], tuple[str, ..
     return [(tuple(b[:-1]), b[-1]) for b in baskets if len(b) >= 2]
 
 
-def local_shadow(store: Store, minimum: int = MIN_CASES) -> Shadow | None:
-    """A shadow evaluation over the site's cases, or None when there are too few."""
-    found = cases(store)
+def local_shadow(
+    store: Store,
+    minimum: int = MIN_CASES,
+    only: Sequence[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] | None = None,
+) -> Shadow | None:
+    """A shadow evaluation over the site's cases (``only``: these of them, the ones a
+    candidate was not trained on), or None when there are too few."""
+    found = cases(store) if only is None else list(only)
     if len(found) < minimum:
         return None
 

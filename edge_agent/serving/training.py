@@ -8,7 +8,8 @@ of persons learn only from ``profile_purchases``, which holds purchases of peopl
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from threadpoolctl import threadpool_limits
 
 from edge_agent.core import complements, trending
-from edge_agent.core.nbr import NbrParams, evaluate, fit_nbr, top_k
+from edge_agent.core.nbr import evaluate, fit_recipe, recipe_params, top_k, validation_people
 from edge_agent.core.nbr_onnx import serialize
 from edge_agent.core.recommend import COMPLEMENTS, PERSONAL, Context, inputs
 from edge_agent.core.releases import Manifest, release_unsigned
@@ -110,6 +112,7 @@ def _site_manifest(
     now_ms: int,
     inputs: Mapping[str, object],
     training: Mapping[str, object],
+    metrics: Mapping[str, float] | None = None,
 ) -> Manifest:
     """The manifest of a model trained here (its version is when it was made)."""
     created = datetime.fromtimestamp(now_ms / 1000, UTC)
@@ -123,6 +126,7 @@ def _site_manifest(
         inputs=inputs,
         outputs={"scores": [1, len(vocabulary)]},
         training=training,
+        metrics=dict(metrics or {}),
     )
 
 
@@ -134,12 +138,16 @@ def _serve(
 
 
 def train_next_basket(store: Store, models: Models, now_ms: int) -> Entry | None:
-    """Fit the next-basket model on this site's data and serve it when it is not worse than
-    the serving one on each consenting person's latest basket; None when too few people.
+    """Fit the next-basket model on this site's data with the one recipe
+    (`edge_agent.core.nbr.fit_recipe`) and serve it when it is not worse than the serving
+    one on the validation people's latest baskets; None when too few people.
 
-    Personal histories come only from ``profile_purchases`` (people with personalization);
-    each person's latest basket is held out to judge the model, never trained on. Recent
-    anonymous orders add what goes together.
+    Personal histories come only from ``profile_purchases`` (people with personalization).
+    A fifth of the people (when that is at least ten) are held out: their latest basket
+    chooses the settings and judges the model, and is never trained on; everyone else's
+    latest basket is a time-aligned training pair. A smaller site learns from histories
+    alone, with the default settings, and everyone's latest basket judges. Recent anonymous
+    orders add what goes together. numpy's BLAS runs on one thread (see `bounded_threads`).
 
     Raises:
         StorageError: the database or the model folder cannot be used.
@@ -153,22 +161,52 @@ def train_next_basket(store: Store, models: Models, now_ms: int) -> Entry | None
         | {i for _, lines in orders for i in lines}
     )
     index = {item: n for n, item in enumerate(items)}
-    histories = [[[index[i] for i in b] for b in history] for history, _ in people]
-    histories += [[[index[i] for i in lines]] for _, lines in orders]
-    params = NbrParams(rank=max(8, min(256, len(histories) // 2, len(items) - 1)))
-    fitted = fit_nbr(histories, [None] * len(histories), len(items), params)
+    recipe: list[tuple[list[list[int]], list[int] | None]] = [
+        ([[index[i] for i in b] for b in history], [index[i] for i in latest])
+        for history, latest in people
+    ]
+    recipe += [([[index[i] for i in lines]], None) for _, lines in orders]
+    held = validation_people([latest is not None for _, latest in recipe])
+    if not any(held):
+        # Too few people to hold a fifth out: learn from histories alone and let everyone's
+        # latest basket judge (none of them was trained on).
+        recipe = [(history, None) for history, _ in recipe]
+    params = recipe_params(len(recipe), len(items))
+    with bounded_threads():
+        tuned = fit_recipe(recipe, len(items), params, held)
     manifest = _site_manifest(
         PERSONAL,
         tuple(items),
         now_ms,
         {"history": {"shape": [1, len(items)], "decay": params.decay}, "k": [1]},
-        {"people": len(people), "anonymous_orders": len(orders), "rank": params.rank},
+        {
+            "people": len(people),
+            "validated_on": tuned.validated_on,
+            "anonymous_orders": len(orders),
+            "rank": params.rank,
+            "ridge": tuned.ridge,
+            "repeat_weight": tuned.repeat_weight,
+        },
+        tuned.validation,
     )
-    return _serve(models, manifest, serialize(fitted), now_ms, shadow=local_shadow(store))
+    judged = [case for case, v in zip(people, held, strict=False) if v]
+    shadow = local_shadow(store, only=judged) if judged else local_shadow(store)
+    return _serve(models, manifest, serialize(tuned.model), now_ms, shadow=shadow)
 
 
-#: The newest orders of this many items or more are held out to judge a complements model.
+@contextmanager
+def bounded_threads() -> Iterator[None]:
+    """numpy's BLAS on one thread while a model trains: on a 2-core box OpenBLAS's default
+    (a thread per core, spinning) ran the fit up to 5 times slower, and the agent and the
+    screens' server need the other core."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+#: The newest orders, a fifth of them up to this many, are held out to judge a complements
+#: model; with fewer orders than MIN_ORDERS there is too little to learn pairs from.
 HOLDOUT_ORDERS = 300
+MIN_ORDERS = 100
 
 
 def train_complements(store: Store, models: Models, now_ms: int) -> Entry | None:
@@ -182,20 +220,19 @@ def train_complements(store: Store, models: Models, now_ms: int) -> Entry | None
     orders = [
         lines for _, lines in recent_orders(store, now_ms - ORDERS_WINDOW_DAYS * trending.DAY_MS)
     ]
-    if len(orders) < 2 * HOLDOUT_ORDERS:
+    if len(orders) < MIN_ORDERS:
         return None
+    holdout = min(HOLDOUT_ORDERS, len(orders) // 5)
     items = sorted({i for lines in orders for i in lines})
     index = {item: n for n, item in enumerate(items)}
-    held = [sorted(lines) for lines in orders[-HOLDOUT_ORDERS:] if len(lines) >= 2]
-    fitted = complements.fit(
-        [[index[i] for i in lines] for lines in orders[:-HOLDOUT_ORDERS]], len(items)
-    )
+    held = [sorted(lines) for lines in orders[-holdout:] if len(lines) >= 2]
+    fitted = complements.fit([[index[i] for i in lines] for lines in orders[:-holdout]], len(items))
     manifest = _site_manifest(
         COMPLEMENTS,
         tuple(items),
         now_ms,
         {"basket": [1, len(items)]},
-        {"orders": len(orders) - HOLDOUT_ORDERS, "rank": int(fitted.shape[1])},
+        {"orders": len(orders) - holdout, "held_out": holdout, "rank": int(fitted.shape[1])},
     )
     return _serve(models, manifest, complements.graph(fitted), now_ms, _hidden_item(held))
 

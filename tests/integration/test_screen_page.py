@@ -42,11 +42,11 @@ def _member_visits(first_name: str = "Mei", product_name: str = "Soy milk") -> l
     them); now she is at till 1 with soy milk in her basket."""
     traits = {"first_name": first_name, "email": SECRETS[1], "phone": SECRETS[2]}
     bought = [
-        {"product_id": "tafeng:10", "name": "Oolong tea", "price": 3.0, "quantity": 1},
-        {"product_id": "tafeng:11", "name": "Rice crackers", "price": 2.0, "quantity": 1},
+        {"product_id": "22633", "name": "Oolong tea", "price": 3.0, "quantity": 1},
+        {"product_id": "22632", "name": "Rice crackers", "price": 2.0, "quantity": 1},
     ]
     order = {"order_id": "o-1", "total": 5.0, "currency": "TWD", "products": bought}
-    added = {"product_id": "tafeng:12", "name": product_name, "price": 1.5, "quantity": 1}
+    added = {"product_id": "84879", "name": product_name, "price": 1.5, "quantity": 1}
     return [
         _consent(True, "visit-1"),
         identify(MEMBER, traits, anonymousId="visit-1"),

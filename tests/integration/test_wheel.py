@@ -83,12 +83,12 @@ def test_the_installed_wheel_verifies_and_serves_its_shipped_default(
     agent = [str(venv / "bin" / "edge-agent"), "--config", str(config)]
     # Exit 1: a site with no orders has no trending model to train; the default still installs.
     trained = _run([*agent, "models", "train", "--quick"], tmp_path, env, codes=(0, 1))
-    assert "next-basket tafeng-2001 (shipped default): serving" in trained
+    assert "next-basket online-retail-2010 (shipped default): serving" in trained
     listing = json.loads(_run([*agent, "models", "list", "--json"], tmp_path, env))
     serving = {(e["name"], e["version"]) for e in listing if e["status"] == "serving"}
-    assert ("next-basket", "tafeng-2001") in serving
+    assert ("next-basket", "online-retail-2010") in serving
     # The copy the registry now serves loads against its manifest and scores every item.
-    folder = tmp_path / "data" / "models" / "next-basket" / "tafeng-2001"
+    folder = tmp_path / "data" / "models" / "next-basket" / "online-retail-2010"
     scores = _run([str(venv / "bin" / "python"), "-c", _SCORE, str(folder)], tmp_path, env)
     vocabulary, scored = scores.split()
     assert int(vocabulary) > 1000

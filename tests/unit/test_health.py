@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_agent.core.catalogue import share_known
 from edge_agent.core.health import (
     MB,
     Check,
@@ -88,3 +89,15 @@ def test_models() -> None:
     assert not failed.ok
     assert "next-basket: the serving model is missing" in failed.reason
     assert "rollback" in failed.reason
+
+
+def test_a_model_that_does_not_know_the_shops_products_is_flagged() -> None:
+    sold = {"sku-1", "sku-2", "sku-3", "sku-4", "sku-5"}
+    assert share_known(["sku-1", "tafeng:2"], sold) == 0.2
+    assert share_known(["tafeng:1"], set()) == 1.0  # nothing sold yet: nothing to judge
+    fits = models_check({}, 2, {"trending": 1.0, "next-basket": share_known(["sku-1"], sold)})
+    assert (fits.ok, fits.state) == (True, "loaded")
+    low = models_check({}, 2, {"trending": 1.0, "next-basket": share_known(["x"], sold)})
+    assert (low.ok, low.state) == (True, "low_coverage")
+    assert "next-basket knows 0%" in low.reason
+    assert "trending" not in low.reason

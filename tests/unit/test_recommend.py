@@ -30,13 +30,13 @@ def test_inputs_weigh_history_by_share_of_baskets_and_mark_the_basket() -> None:
     made = inputs(context, VOCABULARY)
     np.testing.assert_allclose(made.history, [[1.0, 1 / 3, 0.0, 0.0, 0.0]], rtol=1e-6)
     assert made.basket.tolist() == [[0.0, 0.0, 1.0, 0.0, 0.0]]
-    assert made.share == {"a": 1.0, "b": 1 / 3}
+    assert made.bought == {"a": (3, 3), "b": (1, 3)}
 
 
 def test_without_consent_the_history_is_not_an_input() -> None:
     made = inputs(Context(("c",), (("a", "b"),), personal=False), VOCABULARY)
     assert not made.history.any()
-    assert made.share == {}
+    assert made.bought == {}
 
 
 def test_rules_skip_unavailable_basket_and_repeated_items_and_give_reasons() -> None:
@@ -46,11 +46,14 @@ def test_rules_skip_unavailable_basket_and_repeated_items_and_give_reasons() -> 
         COMPLEMENTS: _row(9, 8, 7, 6, 5),
         TRENDING: _row(1, 2, 3, 4, 5),
     }
-    share = {"b": 1.0, "c": 0.5}
-    lists = pick(scores, VOCABULARY, context, frozenset({"a", "b", "c", "e"}), 2, share, {"e": "a"})
+    bought = inputs(context, VOCABULARY).bought
+    assert bought == {"b": (2, 2), "c": (1, 2)}
+    lists = pick(
+        scores, VOCABULARY, context, frozenset({"a", "b", "c", "e"}), 2, bought, {"e": "a"}
+    )
     assert [(p.item, p.reason) for p in lists[PERSONAL]] == [
-        ("b", "you buy this on most visits"),
-        ("c", "you buy this on most visits"),
+        ("b", "you bought this on each of your last 2 visits"),
+        ("c", "you bought this on 1 of your last 2 visits"),
     ]
     assert [(p.item, p.reason) for p in lists[COMPLEMENTS]] == [
         ("e", "often bought with unnamed product a")

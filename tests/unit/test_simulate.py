@@ -14,7 +14,7 @@ import pytest
 from edge_agent import schemas
 from edge_agent.core.events import Inbound, Limits, Schemas, parse_payload
 from edge_agent.core.topics import SiteId, parse_topic
-from edge_agent.demo.catalogue import Catalogue, load_tafeng
+from edge_agent.demo.catalogue import Catalogue, load_sales
 from edge_agent.demo.simulate import (
     EVENTS_PER_VISIT,
     ZONES,
@@ -34,7 +34,7 @@ Event = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def catalogue() -> Catalogue:
-    return load_tafeng()
+    return load_sales()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def compiled() -> Schemas:
     return schemas.load()
 
 
-def stream(catalogue: Catalogue, seed: int, count: int, **kwargs: float) -> list[Publication]:
+def stream(catalogue: Catalogue, seed: int, count: int, **kwargs: Any) -> list[Publication]:
     return list(
         islice(site_stream(random.Random(seed), START_MS, SITE, catalogue, **kwargs), count)
     )
@@ -120,12 +120,12 @@ def test_every_order_sells_a_real_basket(
         for basket in catalogue.baskets
     }
     orders = [event(p)["properties"] for p in long_stream if name(p) == "Order Completed"]
-    assert len(orders) > 1000
+    assert len(orders) > 800
     for order in orders:
         sold = tuple((item["product_id"], item["quantity"]) for item in order["products"])
         assert (sold, order["total"]) in real
-        assert order["currency"] == "TWD"
-        fields = {"product_id", "sku", "category", "price", "quantity"}
+        assert order["currency"] == "GBP"
+        fields = {"product_id", "sku", "name", "price", "quantity"}
         assert all(set(item) == fields for item in order["products"])
 
 
@@ -139,9 +139,11 @@ def test_till_scans_add_up_to_the_order(long_stream: list[Publication]) -> None:
             carts[properties["cart_id"]][properties["product_id"]] -= properties["quantity"]
         elif name(publication) == "Order Completed":
             scanned = +carts.pop(properties["cart_id"])
-            assert scanned == Counter(
-                {item["product_id"]: item["quantity"] for item in properties["products"]}
-            )
+            # A receipt may hold the same product on two lines.
+            lines: Counter[str] = Counter()
+            for item in properties["products"]:
+                lines[item["product_id"]] += item["quantity"]
+            assert scanned == lines
 
 
 def test_zone_visits_enter_before_they_exit_with_realistic_dwell(
@@ -159,7 +161,7 @@ def test_zone_visits_enter_before_they_exit_with_realistic_dwell(
                 dwell[key[1]].append((publication.at_ms - inside.pop(key)) / 1000)
     assert set(dwell) == set(ZONES)
     assert 3 < statistics.median(dwell["entrance"]) < 20
-    for zone in ("produce", "dairy", "bakery", "household", "checkout"):
+    for zone in ("homeware", "lighting", "kitchen", "gifts", "checkout"):
         assert 30 < statistics.median(dwell[zone]) < 300
 
 
@@ -178,6 +180,62 @@ def test_loyalty_check_ins_link_a_visit_and_people_return(long_stream: list[Publ
     assert all(i["userId"].startswith("loyalty-") and i["traits"]["first_name"] for i in identifies)
     people = Counter(i["userId"] for i in identifies)
     assert people.most_common(1)[0][1] > 2
+
+
+def test_receipts_are_sold_in_the_order_rung_up_and_known_customers_check_in(
+    long_stream: list[Publication], catalogue: Catalogue
+) -> None:
+    orders = [event(p) for p in long_stream if name(p) == "Order Completed"]
+    receipts = catalogue.baskets
+
+    # Visits overlap, so orders complete a little out of sequence, but the first round sells
+    # each receipt once before any is sold again.
+    sold = Counter(
+        tuple([i["product_id"] for i in o["properties"]["products"]])
+        for o in orders[: len(receipts)]
+    )
+    real = Counter(tuple(line.product.product_id for line in b.lines) for b in receipts)
+    assert sum((sold - real).values()) < 20
+    # The loyalty app names the export's own customer, with the same first name every time.
+    names: defaultdict[str, set[str]] = defaultdict(set)
+    for p in long_stream:
+        if name(p) == "identify":
+            names[event(p)["userId"]].add(event(p)["traits"]["first_name"])
+    known = {f"loyalty-{b.customer}" for b in receipts if b.customer is not None}
+    assert set(names) <= known
+    assert all(len(first) == 1 for first in names.values())
+
+
+def test_history_replays_the_first_days_before_the_start_then_sells_the_rest(
+    catalogue: Catalogue,
+) -> None:
+    publications = list(
+        islice(site_stream(random.Random(5), START_MS, SITE, catalogue, history_days=3), 40_000)
+    )
+    replayed = [p for p in publications if p.replayed]
+    live = publications[len(replayed) :]
+    assert replayed
+    assert not any(p.replayed for p in live)
+    assert all(a.at_ms <= b.at_ms for a, b in pairwise(replayed))
+    day_ms = 86_400_000
+    today = START_MS - START_MS % day_ms
+    assert today - 3 * day_ms <= replayed[0].at_ms
+    assert replayed[-1].at_ms < today
+    assert live[0].at_ms == START_MS
+    orders = [
+        event(p)["properties"]["products"] for p in publications if name(p) == "Order Completed"
+    ]
+    first_days = sorted({b.at.date() for b in catalogue.baskets})[:3]
+    history = [b for b in catalogue.baskets if b.at.date() in first_days]
+    replayed_orders = sum(1 for p in replayed if name(p) == "Order Completed")
+    assert replayed_orders == len(history)
+    # The first live order is the first receipt after the replayed days.
+    after = catalogue.baskets[len(history)]
+    assert [i["product_id"] for i in orders[replayed_orders]] == [
+        line.product.product_id for line in after.lines
+    ]
+    with pytest.raises(ValueError, match="trading days"):
+        next(site_stream(random.Random(5), START_MS, SITE, catalogue, history_days=4))
 
 
 def test_consents_are_a_realistic_mix(long_stream: list[Publication]) -> None:
@@ -225,7 +283,7 @@ def test_events_per_visit_constant_keeps_simulated_time_near_real_time(
     ],
 )
 def test_bad_stream_arguments_raise(
-    catalogue: Catalogue, site: str, kwargs: dict[str, float]
+    catalogue: Catalogue, site: str, kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(ValueError, match=r"site|visits_per_hour"):
         next(site_stream(random.Random(0), START_MS, site, catalogue, **kwargs))
@@ -244,6 +302,7 @@ def test_iso_timestamp_is_utc_with_milliseconds() -> None:
         pytest.param({"rate": float("nan")}, "rate must be a positive", id="rate-nan"),
         pytest.param({"duration": -1.0}, "duration must be 0", id="duration"),
         pytest.param({"site": "a+b"}, "site 'a\\+b' cannot be used", id="site"),
+        pytest.param({"history_days": 4}, "history must be 0-3 days", id="history"),
     ],
 )
 def test_simulator_options_are_checked(options: dict[str, Any], message: str) -> None:
