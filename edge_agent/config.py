@@ -22,6 +22,7 @@ from typing import Any, get_type_hints
 
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.core.events import MAX_PAYLOAD_BYTES
+from edge_agent.core.localtime import is_zone
 from edge_agent.core.plausibility import Plausibility
 from edge_agent.errors import ConfigError
 
@@ -80,6 +81,9 @@ class SiteSettings:
         lambda v: re.fullmatch("[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", v) is not None,
         "a language tag such as en, fi-FI, zh-TW",
     )
+    #: The site's time zone (IANA): its "today", its hours and days on the screens and in
+    #: ``insights``. Daylight saving is followed.
+    timezone: str = _setting("UTC", is_zone, "an IANA time zone such as Europe/Helsinki or UTC")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ optionally with differential-privacy noise)."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from edge_agent.app.clock import now_ms
 from edge_agent.app.site import existing_store
 from edge_agent.config import Settings
@@ -18,6 +20,7 @@ from edge_agent.core.aggregate import (
     release,
     to_document,
 )
+from edge_agent.core.localtime import day_hours, hour_of_day, zone
 from edge_agent.core.noise import Refusal, budget_day, noisy
 from edge_agent.errors import BudgetSpent
 from edge_agent.store.database import Store
@@ -66,9 +69,11 @@ def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
 
 
 def insights(
-    settings: Settings, day_start_ms: int, hours: range, k: int, private: bool = False
+    settings: Settings, day: date, hour: int | None, k: int, private: bool = False
 ) -> dict[str, object]:
-    """The released insights of some hours of a day: computes closed hours that have new
+    """The released insights of one of the site's days (``[site] timezone``: 23, 24 or 25
+    hours), or of its hour(s) starting at local ``hour`` o'clock (two on the night the
+    clocks go back, none on the one they go forward): computes closed hours that have new
     events first, and adds the current hour, marked open, when asked for.
 
     With ``private``, every released cell gets Laplace noise (OpenDP) and costs
@@ -78,27 +83,29 @@ def insights(
         StorageError: there is no database, or it cannot be read or written.
         BudgetSpent: the day's epsilon budget cannot pay for this release.
     """
+    tz = zone(settings.site.timezone)
+    slots = day_hours(day, tz)
+    wanted = [s for s in slots if hour is None or hour_of_day(s, tz) == hour]
     store, _ = existing_store(settings)
     now = now_ms()
     with store:
         compute_insights(store, settings, now)
-        start = day_start_ms + hours.start * HOUR_MS
-        end = day_start_ms + hours.stop * HOUR_MS
-        cells = [from_document(d) for d in store.insights.cells(day_start_ms, end)]
+        cells = [from_document(d) for d in store.insights.cells(slots[0], slots[-1] + HOUR_MS)]
         current = hour_of(now)
-        open_hour = start <= current < end
+        open_hour = current in wanted
         if open_hour:
             cells.append(hour_cell(store, current)[0])
         # The day's earlier hours only set where occupancy starts.
+        start = wanted[0] if wanted else slots[-1] + HOUR_MS
         released = release(
-            [c for c in cells if c.start_ms >= start],
+            [c for c in cells if c.start_ms in wanted],
             k,
             earlier=[c for c in cells if c.start_ms < start],
         )
         document = released.document()
         document["open_hour_ms"] = current if open_hour else None
         if private:
-            _add_noise(store, settings, released, document, day_start_ms, now)
+            _add_noise(store, settings, released, document, slots[0], now)
     return document
 
 
@@ -113,7 +120,7 @@ def _add_noise(
     eps = settings.insights.epsilon_per_cell
     hours, total = released.hours, released.total
     shown = [h for h in hours if not h.get("suppressed")] + ([total] if total else [])
-    day = budget_day(day_start_ms)
+    day = budget_day(day_start_ms, zone(settings.site.timezone))
     spent = store.insights.spend_epsilon(
         day, eps * len(shown), settings.insights.epsilon_per_day, "insights release", now
     )

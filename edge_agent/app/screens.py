@@ -16,16 +16,16 @@ from typing import cast
 from edge_agent.app.clock import now_ms
 from edge_agent.app.insights import hour_cell
 from edge_agent.config import Settings
-from edge_agent.core.aggregate import HOUR_MS, from_document, hour_of, release
+from edge_agent.core.aggregate import from_document, hour_of, release
 from edge_agent.core.catalogue import names_of, shown_name
 from edge_agent.core.identity import pseudonym
+from edge_agent.core.localtime import day_bounds, day_hours, day_of, zone
 from edge_agent.core.recommend import Pick, why_missing
 from edge_agent.ops import keyfile
 from edge_agent.serving.recommend import Recommender, in_front
 from edge_agent.store.database import Store
 from edge_agent.store.screens import PAIRING_TTL_MS, Kind, Screen, Screens
 
-DAY_MS = 24 * HOUR_MS
 #: The hourly figures a screen charts, and the day's totals it shows.
 _HOURLY = ("footfall_in", "occupancy", "orders", "conversion")
 _TOTALS = (
@@ -92,16 +92,21 @@ def visitor(
     }
 
 
-def site_today(store: Store, k: int, names: Mapping[str, str], now_ms: int) -> dict[str, object]:
-    """Today's (UTC) figures: the closed hours as the insights job stored them, and the hour
-    under way computed from its events so far.
+def site_today(
+    store: Store, k: int, names: Mapping[str, str], now_ms: int, timezone: str = "UTC"
+) -> dict[str, object]:
+    """Today's figures, today being the site's (``timezone``): the closed hours as the
+    insights job stored them, and the hour under way computed from its events so far.
 
     Raises:
         StorageError: the database cannot be read.
     """
-    day = now_ms - now_ms % DAY_MS
+    tz = zone(timezone)
+    today = day_of(now_ms, tz)
+    slots = day_hours(today, tz)
+    day, day_end = day_bounds(today, tz)
     current = hour_of(now_ms)
-    cells = [from_document(d) for d in store.insights.cells(day, current)]
+    cells = [from_document(d) for d in store.insights.cells(slots[0], current)]
     cells.append(hour_cell(store, current)[0])
     released = release(cells, k)
     hours = [
@@ -122,6 +127,9 @@ def site_today(store: Store, k: int, names: Mapping[str, str], now_ms: int) -> d
         ]
     return {
         "day_start_ms": day,
+        "day_end_ms": day_end,
+        "slots": slots,
+        "timezone": timezone,
         "open_hour_ms": current,
         "k": k,
         "hours": hours,

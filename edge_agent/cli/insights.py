@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import calendar
 import csv
+import functools
 import json
 import sys
 import time
+from datetime import date
 from typing import cast
+from zoneinfo import ZoneInfo
 
 from edge_agent.config import Settings
+from edge_agent.core.localtime import day_hours, day_of, hour_label, zone
 
 # Column -> its heading in the table.
 _FLAT = {
@@ -38,14 +41,16 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
     """Print a day's (or an hour's) released insights."""
     from edge_agent.app import insights
 
-    day = args.day or time.strftime("%Y-%m-%d", time.gmtime())
+    tz = zone(settings.site.timezone)
     try:
-        day_start = int(calendar.timegm(time.strptime(day, "%Y-%m-%d"))) * 1000
+        day = date.fromisoformat(args.day) if args.day else day_of(time.time_ns() // 10**6, tz)
     except ValueError:
-        print(f"edge-agent: --day must be YYYY-MM-DD, got {day!r}", file=sys.stderr)
+        print(f"edge-agent: --day must be YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
         return 2
-    hours = range(args.hour, args.hour + 1) if args.hour is not None else range(24)
-    released = insights.insights(settings, day_start, hours, args.k or settings.insights.k, args.dp)
+    released = insights.insights(settings, day, args.hour, args.k or settings.insights.k, args.dp)
+    # On the days the clocks change an hour's time repeats or is skipped: say which it is.
+    zoned = len(day_hours(day, tz)) != 24
+    label = functools.partial(_label, tz=tz, zoned=zoned)
     if args.format == "json":
         print(json.dumps(released, indent=2))
         return 0
@@ -59,19 +64,20 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
         out.writerow(["hour", "suppressed", *_FLAT])
         for row in rows:
             out.writerow(
-                [_label(row), bool(row.get("suppressed")), *(row.get(k, "") for k in _FLAT)]
+                [label(row), bool(row.get("suppressed")), *(row.get(k, "") for k in _FLAT)]
             )
         return 0
     print(
-        f"site {settings.site.id}, {day} (UTC), "
+        f"site {settings.site.id}, {day} ({settings.site.timezone}), "
         f"cells from fewer than {released['k']} visitors suppressed"
     )
-    print(f"{'hour':<7}" + "".join(f"{h:>11}" for h in _FLAT.values()))
+    width = 11 if zoned else 7
+    print(f"{'hour':<{width}}" + "".join(f"{h:>11}" for h in _FLAT.values()))
     for row in rows:
         if row.get("suppressed"):
-            print(f"{_label(row):<7}  suppressed: {row.get('reason', 'no released hour')}")
+            print(f"{label(row):<{width}}  suppressed: {row.get('reason', 'no released hour')}")
         else:
-            print(f"{_label(row):<7}" + "".join(f"{_cell(row.get(k)):>11}" for k in _FLAT))
+            print(f"{label(row):<{width}}" + "".join(f"{_cell(row.get(k)):>11}" for k in _FLAT))
     if released["open_hour_ms"] is not None:
         print("(the current hour is still open: its figures are partial)")
     if total:
@@ -106,9 +112,9 @@ def _print_details(total: dict[str, object]) -> None:
         print("dead letters: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
 
 
-def _label(row: dict[str, object]) -> str:
+def _label(row: dict[str, object], *, tz: ZoneInfo, zoned: bool) -> str:
     start = row.get("start_ms")
-    return "total" if start is None else time.strftime("%H:00", time.gmtime(int(start) / 1000))  # type: ignore[call-overload]
+    return "total" if start is None else hour_label(int(cast("int", start)), tz, zoned=zoned)
 
 
 def _cell(value: object) -> str:

@@ -289,14 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
         "insights",
         help="print a day's insights (footfall, visits, conversion, NPS...)",
         description=(
-            "Print the site's hourly insights and their total for a day (UTC), with cells seen "
+            "Print the site's hourly insights and their total for one of its days ([site] "
+            "timezone: 23 or 25 hours when the clocks change), with cells seen "
             "by fewer than k distinct visitors suppressed. Closed hours with new events are "
             "computed first; the current hour is shown as open."
         ),
     )
-    insights.add_argument("--day", help="YYYY-MM-DD (default: today, UTC)")
+    insights.add_argument("--day", help="YYYY-MM-DD (default: the site's today)")
     insights.add_argument(
-        "--hour", type=int, choices=range(24), metavar="H", help="only this hour (0-23)"
+        "--hour", type=int, choices=range(24), metavar="H", help="only this hour (0-23, site time)"
     )
     insights.add_argument("--k", type=int, help="suppression threshold (default: [insights] k)")
     insights.add_argument(

@@ -23,6 +23,10 @@ router = APIRouter(route_class=GuardedRoute)
 # The routes' summary= documents them: FastAPI would publish a docstring as the operation's
 # description in the OpenAPI document.
 
+#: A site or venue id as an agent's settings allow it (1-64 letters, digits, - _ .): nothing
+#: else can name one, and a control character must never reach the database.
+ID_PATTERN = r"^[\w.-]{1,64}$"
+
 
 @router.get(
     "/v1/insights",
@@ -36,9 +40,9 @@ router = APIRouter(route_class=GuardedRoute)
 )
 async def insights(
     request: Request,
-    venue: Annotated[str | None, Query(max_length=64)] = None,
+    venue: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     site: Annotated[
-        str | None, Query(max_length=64, description="group by this site instead")
+        str | None, Query(pattern=ID_PATTERN, description="group by this site instead")
     ] = None,
     start: Annotated[
         str | None,
@@ -106,7 +110,7 @@ async def sites(request: Request) -> dict[str, object]:
 )
 async def audit(
     request: Request,
-    site: Annotated[str | None, Query(max_length=64)] = None,
+    site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, object]:
     store: CentralStore = request.app.state.store

@@ -11,11 +11,12 @@ Noise is drawn by OpenDP's own secure sampler: no hand-written mechanism.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from edge_agent.core.aggregate import REVENUE_BOUND
+from edge_agent.core.localtime import day_of
 
 #: Figure name -> sensitivity (L1) of one person's contribution to it.
 COUNTS: Mapping[str, int] = {
@@ -29,9 +30,10 @@ COUNTS: Mapping[str, int] = {
 SUMS: Mapping[str, float] = {"revenue_clamped": REVENUE_BOUND}
 
 
-def budget_day(at_ms: int) -> str:
-    """The UTC day (YYYY-MM-DD) whose epsilon budget a release at ``at_ms`` spends."""
-    return time.strftime("%Y-%m-%d", time.gmtime(at_ms / 1000))
+def budget_day(at_ms: int, tz: ZoneInfo) -> str:
+    """The site's day (YYYY-MM-DD, in its zone) whose epsilon budget a release of figures
+    from ``at_ms`` spends."""
+    return day_of(at_ms, tz).isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ def charge(spent: float, cost: float, per_day: float, day: str) -> float | Refus
     if spent + cost > per_day + 1e-12:
         return Refusal(
             f"the differential-privacy budget of {day} is spent: {spent:g} of {per_day:g} "
-            f"epsilon used, this release needs {cost:g}; it resets at 00:00 UTC"
+            f"epsilon used, this release needs {cost:g}; the next day (site time) has its own"
         )
     return spent + cost
 

@@ -147,16 +147,16 @@ def _reason(
     names: Mapping[str, str],
 ) -> str:
     if source == PERSONAL:
-        times, visits = bought.get(item, (0, 0))
+        if item not in bought:
+            return "shoppers with baskets like yours buy this"
+        times, visits = bought[item]
+        if times == 0:
+            return "you have bought this before"
         if times == visits == 1:
             return "you bought this on your last visit"
         if times == visits:
             return f"you bought this on each of your last {visits} visits"
-        if times:
-            return f"you bought this on {times} of your last {visits} visits"
-        if item in bought:
-            return "you have bought this before"
-        return "shoppers with baskets like yours buy this"
+        return f"you bought this on {times} of your last {visits} visits"
     if source == COMPLEMENTS:
         partner = (goes_with or {}).get(item)
         if partner is None:

@@ -157,7 +157,7 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     config.write_text(
         f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n'
         # The packaged sales are a UK shop's.
-        'currency = "GBP"\nlocale = "en-GB"\n\n'
+        'currency = "GBP"\nlocale = "en-GB"\ntimezone = "Europe/London"\n\n'
         f"[mqtt]\nport = {broker.port}\n\n"
         # The loyalty scanner checks in visitors that the door and the zones saw first.
         f'[privacy]\nlink_devices = "{LOYALTY}"\n\n'

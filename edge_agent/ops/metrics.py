@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from edge_agent import logs
 from edge_agent.config import Settings
 from edge_agent.core.health import MB
+from edge_agent.core.localtime import zone
 from edge_agent.core.noise import budget_day
 from edge_agent.core.sync import PRIORITY
 from edge_agent.errors import StorageError
@@ -218,7 +219,7 @@ class StoreFigures(Collector):
             depth = store.outbox.depth()
             losses = store.outbox.losses()
             serving = [e for e in Models(store, s.models_folder).entries() if e.status == "serving"]
-            spent = store.insights.epsilon_spent(budget_day(self.clock()))
+            spent = store.insights.epsilon_spent(budget_day(self.clock(), zone(s.site.timezone)))
         queued = GaugeMetricFamily(
             "edge_agent_outbox_items", "Items queued for central, by kind", labels=["kind"]
         )
@@ -243,7 +244,7 @@ class StoreFigures(Collector):
         yield models
         epsilon = GaugeMetricFamily(
             "edge_agent_dp_epsilon_spent_today",
-            "Differential-privacy epsilon spent by today's releases (UTC day)",
+            "Differential-privacy epsilon spent by releases of today's figures (the site's day)",
         )
         epsilon.add_metric([], spent)
         yield epsilon

@@ -71,7 +71,11 @@ class ScreenAnswers:
         """
         figures = self.figures.get(
             lambda: screens.site_today(
-                self.readers.get().store, self.k, self._names(), self.clock()
+                self.readers.get().store,
+                self.k,
+                self._names(),
+                self.clock(),
+                self.writing.get("timezone", "UTC"),
             )
         )
         return {**figures, **self.writing}

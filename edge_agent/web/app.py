@@ -100,7 +100,11 @@ def create_app(
         clock,
         settings.insights.k,
         settings.http.site_refresh_s,
-        {"currency": settings.site.currency, "locale": settings.site.locale},
+        {
+            "currency": settings.site.currency,
+            "locale": settings.site.locale,
+            "timezone": settings.site.timezone,
+        },
     )
     app.state.ready = Cached(health.READY_EVERY_S)
     app.state.writer = Store.open(settings.database, settings.store.synchronous)

@@ -324,6 +324,10 @@ def test_refused_requests_store_nothing_and_the_server_keeps_answering(
         (422, "k", client.get("/v1/insights", params={"k": 0}, headers=ADMIN)),
         (422, "unknown nope", client.get("/v1/insights", params={"metric": "nope"}, headers=ADMIN)),
         (422, "'venu'", client.get("/v1/insights", params={"venu": VENUE}, headers=ADMIN)),
+        # A control character in an id never reaches the database (PostgreSQL refuses NUL).
+        (422, "site", client.get("/v1/insights", params={"site": "e\x02\x00"}, headers=ADMIN)),
+        (422, "venue", client.get("/v1/insights", params={"venue": "a\x00"}, headers=ADMIN)),
+        (422, "site", client.get("/v1/audit", params={"site": "shop-a\x00"}, headers=ADMIN)),
         (404, "/v2/nothing", client.get("/v2/nothing")),
     ]
     for status, says, response in refusals:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -173,3 +173,64 @@ def test_the_ledger_never_lets_a_day_overspend(
             store.insights.spend_epsilon(day, cost, per_day, "test", NOW)
         spent = dict(store.db.execute("SELECT day, sum(epsilon) FROM dp_ledger GROUP BY day"))
     assert all(total <= per_day + 1e-9 for total in spent.values())
+
+
+@pytest.mark.parametrize(
+    ("day", "first_utc", "hours"),
+    [
+        pytest.param("2026-03-29", datetime(2026, 3, 28, 22, tzinfo=UTC), 23, id="clocks-forward"),
+        pytest.param("2026-10-25", datetime(2026, 10, 24, 21, tzinfo=UTC), 25, id="clocks-back"),
+    ],
+)
+def test_a_day_is_the_sites_own_across_a_clock_change(
+    tmp_path: Path, day: str, first_utc: datetime, hours: int
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[site]\nid = "{SITE}"\ndata_dir = "{tmp_path / "data"}"\ntimezone = "Europe/Helsinki"\n'
+    )
+    settings = load_settings(config, environ={})
+    first = int(first_utc.timestamp() * 1000)
+    # One visit in every hour from the hour before the site's day to the hour after it.
+    for n in range(-1, hours + 1):
+        hour = first + n * HOUR_MS
+        assert ingest(settings, _visit(n + 1, hour + 600_000), hour + 1_200_000) == 0
+    done = cli("--config", str(config), "insights", "--day", day, "--k", "1", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    released = json.loads(done.stdout)
+    starts = [h["start_ms"] for h in released["hours"]]
+    assert starts == [first + n * HOUR_MS for n in range(hours)]
+    assert all(h["orders"] == 1 for h in released["hours"])
+    assert released["total"]["orders"] == hours  # the hours either side belong to other days
+    table = cli("--config", str(config), "insights", "--day", day, "--k", "1").stdout
+    assert f"{day} (Europe/Helsinki)" in table
+    if hours == 25:
+        assert "03:00 EEST" in table
+        assert "03:00 EET " in table
+        repeated = cli(
+            "--config", str(config), "insights", "--day", day, "--hour", "3", "--k", "1",
+            "--format", "json",
+        )  # fmt: skip
+        assert len(json.loads(repeated.stdout)["hours"]) == 2
+    else:
+        assert "03:00" not in table  # the hour the clocks skip
+        assert "04:00 EEST" in table
+
+
+def test_the_screens_today_is_the_sites_day(tmp_path: Path) -> None:
+    from edge_agent.app.screens import site_today
+
+    settings = _site(tmp_path)
+    midnight = int(datetime(2026, 10, 24, 21, tzinfo=UTC).timestamp() * 1000)  # Helsinki 25 Oct
+    for n, hour in enumerate((midnight - HOUR_MS, midnight, midnight + 5 * HOUR_MS)):
+        assert ingest(settings, _visit(n, hour + 600_000), hour + 1_200_000) == 0
+    now = midnight + 10 * HOUR_MS
+    with Store.open(settings.database) as store:
+        compute_insights(store, settings, now)
+        helsinki = site_today(store, 1, {}, now, "Europe/Helsinki")
+        utc = site_today(store, 1, {}, now, "UTC")
+    assert (helsinki["day_start_ms"], helsinki["day_end_ms"]) == (midnight, midnight + 25 * HOUR_MS)
+    assert len(cast("list[int]", helsinki["slots"])) == 25
+    assert cast("dict[str, Any]", helsinki["total"])["orders"] == 2  # not the hour before
+    # At UTC the same moment's day began at 00:00 UTC: after the two visits of the 24th.
+    assert cast("dict[str, Any]", utc["total"])["orders"] == 1

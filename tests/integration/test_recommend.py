@@ -129,7 +129,7 @@ def test_the_screen_lists_with_reasons(tmp_path: Path) -> None:
     personal = [(p["item"], p["reason"]) for p in lists[PERSONAL]]
     assert personal == [
         ("p2", "you bought this on 1 of your last 2 visits"),  # and it goes with p1
-        ("p1", "you bought this on 1 of your last 2 visits"),
+        ("p1", "you bought this on each of your last 2 visits"),
     ]
     assert [(p["item"], p["reason"]) for p in lists[COMPLEMENTS]] == [
         ("p4", "often bought with unnamed product p3"),

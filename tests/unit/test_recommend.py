@@ -118,3 +118,28 @@ def test_an_empty_list_says_why_in_staff_words(
     }
     shown = {TRENDING: [Pick("a", 1.0, "popular here this week", TRENDING)]}
     assert TRENDING not in why_missing(situation, shown)
+
+
+def test_personal_reasons_count_the_visits_in_words() -> None:
+    history = (*tuple(("a",) if n % 2 else ("a", "b") for n in range(12)), ("c",))
+    bought = inputs(Context((), history, personal=True), VOCABULARY).bought
+    # The last 10 visits: "a" on 9 of them, "b" on 4, "c" on the last; "d" never.
+    assert bought == {"a": (9, 10), "b": (4, 10), "c": (1, 10)}
+    lists = pick(
+        {PERSONAL: _row(5, 4, 3, 2, 0)}, VOCABULARY, Context((), history, True), None, 4, bought
+    )
+    assert [p.reason for p in lists[PERSONAL]] == [
+        "you bought this on 9 of your last 10 visits",
+        "you bought this on 4 of your last 10 visits",
+        "you bought this on 1 of your last 10 visits",
+        "shoppers with baskets like yours buy this",
+    ]
+    once = inputs(Context((), (("a",),), personal=True), VOCABULARY).bought
+    assert (
+        pick(
+            {PERSONAL: _row(5, 0, 0, 0, 0)}, VOCABULARY, Context((), (("a",),), True), None, 1, once
+        )[PERSONAL][0].reason
+        == "you bought this on your last visit"
+    )
+    old = inputs(Context((), (("e",), *((("a",),) * 10)), personal=True), VOCABULARY).bought
+    assert old["e"] == (0, 10)

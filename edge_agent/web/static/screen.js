@@ -4,6 +4,7 @@
 
 const TOKEN_KEY = "edge-agent.screen-token";
 // The API's lists (by the model that made them) and the panels that show them.
+const BASKET_SHOWN = 6;
 const PANELS = { "next-basket": "personal", complements: "complements", trending: "trending" };
 // No byte for this long (the agent says something every 10 s) means the link is dead.
 const SILENT_MS = 25000;
@@ -67,11 +68,20 @@ function drawVisitor(body) {
     ? `Picked for ${visitor.first_name}`
     : "Picked for this customer";
   $("basket-row").hidden = body.basket.length === 0;
-  const basket = body.basket.map((entry) => {
+  // A long basket would push the suggestions off the screen: the items scanned last, and
+  // how many came before them.
+  const earlier = Math.max(0, body.basket.length - BASKET_SHOWN);
+  const basket = body.basket.slice(earlier).map((entry) => {
     const li = document.createElement("li");
     li.textContent = label(entry);
     return li;
   });
+  if (earlier > 0) {
+    const more = document.createElement("li");
+    more.className = "more";
+    more.textContent = `and ${earlier} more`;
+    basket.unshift(more);
+  }
   $("basket").replaceChildren(...basket);
   let picks = 0;
   const missing = body.missing || {};
@@ -89,8 +99,24 @@ function drawVisitor(body) {
   $("no-picks").hidden = !visitor.present || picks > 0 || Object.keys(missing).length > 0;
 }
 
-// How the site writes numbers and money ([site] locale and currency), from /v1/site.
-let writing = { locale: "en", currency: "" };
+// How the site writes numbers, money and times ([site] locale, currency and timezone), from
+// /v1/site.
+let writing = { locale: "en", currency: "", timezone: "UTC" };
+
+// An hour as the site's clock shows it, written the site's way (14:00, 2 PM).
+function clock(seconds) {
+  return new Intl.DateTimeFormat(writing.locale || "en", {
+    hour: "numeric",
+    minute: "2-digit",
+    timeZone: writing.timezone || "UTC",
+  }).format(new Date(seconds * 1000));
+}
+
+// Axis text in the page's own size, so a 4K TV's charts are as legible as a tablet's.
+function axisFont() {
+  const px = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
+  return `${Math.round(px * 0.8)}px system-ui, sans-serif`;
+}
 
 function shown(value, style) {
   if (value === null || value === undefined) return "–";
@@ -128,7 +154,10 @@ function chart(id, data, bars) {
       legend: { show: false },
       cursor: { show: false },
       scales: { x: { time: true, range: () => day }, y: { range: (_u, _min, max) => [0, Math.max(max ?? 0, 5)] } },
-      axes: [{}, { size: 60 }],
+      axes: [
+        { font: axisFont(), values: (_u, splits) => splits.map(clock), space: 80 },
+        { font: axisFont(), size: 60 },
+      ],
       series: [{}, { stroke: "#0b6e4f", fill: "#0b6e4f33", width: 3, paths, points: { show: !bars } }],
     },
     data,
@@ -137,7 +166,11 @@ function chart(id, data, bars) {
 }
 
 function drawSite(body) {
-  writing = { locale: body.locale || "en", currency: body.currency || "" };
+  writing = {
+    locale: body.locale || "en",
+    currency: body.currency || "",
+    timezone: body.timezone || "UTC",
+  };
   const total = body.total || {};
   for (const [key, style] of [
     ["footfall_in"], ["occupancy"], ["conversion", "percent"], ["nps"], ["orders"], ["revenue", "money"],
@@ -145,9 +178,10 @@ function drawSite(body) {
     $(`fig-${key}`).textContent = shown(total[key], style);
   }
   fill($("top-products"), (total.top_products || []).map((p) => ({ ...p, reason: "" })), false);
-  day = [body.day_start_ms / 1000, body.day_start_ms / 1000 + 86400];
-  // Every hour of the day has a slot (empty until it has figures), so bars keep their width.
-  const x = Array.from({ length: 24 }, (_, hour) => day[0] + hour * 3600);
+  // The site's day: 23, 24 or 25 hours, each with a slot (empty until it has figures), so
+  // bars keep their width.
+  day = [body.day_start_ms / 1000, body.day_end_ms / 1000];
+  const x = body.slots.map((ms) => ms / 1000);
   const byHour = new Map(body.hours.map((h) => [h.start_ms / 1000, h]));
   const value = (key) =>
     x.map((at) => {
