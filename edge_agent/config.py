@@ -23,6 +23,7 @@ from typing import Any, get_type_hints
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.core.events import MAX_PAYLOAD_BYTES
 from edge_agent.core.localtime import is_zone
+from edge_agent.core.money import Money, is_code, parse_rates
 from edge_agent.core.plausibility import Plausibility
 from edge_agent.errors import ConfigError
 
@@ -48,6 +49,14 @@ def _positive(value: float) -> bool:
     return value > 0
 
 
+def _rates(value: str) -> bool:
+    try:
+        parse_rates(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _id(value: str) -> bool:
     return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
 
@@ -71,9 +80,13 @@ class SiteSettings:
     venue: str = _setting("", lambda v: v == "" or _id(v), "empty or 1-64 letters, digits, - _ .")
     data_dir: Path = _setting(Path("data"), lambda p: str(p) != "", "a folder path")
     #: The currency the site's prices and totals are in (ISO 4217); empty: not said, and
-    #: money is shown as a plain number.
-    currency: str = _setting(
-        "", lambda v: v == "" or re.fullmatch("[A-Z]{3}", v) is not None, "empty, or EUR, TWD ..."
+    #: money is shown as a plain number in the currency of each hour's first order.
+    currency: str = _setting("", lambda v: v == "" or is_code(v), "empty, or EUR, TWD ...")
+    #: What orders in other currencies are worth in ``currency``: ``"EUR=11.2, USD=31.6"``
+    #: (one EUR is 11.2 of the site's currency). Orders in a currency with no rate are
+    #: counted apart, never added to the revenue.
+    exchange_rates: str = _setting(
+        "", _rates, "CODE=rate entries with positive rates, such as EUR=11.2, USD=31.6"
     )
     #: How the screens write numbers, money and times (a BCP 47 tag).
     locale: str = _setting(
@@ -84,6 +97,11 @@ class SiteSettings:
     #: The site's time zone (IANA): its "today", its hours and days on the screens and in
     #: ``insights``. Daylight saving is followed.
     timezone: str = _setting("UTC", is_zone, "an IANA time zone such as Europe/Helsinki or UTC")
+
+    @property
+    def money(self) -> Money:
+        """The site's currency and exchange rates, as insight cells use them."""
+        return Money(self.currency, parse_rates(self.exchange_rates))
 
 
 @dataclass(frozen=True)
@@ -505,6 +523,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             )
         values[section][key] = (value, f"${name}")
     sections = {name: _build(cls, values[name]) for name, cls in _SECTIONS.items()}
+    if sections["site"].exchange_rates and not sections["site"].currency:
+        raise ConfigError(
+            "[site] exchange_rates convert into the site's currency: set [site] currency too"
+        )
     return Settings(**sections, source=str(path) if path else "defaults")
 
 

@@ -21,6 +21,7 @@ from edge_agent.core.aggregate import (
     to_document,
 )
 from edge_agent.core.localtime import day_hours, hour_of_day, zone
+from edge_agent.core.money import Money
 from edge_agent.core.noise import Refusal, budget_day, noisy
 from edge_agent.errors import BudgetSpent
 from edge_agent.store.database import Store
@@ -50,14 +51,14 @@ def compute_insights(store: Store, settings: Settings, now_ms: int) -> int:
     current = hour_of(now_ms)
     computed = 0
     for hour, marked in store.insights.dirty_hours(current):
-        cell, events = hour_cell(store, hour)
+        cell, events = hour_cell(store, hour, settings.site.money)
         outgoing = for_central(cell, settings.insights.k) if settings.sync.url else None
         store.insights.save_cell(to_document(cell), events, marked, now_ms, outgoing)
         computed += 1
     return computed
 
 
-def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
+def hour_cell(store: Store, hour: int, money: Money) -> tuple[Cell, int]:
     """The cell of the hour starting at ``hour`` from the stored events, and how many there were.
 
     Raises:
@@ -65,7 +66,8 @@ def hour_cell(store: Store, hour: int) -> tuple[Cell, int]:
     """
     facts = store.events.facts(hour, hour + HOUR_MS)
     earlier = store.events.facts(hour - DWELL_LOOKBACK_HOURS * HOUR_MS, hour, zones_only=True)
-    return compute_hour(hour, facts, earlier, quality=store.insights.quality(hour)), len(facts)
+    quality = store.insights.quality(hour)
+    return compute_hour(hour, facts, earlier, quality=quality, money=money), len(facts)
 
 
 def insights(
@@ -94,7 +96,7 @@ def insights(
         current = hour_of(now)
         open_hour = current in wanted
         if open_hour:
-            cells.append(hour_cell(store, current)[0])
+            cells.append(hour_cell(store, current, settings.site.money)[0])
         # The day's earlier hours only set where occupancy starts.
         start = wanted[0] if wanted else slots[-1] + HOUR_MS
         released = release(

@@ -20,6 +20,7 @@ from edge_agent.core.aggregate import from_document, hour_of, release
 from edge_agent.core.catalogue import names_of, shown_name
 from edge_agent.core.identity import pseudonym
 from edge_agent.core.localtime import day_bounds, day_hours, day_of, zone
+from edge_agent.core.money import UNSAID, Money
 from edge_agent.core.recommend import Pick, why_missing
 from edge_agent.ops import keyfile
 from edge_agent.serving.recommend import Recommender, in_front
@@ -36,6 +37,8 @@ _TOTALS = (
     "occupancy_peak",
     "orders",
     "revenue",
+    "currency",
+    "other_revenue",
     "conversion",
     "nps",
     "nps_answers",
@@ -93,10 +96,16 @@ def visitor(
 
 
 def site_today(
-    store: Store, k: int, names: Mapping[str, str], now_ms: int, timezone: str = "UTC"
+    store: Store,
+    k: int,
+    names: Mapping[str, str],
+    now_ms: int,
+    timezone: str = "UTC",
+    money: Money = UNSAID,
 ) -> dict[str, object]:
     """Today's figures, today being the site's (``timezone``): the closed hours as the
-    insights job stored them, and the hour under way computed from its events so far.
+    insights job stored them, and the hour under way computed from its events so far
+    (its revenue by ``money``'s rule, as the job's).
 
     Raises:
         StorageError: the database cannot be read.
@@ -107,7 +116,7 @@ def site_today(
     day, day_end = day_bounds(today, tz)
     current = hour_of(now_ms)
     cells = [from_document(d) for d in store.insights.cells(slots[0], current)]
-    cells.append(hour_cell(store, current)[0])
+    cells.append(hour_cell(store, current, money)[0])
     released = release(cells, k)
     hours = [
         {

@@ -61,10 +61,17 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
     ]
     if args.format == "csv":
         out = csv.writer(sys.stdout)
-        out.writerow(["hour", "suppressed", *_FLAT])
+        out.writerow(["hour", "suppressed", *_FLAT, *_MONEY])
         for row in rows:
             out.writerow(
-                [label(row), bool(row.get("suppressed")), *(row.get(k, "") for k in _FLAT)]
+                [
+                    label(row),
+                    bool(row.get("suppressed")),
+                    *(row.get(k, "") for k in _FLAT),
+                    row.get("currency") or "",
+                    row.get("unpriced_orders", ""),
+                    _other(row),
+                ]
             )
         return 0
     print(
@@ -85,9 +92,28 @@ def cmd_insights(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+#: The CSV's columns after the table's: what the revenue is in, and what it leaves out.
+_MONEY = ("currency", "unpriced_orders", "other_revenue")
+
+
+def _other(row: dict[str, object]) -> str:
+    amounts = cast("dict[str, float]", row.get("other_revenue") or {})
+    return ";".join(f"{code}={amount:.2f}" for code, amount in amounts.items())
+
+
 def _print_details(total: dict[str, object]) -> None:
-    """The period total's figures that do not fit a column: zones, top lists, data quality."""
+    """The period total's figures that do not fit a column: money, zones, top lists, data
+    quality."""
     print(f"\npeak occupancy: {_cell(total.get('occupancy_peak'))}")
+    if total.get("currency"):
+        print(f"revenue and basket in {total['currency']}")
+    amounts = cast("dict[str, float]", total.get("other_revenue") or {})
+    if amounts:
+        print(
+            f"not in the revenue: {total.get('unpriced_orders')} order(s) in other currencies ("
+            + ", ".join(f"{code} {amount:,.2f}" for code, amount in amounts.items())
+            + "); [site] exchange_rates converts them"
+        )
     dwell = cast("dict[str, dict[str, object]]", total.get("dwell_s") or {})
     if dwell:
         print(f"{'zone':<20}{'stays':>8}{'median s':>10}{'p90 s':>10}")

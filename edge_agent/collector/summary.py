@@ -28,10 +28,6 @@ MAX_DAYS = 366
 Row = tuple[str, str, int, str | None]
 # The period itself is given by each row's own columns.
 _NOT_FIGURES = frozenset({"start_ms", "hours", "suppressed", "reason"})
-#: The figures a summary can be restricted to, as `release` names them.
-METRICS: tuple[str, ...] = tuple(
-    name for name in release([Cell(0)], 0).total or {} if name not in _NOT_FIGURES
-)
 _HEAD = (
     "venue",
     "site",
@@ -42,6 +38,12 @@ _HEAD = (
     "reason",
     "suppressed_hours",
     "suppressed_cells",
+    # Beside whatever figures are chosen, since revenue means nothing without it.
+    "currency",
+)
+#: The figures a summary can be restricted to, as `release` names them.
+METRICS: tuple[str, ...] = tuple(
+    name for name in release([Cell(0)], 0).total or {} if name not in {*_NOT_FIGURES, *_HEAD}
 )
 
 

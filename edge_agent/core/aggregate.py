@@ -15,9 +15,13 @@ Definitions (one cell = one site, one period of whole hours, UTC):
 - **paths**: consecutive zones a visit entered, ``"A>B"``, frequent-items sketch.
 - **orders, revenue, items**: count, sum of ``total``, sum of product quantities of ``Order
   Completed``; **basket value and size**: KLL sketches of ``total`` and of item quantities per
-  order. **conversion** = orders / footfall in (the people the doors counted in: the same
-  denominator as the "visitors in" a screen shows); **visit conversion** = orders / visits
-  (the visits the devices tracked).
+  order. Money is never summed across currencies (`edge_agent.core.money`): revenue and basket
+  value are in the cell's ``currency`` (the site's, or when it has not said, that of the
+  hour's first order); an order in another currency that no configured rate converts is an
+  **unpriced order**, its total added to ``other_revenue`` of its currency.
+  **conversion** = orders / footfall in (the people the doors counted in: the same denominator
+  as the "visitors in" a screen shows); **visit conversion** = orders / visits (the visits the
+  devices tracked).
 - **top products, categories**: frequent-items sketches weighted by quantity.
 - **NPS** = 100 * (promoters 9-10 - detractors 0-6) / answers; **CES** = mean of answers.
 - **identified share** = identified visits / visits.
@@ -40,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import datasketches as ds
+
+from edge_agent.core.money import UNSAID, Money, is_code
 
 HOUR_MS = 3600 * 1000
 #: How far back an hour looks for the enters of its exits; a longer stay counts as unmatched.
@@ -91,6 +97,13 @@ class Cell:
     revenue: float = 0.0
     #: Revenue with each order clamped to REVENUE_BOUND: what a noised release may use.
     revenue_clamped: float = 0.0
+    #: The currency of revenue and basket value; "" before any order when the site has not
+    #: said its own.
+    currency: str = ""
+    #: Orders in a currency other than ``currency``: counted in ``orders``, not in revenue.
+    unpriced_orders: int = 0
+    #: Their totals, per currency.
+    other_revenue: dict[str, float] = field(default_factory=dict)
     items: int = 0
     unmatched_exits: int = 0
     nps_answers: int = 0
@@ -135,9 +148,12 @@ class Cell:
             "orders": self.orders,
             "revenue": round(self.revenue, 2),
             "revenue_clamped": round(self.revenue_clamped, 2),
+            "currency": self.currency or None,
+            "unpriced_orders": self.unpriced_orders,
+            "other_revenue": {c: round(v, 2) for c, v in sorted(self.other_revenue.items())},
             "conversion": _ratio(self.orders, self.footfall_in),
             "visit_conversion": _ratio(self.orders, visits),
-            "basket_value_mean": _ratio(self.revenue, self.orders),
+            "basket_value_mean": _ratio(self.revenue, self.orders - self.unpriced_orders),
             "basket_value_median": _quantile(self.basket_value, 0.5),
             "basket_size_mean": _ratio(self.items, self.orders),
             "basket_size_median": _quantile(self.basket_size, 0.5),
@@ -204,6 +220,7 @@ def compute_hour(
     earlier_zones: Iterable[Fact] = (),
     hours: int = 1,
     quality: Mapping[str, int] | None = None,
+    money: Money = UNSAID,
 ) -> Cell:
     """The cell of the period starting at ``start_ms`` from its events (any order).
 
@@ -215,8 +232,9 @@ def compute_hour(
         hours: how many hours the period spans (1 for an hour cell).
         quality: the period's data-quality counts, keyed ``duplicates`` and
             ``dead_letter/<reason>``.
+        money: the site's currency and exchange rates.
     """
-    cell = Cell(start_ms, hours)
+    cell = Cell(start_ms, hours, currency=money.currency)
     for kind, count in (quality or {}).items():
         if kind == DUPLICATES_KIND:
             cell.duplicates += count
@@ -237,12 +255,16 @@ def compute_hour(
         elif fact.name == "Zone Exited":
             open_zones.pop((fact.visit, zone), None)
     for fact in ordered:
-        _fold(cell, fact, open_zones, last_zone)
+        _fold(cell, fact, open_zones, last_zone, money)
     return cell
 
 
 def _fold(
-    cell: Cell, fact: Fact, open_zones: dict[tuple[str, str], int], last_zone: dict[str, str]
+    cell: Cell,
+    fact: Fact,
+    open_zones: dict[tuple[str, str], int],
+    last_zone: dict[str, str],
+    money: Money,
 ) -> None:
     p = fact.properties
     if fact.visit:
@@ -283,11 +305,18 @@ def _fold(
             if line.get("category"):
                 cell.categories.update(str(line["category"]), q)
         cell.orders += 1
-        cell.revenue += total
-        cell.revenue_clamped += min(total, REVENUE_BOUND)
         cell.items += quantity
-        cell.basket_value.update(total)
         cell.basket_size.update(float(quantity))
+        currency = str(p.get("currency", ""))
+        cell.currency = cell.currency or currency
+        priced = money.priced(total, currency, cell.currency)
+        if priced is None:
+            cell.unpriced_orders += 1
+            cell.other_revenue[currency] = cell.other_revenue.get(currency, 0.0) + total
+        else:
+            cell.revenue += priced
+            cell.revenue_clamped += min(priced, REVENUE_BOUND)
+            cell.basket_value.update(priced)
     elif fact.name == "Feedback Submitted":
         nps = p.get("nps")
         if isinstance(nps, int):
@@ -305,21 +334,31 @@ def merge(cells: Iterable[Cell]) -> Cell:
 
     The result starts at the earliest start and spans to the end of the latest cell. Counts and
     sums add exactly; distinct counts and quantiles merge as sketches, within their error bounds.
+    Revenue is in the currency most of the priced orders were in; a cell in another currency
+    adds its revenue to ``other_revenue`` and its orders to the unpriced ones.
     """
     cells = list(cells)
     if not cells:
         raise ValueError("merge needs at least one cell")
     start = min(c.start_ms for c in cells)
     end = max(c.start_ms + c.hours * HOUR_MS for c in cells)
-    out = Cell(start, hours=(end - start) // HOUR_MS)
+    out = Cell(start, hours=(end - start) // HOUR_MS, currency=_main_currency(cells))
     unions = {name: ds.hll_union(HLL_LG_K) for name in ("visits", "visitors", "identified_visits")}
     zone_unions: dict[str, ds.hll_union] = {}
     for c in cells:
+        foreign = c.currency not in ("", out.currency)
         for name in SUMS:
-            setattr(out, name, getattr(out, name) + getattr(c, name))
+            if not (foreign and name in _PRICED):
+                setattr(out, name, getattr(out, name) + getattr(c, name))
+        for currency, amount in c.other_revenue.items():
+            out.other_revenue[currency] = out.other_revenue.get(currency, 0.0) + amount
+        if foreign and c.orders > c.unpriced_orders:
+            out.unpriced_orders += c.orders - c.unpriced_orders
+            out.other_revenue[c.currency] = out.other_revenue.get(c.currency, 0.0) + c.revenue
+        elif not foreign:
+            out.basket_value.merge(c.basket_value)
         for name, union in unions.items():
             union.update(getattr(c, name))
-        out.basket_value.merge(c.basket_value)
         out.basket_size.merge(c.basket_size)
         for zone, sketch in c.dwell.items():
             out.dwell.setdefault(zone, _kll()).merge(sketch)
@@ -336,6 +375,15 @@ def merge(cells: Iterable[Cell]) -> Cell:
     return out
 
 
+def _main_currency(cells: list[Cell]) -> str:
+    priced: dict[str, int] = {}
+    for c in cells:
+        if c.currency:
+            priced[c.currency] = priced.get(c.currency, 0) + c.orders - c.unpriced_orders
+    # Ties go to the first code in alphabetical order, so a merge never depends on cell order.
+    return min(priced, key=lambda code: (-priced[code], code)) if priced else ""
+
+
 #: The cell's figures that add up exactly when cells merge.
 SUMS = (
     "footfall_in",
@@ -343,6 +391,7 @@ SUMS = (
     "orders",
     "revenue",
     "revenue_clamped",
+    "unpriced_orders",
     "items",
     "unmatched_exits",
     "nps_answers",
@@ -352,6 +401,10 @@ SUMS = (
     "ces_sum",
     "duplicates",
 )
+
+
+#: The sums that are money in the cell's currency.
+_PRICED = frozenset({"revenue", "revenue_clamped"})
 
 
 # --- release: k-suppression ---------------------------------------------------------------
@@ -455,7 +508,7 @@ def _releasable(cell: Cell, k: int) -> bool:
 
 # --- storage form -------------------------------------------------------------------------
 
-_ADDED = frozenset({"duplicates"})
+_ADDED = frozenset({"duplicates", "unpriced_orders"})
 _SKETCHES = (
     "visits",
     "visitors",
@@ -496,6 +549,8 @@ def to_document(cell: Cell) -> dict[str, object]:
             z: base64.b64encode(_bytes(s)).decode() for z, s in cell.zone_visits.items()
         },
         "dead_letters": cell.dead_letters,
+        "currency": cell.currency,
+        "other_revenue": cell.other_revenue,
     }
 
 
@@ -518,6 +573,7 @@ def from_document(document: Mapping[str, object]) -> Cell:
         if not isinstance(dead_letters, dict):
             raise TypeError("dead_letters must be an object")
         cell.dead_letters = {str(r): int(n) for r, n in dead_letters.items()}
+        cell.currency, cell.other_revenue = _money_of(document)
         if not isinstance(dwell, dict) or not isinstance(zones, dict):
             raise TypeError("dwell and zone_visits must be objects")
         cell.dwell = {
@@ -529,3 +585,21 @@ def from_document(document: Mapping[str, object]) -> Cell:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"not a stored insight cell: {exc}") from exc
     return cell
+
+
+def _money_of(document: Mapping[str, object]) -> tuple[str, dict[str, float]]:
+    # Cells stored before currencies were kept apart say neither.
+    currency = document.get("currency", "")
+    other = document.get("other_revenue", {})
+    if not isinstance(currency, str) or not (currency == "" or is_code(currency)):
+        raise TypeError(f"currency {currency!r} is not an ISO 4217 code")
+    if not isinstance(other, dict):
+        raise TypeError("other_revenue must be an object")
+    amounts: dict[str, float] = {}
+    for code, amount in other.items():
+        if not is_code(code):
+            raise TypeError(f"other_revenue: {code!r} is not an ISO 4217 code")
+        if not isinstance(amount, int | float) or isinstance(amount, bool):
+            raise TypeError(f"other_revenue.{code}: {amount!r} is not a number")
+        amounts[code] = float(amount)
+    return currency, amounts

@@ -9,6 +9,7 @@ documented in docs/sync-protocol.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ _ESTIMATE_SLACK = 10
 _MONEY_SLACK = 0.01
 _MONEY = ("revenue", "revenue_clamped")
 _COUNTS = tuple(name for name in SUMS if name not in _MONEY)
-_NAMED = ("dwell", "zone_visits", "suppressed_zones", "dead_letters")
+_NAMED = ("dwell", "zone_visits", "suppressed_zones", "dead_letters", "other_revenue")
 _CES_MAX = 5
 
 
@@ -97,10 +98,23 @@ def _money(cell: Cell, limits: CellLimits) -> str | None:
             return f"{name}: {value!r} is not a number"
         if value < 0:
             return f"{name}: {value:g} is negative"
-    if cell.revenue > cell.orders * limits.max_order_total + _MONEY_SLACK:
+    if cell.unpriced_orders > cell.orders:
+        return f"unpriced_orders: {cell.unpriced_orders} is more than the {cell.orders} orders"
+    priced = cell.orders - cell.unpriced_orders
+    if cell.revenue > priced * limits.max_order_total + _MONEY_SLACK:
         return (
-            f"revenue: {cell.revenue:g} for {cell.orders} orders is over "
+            f"revenue: {cell.revenue:g} for {priced} orders is over "
             f"{limits.max_order_total:g} an order (central's --max-order-total)"
+        )
+    for code, amount in cell.other_revenue.items():
+        if not math.isfinite(amount) or amount < 0:
+            return f"other_revenue.{code}: {amount:g} is not a sum of order totals"
+    if sum(cell.other_revenue.values()) > (
+        cell.unpriced_orders * limits.max_order_total + _MONEY_SLACK
+    ):
+        return (
+            f"other_revenue: {sum(cell.other_revenue.values()):g} for {cell.unpriced_orders} "
+            f"orders is over {limits.max_order_total:g} an order (central's --max-order-total)"
         )
     if cell.revenue_clamped > min(cell.revenue, cell.orders * REVENUE_BOUND) + _MONEY_SLACK:
         return f"revenue_clamped: {cell.revenue_clamped:g} is over the revenue it clamps"

@@ -70,7 +70,7 @@ def noisy(figures: Mapping[str, object], epsilon: float) -> dict[str, object]:
     out: dict[str, object] = {
         k: v
         for k, v in figures.items()
-        if k in ("start_ms", "hours", "suppressed", "reason") or k in names
+        if k in ("start_ms", "hours", "suppressed", "reason", "currency") or k in names
     }
     for name in names:
         value = figures[name]

@@ -3,9 +3,10 @@ today, over the calling thread's `Reader` (see `edge_agent.app.screens`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from edge_agent.app import screens
+from edge_agent.config import SiteSettings
 from edge_agent.core.catalogue import names_of
 from edge_agent.serving.recommend import Stocked
 from edge_agent.store.screens import Screen
@@ -22,18 +23,24 @@ class ScreenAnswers:
         clock: Callable[[], int],
         k: int,
         site_refresh_s: float,
-        writing: Mapping[str, str] | None = None,
+        site: SiteSettings | None = None,
     ) -> None:
         """``k``: the insights' suppression threshold; ``site_refresh_s``: the site's figures
-        are computed at most this often, whatever the number of screens; ``writing``: how
-        the screens write money and numbers (``currency``, ``locale``), sent with them."""
+        are computed at most this often, whatever the number of screens; ``site``: its
+        currency, exchange rates, locale and time zone (how the screens write money, numbers
+        and times, sent with the figures)."""
         self.readers = readers
         self.clock = clock
         self.k = k
         self.stocked = Stocked()
         self.figures = Cached(site_refresh_s)
         self.catalogue = Cached(site_refresh_s)
-        self.writing = dict(writing or {})
+        self.site_settings = site or SiteSettings()
+        self.writing = {
+            "currency": self.site_settings.currency,
+            "locale": self.site_settings.locale,
+            "timezone": self.site_settings.timezone,
+        }
 
     def named(self) -> tuple[dict[str, str], dict[str, str]]:
         """The items in stock now (item -> the tills' name): what the tills sold lately,
@@ -75,7 +82,8 @@ class ScreenAnswers:
                 self.k,
                 self._names(),
                 self.clock(),
-                self.writing.get("timezone", "UTC"),
+                self.site_settings.timezone,
+                self.site_settings.money,
             )
         )
         return {**figures, **self.writing}

@@ -100,11 +100,7 @@ def create_app(
         clock,
         settings.insights.k,
         settings.http.site_refresh_s,
-        {
-            "currency": settings.site.currency,
-            "locale": settings.site.locale,
-            "timezone": settings.site.timezone,
-        },
+        settings.site,
     )
     app.state.ready = Cached(health.READY_EVERY_S)
     app.state.writer = Store.open(settings.database, settings.store.synchronous)

@@ -234,3 +234,27 @@ def test_the_screens_today_is_the_sites_day(tmp_path: Path) -> None:
     assert cast("dict[str, Any]", helsinki["total"])["orders"] == 2  # not the hour before
     # At UTC the same moment's day began at 00:00 UTC: after the two visits of the 24th.
     assert cast("dict[str, Any]", utc["total"])["orders"] == 1
+
+
+def test_orders_in_another_currency_are_converted_or_counted_apart(tmp_path: Path) -> None:
+    settings = _site(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text(config.read_text() + 'currency = "TWD"\nexchange_rates = "EUR=34.5"\n')
+    events = [e for n in range(6) for e in _visit(n, LAST_HOUR + n * 1000)]
+    for event, currency in zip(
+        [e for e in events if e["event"] == "Order Completed"][:2], ["EUR", "USD"], strict=True
+    ):
+        event["properties"]["currency"] = currency
+    _store(settings, events)
+    day = time.strftime("%Y-%m-%d", time.gmtime(LAST_HOUR / 1000))
+    done = cli("--config", str(config), "insights", "--day", day, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    total = json.loads(done.stdout)["total"]
+    # Four TWD orders, one EUR order at 34.5; the USD one has no rate: kept apart, not added.
+    assert (total["revenue"], total["currency"]) == (4 * 10.0 + 345.0, "TWD")
+    assert (total["orders"], total["unpriced_orders"]) == (6, 1)
+    assert total["other_revenue"] == {"USD": 10.0}
+    assert total["basket_value_mean"] == round(385.0 / 5, 4)
+    table = cli("--config", str(config), "insights", "--day", day)
+    assert "revenue and basket in TWD" in table.stdout
+    assert "not in the revenue: 1 order(s) in other currencies (USD 10.00)" in table.stdout

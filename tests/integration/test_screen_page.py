@@ -122,6 +122,8 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
     personal = page.locator("#panel-personal")
     expect(personal).to_be_visible(timeout=DEADLINE_MS)
     expect(personal).to_contain_text("Oolong tea")
+    # Worded reasons, never raw ids.
+    expect(personal).to_contain_text("you bought this on your last visit")
     expect(page.locator("#personal-title")).to_have_text("Picked for Mei")
     for secret in SECRETS:
         assert secret not in page.content()
@@ -133,6 +135,9 @@ def test_a_screen_pairs_shows_the_visitor_and_is_locked_out_when_revoked(
     # Money in the site's currency, written as the site's locale writes it.
     expect(page.locator("#fig-revenue")).to_contain_text("€")
     assert "," in page.locator("#fig-revenue").inner_text()  # fi-FI: a decimal comma
+    # The order was rung up in TWD, which no rate converts into EUR: named, never added.
+    expect(page.locator("#fig-revenue")).to_contain_text("0,00")
+    expect(page.locator("#cap-revenue")).to_contain_text("not counted: 5,00 TWD")
     expect(page.locator("#top-products")).to_contain_text("Oolong tea")
     expect(page.locator("#chart-footfall canvas")).to_have_count(1)
     page.screenshot(path=ARTEFACTS / "screen-site-1280x800.png")

@@ -66,6 +66,16 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         pytest.param(
             {"EDGE_AGENT_INGEST__MAX_DEPTH": "1.5"}, "[ingest] max_depth", id="float-for-int"
         ),
+        pytest.param(
+            {"EDGE_AGENT_SITE__CURRENCY": "TWD", "EDGE_AGENT_SITE__EXCHANGE_RATES": "EUR=-2"},
+            "[site] exchange_rates in $EDGE_AGENT_SITE__EXCHANGE_RATES must be CODE=rate",
+            id="negative-rate",
+        ),
+        pytest.param(
+            {"EDGE_AGENT_SITE__EXCHANGE_RATES": "EUR=34.5"},
+            "[site] exchange_rates convert into the site's currency: set [site] currency too",
+            id="rates-without-currency",
+        ),
     ],
 )
 def test_bad_environment_values_name_key_value_and_rule(
@@ -203,3 +213,14 @@ def test_service_manager_reads_what_systemd_sets(
     environ: dict[str, str], expected: ServiceManager
 ) -> None:
     assert service_manager(environ) == expected
+
+
+def test_exchange_rates_convert_into_the_site_currency() -> None:
+    site = load_settings(
+        environ={
+            "EDGE_AGENT_SITE__CURRENCY": "TWD",
+            "EDGE_AGENT_SITE__EXCHANGE_RATES": "EUR=34.5, USD=31.6",
+        }
+    ).site
+    assert site.money.priced(2.0, "EUR", "TWD") == 69.0
+    assert site.money.priced(2.0, "JPY", "TWD") is None

@@ -118,7 +118,7 @@ function axisFont() {
   return `${Math.round(px * 0.8)}px system-ui, sans-serif`;
 }
 
-function shown(value, style) {
+function shown(value, style, currency) {
   if (value === null || value === undefined) return "–";
   const locale = writing.locale || "en";
   if (style === "percent") {
@@ -128,7 +128,8 @@ function shown(value, style) {
     // Large sums without cents, so a day's revenue fits its tile.
     const digits = Math.abs(value) >= 10000 ? 0 : 2;
     const options = { minimumFractionDigits: digits, maximumFractionDigits: digits };
-    if (writing.currency) Object.assign(options, { style: "currency", currency: writing.currency });
+    const code = currency || writing.currency;
+    if (code) Object.assign(options, { style: "currency", currency: code });
     return new Intl.NumberFormat(locale, options).format(value);
   }
   return new Intl.NumberFormat(locale, { maximumFractionDigits: 0 }).format(value);
@@ -175,8 +176,13 @@ function drawSite(body) {
   for (const [key, style] of [
     ["footfall_in"], ["occupancy"], ["conversion", "percent"], ["nps"], ["orders"], ["revenue", "money"],
   ]) {
-    $(`fig-${key}`).textContent = shown(total[key], style);
+    $(`fig-${key}`).textContent = shown(total[key], style, total.currency);
   }
+  // Money in other currencies is never added in: it is named beside the revenue instead.
+  const other = Object.entries(total.other_revenue || {});
+  $("cap-revenue").textContent = other.length
+    ? `revenue (not counted: ${other.map(([code, sum]) => shown(sum, "money", code)).join(", ")})`
+    : "revenue";
   fill($("top-products"), (total.top_products || []).map((p) => ({ ...p, reason: "" })), false);
   // The site's day: 23, 24 or 25 hours, each with a slot (empty until it has figures), so
   // bars keep their width.
