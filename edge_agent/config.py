@@ -24,6 +24,7 @@ from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.core.events import MAX_PAYLOAD_BYTES
 from edge_agent.core.localtime import is_zone
 from edge_agent.core.money import Money, is_code, parse_rates
+from edge_agent.core.names import site_name_ok
 from edge_agent.core.plausibility import Plausibility
 from edge_agent.errors import ConfigError
 
@@ -78,6 +79,8 @@ class SiteSettings:
     #: The venue this agent's site belongs to; agents of one venue merge at central. Empty:
     #: the site is its own venue.
     venue: str = _setting("", lambda v: v == "" or _id(v), "empty or 1-64 letters, digits, - _ .")
+    #: A human-readable name central shows beside the id ("Taipei Xinyi store"); empty: none.
+    name: str = _setting("", site_name_ok, "at most 80 characters, no control characters")
     data_dir: Path = _setting(Path("data"), lambda p: str(p) != "", "a folder path")
     #: The currency the site's prices and totals are in (ISO 4217); empty: not said, and
     #: money is shown as a plain number in the currency of each hour's first order.
@@ -290,6 +293,8 @@ class SyncSettings:
     ca_bundle: Path = _setting(Path(""), lambda p: True, "a PEM file of CA certificates, or empty")
     every_s: int = _setting(900, lambda v: 10 <= v <= 86400, "10-86400 seconds")
     jitter_s: int = _setting(60, lambda v: 0 <= v <= 3600, "0-3600 seconds")
+    #: How often the agent tells central how it is (``POST /v1/checkin``), data or not.
+    check_in_s: int = _setting(60, lambda v: 10 <= v <= 3600, "10-3600 seconds")
     timeout_s: float = _setting(30.0, lambda v: 1 <= v <= 600, "1-600 seconds")
     batch_max_items: int = _setting(500, lambda v: 1 <= v <= 10000, "1-10000")
     batch_max_bytes: int = _setting(

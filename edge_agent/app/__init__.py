@@ -6,5 +6,6 @@ scheduler call: each opens what it needs, asks the core, and returns plain value
     insights     hour cells, a day's release     retention    expiry
     models       list, pull, rollback, train     screens      pairing, what a screen shows
     sync         drain the outbox now            backup       backup, restore
+    checkin      the site's health to central
     schedule     when each of them runs (apscheduler)
 """

@@ -127,7 +127,8 @@ def start(
     """Start the agent's scheduler: retention, insights, training the site's own models and
     pulling releases from central (all run at start-up, then periodically), and sync when
     ``[sync] url`` is set (first at a per-site offset, then every ``every_s`` with up to
-    ``jitter_s`` of jitter, so a fleet spreads out).
+    ``jitter_s`` of jitter, so a fleet spreads out) and the check-ins (at once, then every
+    ``check_in_s``).
 
     Args:
         settings: the agent's settings.
@@ -170,6 +171,26 @@ def start(
         coalesce=True,
     )
     if settings.sync.url:
+        # Imported here: httpx is only needed on a site that syncs.
+        from edge_agent.app.checkin import CheckIns
+
+        check_ins = CheckIns(settings, clock())
+        told = on_sync
+
+        def on_sync(report: SyncReport | None) -> None:
+            told(report)
+            check_ins.synced(report)
+
+        # Its own job, apart from the sync: it goes on while the sync fails or backs off.
+        scheduler.add_job(
+            lambda: check_ins.check_in(clock()),
+            "interval",
+            seconds=settings.sync.check_in_s,
+            id="check_in",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
         offset = site_offset(settings.site.id, settings.sync.every_s)
         scheduler.add_job(
             _sync_job,

@@ -24,7 +24,8 @@ def zone(name: str) -> ZoneInfo:
     """
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # A folder of the zone database ("Europe") is an OSError, not "not found".
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"{name!r} is not a time zone (e.g. Europe/Helsinki, UTC)") from exc
 
 

@@ -16,6 +16,7 @@ import jsonschema_rs
 from edge_agent.core.aggregate import HOUR_MS
 from edge_agent.core.consent import PURPOSES
 from edge_agent.core.events import nul_in
+from edge_agent.core.names import MAX_SITE_NAME, SITE_NAME_PATTERN
 
 PROTOCOL = 1
 #: Year 9999: keeps every time in a signed 64-bit column on both engines.
@@ -149,3 +150,78 @@ def item_problem(kind: str, item: object, prefix: str = "item") -> str | None:
     if nul_in(item):
         return f"{prefix}: a string holds NUL (\\u0000), which cannot be stored"
     return schema_problem(_VALIDATORS[kind], item, prefix)
+
+
+# --- check-ins -----------------------------------------------------------------------------
+
+#: The most a check-in body may weigh, as JSON: a dozen figures and a few model names.
+MAX_CHECKIN_BYTES = 16 * 1024
+#: How many serving models a check-in may name.
+MAX_CHECKIN_MODELS = 32
+#: The broker connection states a check-in may report (``agent_state`` ``broker``).
+BROKER_STATES = ("connected", "disconnected", "stalled", "unknown")
+_COUNT: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
+_MS_OR_NULL: dict[str, object] = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_MS}
+_SHORT: dict[str, object] = {"type": "string", "maxLength": 64, "pattern": _NO_NUL}
+#: ``POST /v1/checkin``: what a site says of itself every ``[sync] check_in_s``. Every field
+#: is required and no other is taken, so a misspelt or extra field is refused by name.
+_CHECKIN_PROPERTIES: dict[str, object] = {
+    "protocol": {"const": PROTOCOL},
+    "site": ID,
+    "sent_ms": _MS,
+    "version": {**_SHORT, "minLength": 1},
+    "uptime_s": _COUNT,
+    "name": {
+        "type": "string",
+        "maxLength": MAX_SITE_NAME,
+        "pattern": SITE_NAME_PATTERN,
+        "description": "[site] name, empty when not set; no control characters",
+    },
+    "timezone": {**_SHORT, "minLength": 1, "description": "[site] timezone (IANA)"},
+    "currency": {"type": "string", "pattern": "^([A-Z]{3})?$"},
+    "broker": {"enum": list(BROKER_STATES)},
+    "broker_since_ms": _MS_OR_NULL,
+    "outbox_items": _COUNT,
+    "outbox_oldest_ms": _MS_OR_NULL,
+    "dead_letters_last_hour": _COUNT,
+    "duplicates_last_hour": _COUNT,
+    "disk_free_bytes": _COUNT,
+    "disk_free_share": {"type": "number", "minimum": 0, "maximum": 1},
+    "models": {
+        "type": "object",
+        "description": "the serving version of each model, by name",
+        "maxProperties": MAX_CHECKIN_MODELS,
+        "propertyNames": {"maxLength": 64, "pattern": _NO_NUL},
+        "additionalProperties": {**_SHORT, "minLength": 1},
+    },
+    "last_sync_ms": _MS_OR_NULL,
+    "clock_offset_s": {
+        "type": ["number", "null"],
+        "minimum": -1e9,
+        "maximum": 1e9,
+        "description": "central's clock minus the site's, seconds, from the last answer",
+    },
+}
+CHECKIN_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": list(_CHECKIN_PROPERTIES),
+    "properties": _CHECKIN_PROPERTIES,
+}
+_CHECKIN = jsonschema_rs.validator_for(CHECKIN_SCHEMA)
+_CHECKIN_FIELDS = tuple(_CHECKIN_PROPERTIES)
+
+
+def checkin_problem(document: object) -> str | None:
+    """Why central refuses a check-in body for its form, or None. The agent asks before it
+    sends, the collector on receipt."""
+    if isinstance(document, dict):
+        unknown = sorted(set(document) - set(_CHECKIN_FIELDS))
+        if unknown:
+            return (
+                f"body: unknown field {', '.join(map(repr, unknown))}: a check-in holds only "
+                f"{', '.join(_CHECKIN_FIELDS)}"
+            )
+    if nul_in(document):
+        return "body: a string holds NUL (\\u0000), which cannot be stored"
+    return schema_problem(_CHECKIN, document, "")

@@ -21,12 +21,21 @@ def free_bytes(folder: Path) -> int:
     Raises:
         StorageError: the folder cannot be examined.
     """
+    return space(folder)[0]
+
+
+def space(folder: Path) -> tuple[int, int]:
+    """The free bytes (as `free_bytes`) and the size of the disk holding ``folder``.
+
+    Raises:
+        StorageError: the folder cannot be examined.
+    """
     try:
         stats = os.statvfs(folder)
     except OSError as exc:
         raise StorageError(f"the free space of {folder} cannot be read: {exc.strerror}") from exc
     # f_bavail, not f_bfree: the blocks reserved for root are of no use to the agent.
-    return stats.f_bavail * stats.f_frsize
+    return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
 
 class DiskWatch:

@@ -235,6 +235,22 @@ class DeadLetters:
                 ).fetchall()
             )
 
+    def seen_since(self, since_ms: int) -> int:
+        """Dead letters last seen at or after ``since_ms`` (a redelivered one counts once),
+        and the rejections over the budget counted since then by source and reason (once
+        each: only the last of those is timed).
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            kept, unkept = conn.execute(
+                "SELECT (SELECT count(*) FROM dead_letters WHERE last_seen_ms >= ?), "
+                "(SELECT count(*) FROM dead_letters_unkept WHERE last_ms >= ?)",
+                (since_ms, since_ms),
+            ).fetchone()
+        return int(kept) + int(unkept)
+
     def mark_replayed(self, ids: Sequence[int], now_ms: int) -> None:
         """Close dead letters whose replay stored their events.
 

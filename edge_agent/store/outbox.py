@@ -202,3 +202,9 @@ class Outbox:
         """Queued items by kind."""
         with self.connection.failing(_FAILING) as conn:
             return dict(conn.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"))
+
+    def oldest_ms(self) -> int | None:
+        """When the oldest queued item was queued (None: the outbox is empty)."""
+        with self.connection.failing(_FAILING) as conn:
+            row = conn.execute("SELECT min(created_ms) FROM outbox").fetchone()
+        return None if row[0] is None else int(row[0])

@@ -54,6 +54,8 @@ _NOTICE_KINDS = ("erasure", "consent_withdrawn")
 _NEXT_KEY = "sync_next_ms"
 _ATTEMPT_KEY = "sync_attempt"
 _LOSSES_KEY = "sync_losses_reported"
+#: ``agent_state``: when a sync run last ended with nothing left it could send.
+LAST_OK_KEY = "sync_ok_ms"
 
 
 @dataclass
@@ -168,6 +170,8 @@ def drain(
             else:
                 store.state.set(_ATTEMPT_KEY, "0", now_ms)
                 store.state.set(_NEXT_KEY, "0", now_ms)
+                # A check-in tells central when the sync last got through (or had nothing).
+                store.state.set(LAST_OK_KEY, str(now_ms), now_ms)
         report.remaining = outbox.depth()
     return report
 

@@ -74,3 +74,10 @@ def test_zone_names_are_checked() -> None:
     assert not is_zone("../etc/passwd")
     with pytest.raises(ValueError, match="is not a time zone"):
         zone("Helsinki")
+
+
+@pytest.mark.parametrize("name", ["Europe", "Mars/Olympus", "", "../etc/passwd"])
+def test_what_is_not_a_zone_is_said_so(name: str) -> None:
+    assert not is_zone(name)
+    with pytest.raises(ValueError, match="is not a time zone"):
+        zone(name)
