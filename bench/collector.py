@@ -6,6 +6,13 @@ fourth site also a ``/v1/batch`` of 50 identified items, all at once from ``--co
 connections. The collector runs as its own process under uvicorn (one worker), on a fresh
 SQLite file, then on a fresh PostgreSQL database (the machine's, dropped afterwards). Printed
 per engine: batches/s, request latency p50/p99, errors (must be 0), the collector's peak RSS.
+
+Then the dashboard's reads over ``--days`` (30) days of every site: the collector rolls each
+site's synced day up (its own worker, waited for), the bench copies that day to the days
+before it (so the reads find ``sites x days`` rolled-up days without syncing a month), and
+``GET /v1/overview`` and ``GET /v1/comparison`` over the whole period are timed, ``--reads``
+times each from 4 connections, beside ``GET /v1/sites`` (one row per site, no figures) as the
+reference of a plain read.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import random
 import secrets
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,6 +36,7 @@ from psycopg import sql
 from bench.measure import peak_rss_mb, percentile
 from edge_agent.collector.local import LocalCollector
 from edge_agent.collector.store.central import CentralStore
+from edge_agent.collector.store.rollups import DAY_COLUMNS
 from edge_agent.core.aggregate import HOUR_MS, Fact, compute_hour, for_central
 from edge_agent.core.identity import Pseudonym, subject_hash
 
@@ -149,6 +158,90 @@ async def _fleet(
     return elapsed, sorted(latencies), errors
 
 
+def _wait_rolled_up(url: str, token: str) -> float:
+    """Seconds until the collector's rollup queue is empty."""
+    started = time.perf_counter()
+    while True:
+        answer = httpx.get(
+            f"{url}/v1/overview", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        answer.raise_for_status()
+        if answer.json()["days_to_roll_up"] == 0:
+            return time.perf_counter() - started
+        time.sleep(1)
+
+
+def _copy_days(target: str, days: int) -> int:
+    """Copy every site's rolled-up day to the ``days - 1`` days before it; returns the rows."""
+    base = datetime.fromtimestamp(DAY_START / 1000, UTC).date()
+    columns = ", ".join(DAY_COLUMNS)
+    # Every column but the day and its bounds is copied as it is.
+    copied = ", ".join(
+        {"day": "%s", "start_ms": "start_ms - %s", "end_ms": "end_ms - %s"}.get(c, c)
+        for c in DAY_COLUMNS
+    )
+    statement = f"INSERT INTO site_days ({columns}) SELECT {copied} FROM site_days WHERE day = %s"  # noqa: S608
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target) as pg:
+            for back in range(1, days):
+                shift = back * 24 * HOUR_MS
+                pg.execute(
+                    statement,
+                    ((base - timedelta(days=back)).isoformat(), shift, shift, base.isoformat()),
+                )
+            return int(pg.execute("SELECT count(*) FROM site_days").fetchone()[0])  # type: ignore[index]
+    import sqlite3
+
+    lite = sqlite3.connect(target)
+    try:
+        with lite:
+            for back in range(1, days):
+                shift = back * 24 * HOUR_MS
+                lite.execute(
+                    statement.replace("%s", "?"),
+                    ((base - timedelta(days=back)).isoformat(), shift, shift, base.isoformat()),
+                )
+        return int(lite.execute("SELECT count(*) FROM site_days").fetchone()[0])
+    finally:
+        lite.close()
+
+
+async def _reads(url: str, token: str, path: str, params: dict[str, str], n: int) -> list[float]:
+    latencies: list[float] = []
+    left = list(range(n))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while left:
+            left.pop()
+            started = time.perf_counter()
+            answer = await client.get(url + path, params=params)
+            answer.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=120) as client:
+        await asyncio.gather(*(worker(client) for _ in range(4)))
+    return sorted(latencies)
+
+
+def _dashboard(central: LocalCollector, target: str, args: argparse.Namespace) -> dict[str, float]:
+    """The dashboard's reads over ``args.days`` rolled-up days of every site."""
+    rolled_s = _wait_rolled_up(central.url, central.admin_token)
+    rows = _copy_days(target, args.days)
+    last = datetime.fromtimestamp(DAY_START / 1000, UTC).date()
+    span = {"from": (last - timedelta(days=args.days - 1)).isoformat(), "to": last.isoformat()}
+    out: dict[str, float] = {"rolled_s": rolled_s, "day_rows": rows}
+    for name, path, params in (
+        ("overview", "/v1/overview", span),
+        ("comparison", "/v1/comparison", span),
+        ("sites", "/v1/sites", {}),
+    ):
+        latencies = asyncio.run(_reads(central.url, central.admin_token, path, params, args.reads))
+        out[f"{name}_p50_ms"] = 1000 * percentile(latencies, 0.5)
+        out[f"{name}_p99_ms"] = 1000 * percentile(latencies, 0.99)
+    return out
+
+
 def _run(target: str, args: argparse.Namespace) -> dict[str, float]:
     store = CentralStore.open(target)
     tokens = {}
@@ -170,9 +263,11 @@ def _run(target: str, args: argparse.Namespace) -> dict[str, float]:
                 _fleet(central.url, requests, tokens, args.concurrency)
             )
             rss = peak_rss_mb(central.pid or 0)
+            reads = _dashboard(central, target, args)
         finally:
             central.stop()
     return {
+        **reads,
         "batches": len(requests),
         "seconds": elapsed,
         "per_s": len(requests) / elapsed,
@@ -189,6 +284,8 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--days", type=int, default=30, help="days the dashboard reads over")
+    parser.add_argument("--reads", type=int, default=100, help="requests per dashboard read")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as folder:
@@ -218,6 +315,22 @@ def main() -> None:
         )
     sqlite, pg = results["SQLite"], results["PostgreSQL"]
     print(f"  PostgreSQL / SQLite throughput: {pg['per_s'] / sqlite['per_s']:.2f}")
+    print(
+        f"dashboard reads over {args.days} days x {args.sites} sites (rolled-up days read), "
+        f"{args.reads} requests each from 4 connections; reference: GET /v1/sites"
+    )
+    print(
+        f"  {'engine':<11}{'day rows':>9}{'roll-up s':>10}{'overview p50/p99 ms':>21}"
+        f"{'comparison p50/p99 ms':>23}{'sites p50/p99 ms':>18}{'overview/sites p99':>20}"
+    )
+    for engine, r in results.items():
+        print(
+            f"  {engine:<11}{r['day_rows']:>9.0f}{r['rolled_s']:>10.1f}"
+            f"{r['overview_p50_ms']:>12.1f}/{r['overview_p99_ms']:<8.1f}"
+            f"{r['comparison_p50_ms']:>14.1f}/{r['comparison_p99_ms']:<8.1f}"
+            f"{r['sites_p50_ms']:>9.1f}/{r['sites_p99_ms']:<8.1f}"
+            f"{r['overview_p99_ms'] / r['sites_p99_ms']:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

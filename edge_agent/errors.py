@@ -16,7 +16,7 @@
      │    └── PullError              central cannot be reached for a release, or has none
      └── CollectorError          the central collector cannot start, or refuses a request
           ├── collector.wire.WireError        a request refused, with its HTTP status
-          ├── collector.store.central.Unavailable the central database cannot be reached
+          ├── collector.store.engine.Unavailable the central database cannot be reached
           └── collector.sandbox.SandboxFailed a worker process crashed or timed out
 
 A bad *event* is not an exception: validation returns a rejection with a reason code,

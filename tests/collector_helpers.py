@@ -237,3 +237,47 @@ def collector_cli(
         check=False,
         env=None if env is None else {**env},
     )
+
+
+def shop_cell(start_ms: int, visitors: int, door_in: int, orders: int = 0) -> dict[str, object]:
+    """A real hour cell: ``visitors`` people (one visit each), ``door_in`` counted in at the
+    door, ``orders`` of them buying for 10.0, one answer per order (NPS 9, CES 2)."""
+    facts = [
+        Fact(
+            start_ms + 1000,
+            "Door Counted",
+            None,
+            None,
+            False,
+            {"direction": "in", "count": door_in},
+        )
+    ]
+    for i in range(visitors):
+        facts.append(
+            Fact(start_ms + 2000 + i, "Product Viewed", f"v{start_ms}-{i}", f"p{i}", False, {})
+        )
+    for i in range(orders):
+        facts.append(
+            Fact(
+                start_ms + 3000 + i,
+                "Order Completed",
+                f"v{start_ms}-{i}",
+                f"p{i}",
+                False,
+                {
+                    "total": 10.0,
+                    "products": [{"product_id": "tea", "quantity": 1, "category": "c"}],
+                },
+            )
+        )
+        facts.append(
+            Fact(
+                start_ms + 4000 + i,
+                "Feedback Submitted",
+                f"v{start_ms}-{i}",
+                f"p{i}",
+                False,
+                {"nps": 9, "ces": 2},
+            )
+        )
+    return to_document(compute_hour(start_ms, facts))

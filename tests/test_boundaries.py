@@ -31,9 +31,10 @@ COLLECTOR_ALLOWED = (
     "edge_agent.logs",
     "edge_agent.service",
     # HTTP plumbing both servers share: request bodies refused while they stream, slow and
-    # greedy clients cut off.
+    # greedy clients cut off, security headers on every answer.
     "edge_agent.bodylimit",
     "edge_agent.slowclients",
+    "edge_agent.securityheaders",
 )
 #: A string that is a statement, not prose: SQL keywords in capitals at its start.
 SQL = re.compile(

@@ -1,5 +1,5 @@
 """What admins read: merged insights (``/v1/insights``), the sites (``/v1/sites``) and the
-audit trail (``/v1/audit``), all behind the admin token."""
+audit trail (``/v1/audit``): the first two for viewers, the audit for admins (`auth`)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.collector import summary, wire
-from edge_agent.collector.auth import admin
+from edge_agent.collector.auth import admin, viewer
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import AuditBody, SitesBody, SummaryBody, errors
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
-from edge_agent.collector.store.central import CentralStore, Unavailable
+from edge_agent.collector.store.central import CentralStore
+from edge_agent.collector.store.engine import Unavailable
 
 router = APIRouter(route_class=GuardedRoute)
 # The routes' summary= documents them: FastAPI would publish a docstring as the operation's
@@ -33,9 +34,9 @@ ID_PATTERN = r"^[\w.-]{1,64}$"
     response_model=SummaryBody,
     responses={
         200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
-        **errors(401, 422),
+        **errors(401, 403, 422),
     },
-    dependencies=[Depends(admin)],
+    dependencies=[Depends(viewer)],
     summary="Insights per venue (or site) and day (or hour), merged across agents",
 )
 async def insights(
@@ -91,8 +92,8 @@ async def insights(
 @router.get(
     "/v1/sites",
     response_model=SitesBody,
-    responses=errors(401),
-    dependencies=[Depends(admin)],
+    responses=errors(401, 403),
+    dependencies=[Depends(viewer)],
     summary="Registered sites, when each was last heard from, and its latest losses",
 )
 async def sites(request: Request) -> dict[str, object]:
@@ -104,7 +105,7 @@ async def sites(request: Request) -> dict[str, object]:
 @router.get(
     "/v1/audit",
     response_model=AuditBody,
-    responses=errors(401, 422),
+    responses=errors(401, 403, 422),
     dependencies=[Depends(admin)],
     summary="The audit trail, newest first: erasures, withdrawals, sites added",
 )

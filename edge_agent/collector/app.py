@@ -19,25 +19,55 @@ from starlette.exceptions import HTTPException
 
 from edge_agent import __version__
 from edge_agent.bodylimit import BodyLimit
-from edge_agent.collector import admin, health, intake, refusals, releases, wire
-from edge_agent.collector.auth import sha256
+from edge_agent.collector import (
+    admin,
+    fleet,
+    forwarder,
+    health,
+    intake,
+    people,
+    refusals,
+    releases,
+    rollup,
+    wire,
+    workspace,
+)
+from edge_agent.collector.credentials import digest
 from edge_agent.collector.sandbox import Sandbox
-from edge_agent.collector.store.central import CentralStore, Unavailable
+from edge_agent.collector.store.central import CentralStore
+from edge_agent.collector.store.engine import Unavailable
+from edge_agent.collector.web import dashboard, explorer, headers, login
 from edge_agent.errors import CollectorError
+from edge_agent.securityheaders import SecurityHeaders
 
 MIN_ADMIN_TOKEN = 16
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    rollups = rollup.worker(app.state.store, app.state.sandbox)
+    rollups.start()
+    forwarding, client = forwarder.worker(app.state.store)
+    forwarding.start()
     yield
+    forwarding.stop()
+    client.close()
+    rollups.stop()
     sandbox: Sandbox = app.state.sandbox
     sandbox.close()
 
 
-def create_app(store: CentralStore, admin_token: str, limits: wire.Limits | None = None) -> FastAPI:
-    """The collector's FastAPI app over ``store``; reads need ``admin_token`` (Bearer); what
-    sites push is held to ``limits``.
+def create_app(
+    store: CentralStore,
+    admin_token: str,
+    limits: wire.Limits | None = None,
+    *,
+    name: str = "edge-agent collector",
+    public_url: str | None = None,
+) -> FastAPI:
+    """The collector's FastAPI app over ``store``; reads need ``admin_token`` (Bearer), a
+    user's API token or a session; what sites push is held to ``limits``. ``name`` titles
+    its pages; ``public_url`` is the address users open (`web.login.install`).
 
     Raises:
         CollectorError: the admin token is shorter than 16 characters.
@@ -51,20 +81,37 @@ def create_app(store: CentralStore, admin_token: str, limits: wire.Limits | None
         title="edge-agent collector",
         version=__version__,
         description="Central side of docs/sync-protocol.md: sites push insights, notices and "
-        "identified data; admins read merged insights, sites and the audit trail.",
+        "identified data, and check in; the central team reads the workspace (overview, "
+        "comparison, trends, exports), the fleet's health, merged insights and the audit trail.",
         lifespan=_lifespan,
+        # Served by web.explorer from files of the collector's own: FastAPI's pages load
+        # Swagger UI and ReDoc from a CDN, blank on a network with no way out.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.store = store
-    app.state.admin_digest = sha256(admin_token)
+    app.state.admin_digest = digest(admin_token)
     app.state.limits = limits or wire.Limits()
     app.state.sandbox = Sandbox(workers=min(4, os.cpu_count() or 1))
     app.exception_handler(wire.WireError)(refusals.refused)
     app.exception_handler(Unavailable)(refusals.unavailable)
     app.exception_handler(RequestValidationError)(refusals.bad_parameter)
     app.exception_handler(HTTPException)(refusals.http_error)
-    for routes in (intake.router, admin.router, releases.router, health.router):
+    for routes in (
+        intake.router,
+        admin.router,
+        people.router,
+        workspace.router,
+        dashboard.router,
+        releases.router,
+        health.router,
+    ):
         app.include_router(routes)
+    fleet.install(app)
+    explorer.install(app)
+    login.install(app, name, public_url)
     app.add_middleware(BodyLimit, limit=_body_limit)
+    app.add_middleware(SecurityHeaders, headers=headers.headers)
     return app
 
 

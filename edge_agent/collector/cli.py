@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from edge_agent import logs
 from edge_agent.collector import summary, wire
@@ -50,10 +51,18 @@ def _target(args: argparse.Namespace) -> str:
     return target
 
 
-def _open(args: argparse.Namespace) -> CentralStore:
+def _open(args: argparse.Namespace, *, existing: bool = False) -> CentralStore:
+    """The collector's store; with ``existing``, a SQLite file that is not there is an
+    error rather than a new empty database (a mistyped ``--db`` would read as no data)."""
     from edge_agent.collector.store.central import CentralStore
 
-    return CentralStore.open(_target(args))
+    target = _target(args)
+    if existing and not target.startswith("postgresql://") and not Path(target).is_file():
+        raise CollectorError(
+            f"no collector database at {target}: check --db or ${ENV_DB} (the collector's "
+            "serve, add-site and users add make one)"
+        )
+    return CentralStore.open(target)
 
 
 #: What ``pip install 'edge-agent[collector]'`` brings, which a site box does without.
@@ -95,14 +104,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API in the foreground until interrupted."""
     import uvicorn  # here: the other commands need no web server
 
+    from edge_agent.collector import fleet
     from edge_agent.collector.app import create_app
-    from edge_agent.collector.store.central import redact
+    from edge_agent.collector.store.engine import redact
     from edge_agent.slowclients import guarded_http
 
     token = _admin_token(args)
     store = _open(args)
     try:
-        app = create_app(store, token, _limits(args))
+        app = create_app(
+            store, token, _limits(args), name=args.name, public_url=_public_url(args.public_url)
+        )
+        fleet.configure(app, fleet.Options(args.silent_after_s, args.metrics_open))
         logs.setup(args.log_level, under_journald())
         logs.log(
             logging.getLogger("edge_agent.collector"),
@@ -199,6 +212,139 @@ def cmd_add_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CollectorError(
+            f"--public-url {url!r}: give the address users open, e.g. https://central.example"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        # The pages link to /login, /static/...: they must be at the root of the address.
+        raise CollectorError(
+            f"--public-url {url!r}: give the address without a path "
+            f"({parts.scheme}://{parts.netloc}); the collector is served at its root"
+        )
+    return url
+
+
+def _password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The password of ``--password-file`` (its first line), else a new one; and whether it
+    was made here (then it must be printed)."""
+    from edge_agent.collector.credentials import password_problem
+
+    if args.password_file is None:
+        return secrets.token_urlsafe(18), True
+    try:
+        lines = args.password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CollectorError(f"cannot read the password file {args.password_file}: {exc}") from exc
+    password = lines[0] if lines else ""
+    problem = password_problem(password)
+    if problem:
+        raise CollectorError(f"{args.password_file}: {problem}")
+    return password, False
+
+
+def _hashed(password: str) -> str:
+    from edge_agent.collector.credentials import hash_password
+
+    return hash_password(password, secrets.token_bytes(16))
+
+
+def _user_name(name: str) -> str:
+    if not valid_id(name):
+        raise CollectorError(f"user {name!r}: use 1-64 letters, digits, - _ or .")
+    return name
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    """Add a user; print the password made for them, the only time it is shown."""
+    password, made = _password(args)
+    store = _open(args)
+    try:
+        store.add_user(_user_name(args.name), args.role, _hashed(password))
+    finally:
+        store.close()
+    if made:
+        print(password)
+    print(
+        f"user {args.name} added as {args.role}."
+        + (" The line above is their password, shown only now." if made else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    """Print every user: name, role, when added, tokens, and whether disabled."""
+    store = _open(args, existing=True)
+    try:
+        found = store.users()
+    finally:
+        store.close()
+    for user in found:
+        added = datetime.fromtimestamp(user.created_ms / 1000, UTC).isoformat(timespec="seconds")
+        state = "  disabled" if user.disabled else ""
+        print(f"{user.name}\t{user.role}\tadded {added}\t{user.tokens} token(s){state}")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    """Remove a user: their sessions and API tokens stop working at once."""
+    store = _open(args, existing=True)
+    try:
+        store.remove_user(args.name)
+    finally:
+        store.close()
+    print(f"user {args.name} removed; their sessions and tokens no longer work", file=sys.stderr)
+    return 0
+
+
+def cmd_users_password(args: argparse.Namespace) -> int:
+    """Set a user's password (printed when made here); their open sessions end."""
+    password, made = _password(args)
+    store = _open(args, existing=True)
+    try:
+        store.set_password(args.name, _hashed(password))
+    finally:
+        store.close()
+    if made:
+        print(password)
+    print(
+        f"password of {args.name} set; their sessions ended."
+        + (" The line above is the password, shown only now." if made else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_users_token(args: argparse.Namespace) -> int:
+    """Make an API token for a user and print it, the only time it is shown."""
+    from edge_agent.collector.credentials import digest
+
+    if not valid_id(args.label):
+        raise CollectorError(f"label {args.label!r}: use 1-64 letters, digits, - _ or .")
+    token = secrets.token_urlsafe(32)
+    store = _open(args, existing=True)
+    try:
+        store.add_token(args.name, args.label, args.role, digest(token))
+    finally:
+        store.close()
+    print(token)
+    print(
+        f"token {args.label!r} of {args.name} made. The line above is the token, shown only "
+        "now: send it as Authorization: Bearer <token>",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Print merged insights, as ``GET /v1/insights`` answers them."""
     query = summary.make_query(
@@ -211,16 +357,177 @@ def cmd_summary(args: argparse.Namespace) -> int:
         metrics=args.metric or (),
         today=datetime.now(UTC).date(),
     )
-    store = _open(args)
+    store = _open(args, existing=True)
     try:
         cells = store.insight_cells(query.start_ms, query.end_ms, query.venue, query.site)
     finally:
         store.close()
     result = summary.summarise([(c.site, c.venue, c.start_ms, c.cell) for c in cells], query)
+    if not cells:
+        print(
+            f"no insight cells from {query.start_day} to {query.end_day}"
+            + (f" of venue {query.venue}" if query.venue else "")
+            + (f" of site {query.site}" if query.site else "")
+            + ": sites send an hour once it has ended, at their next sync (every 15 min by "
+            "default); edge-agent-collector fleet shows when each site was last heard from",
+            file=sys.stderr,
+        )
     if args.format == "csv":
         sys.stdout.write(summary.to_csv(result))
     else:
         print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write each site's days in the BI exports' fixed schema, as ``GET /v1/export`` does."""
+    from edge_agent.collector import analytics, exports
+
+    span = analytics.period(args.start, args.end, datetime.now(UTC).date())
+    first, last = span.labels()
+    store = _open(args, existing=True)
+    try:
+        sites = [d for d in store.described_sites(args.venue) if args.site in (None, d.site)]
+        chunks = exports.rows(sites, lambda s: store.site_days(first, last, s), args.shape)
+        if args.format == "parquet":
+            if args.out is None:
+                raise CollectorError("--format parquet writes a file: give --out PATH")
+            with args.out.open("wb") as sink:
+                exports.write_parquet(chunks, args.shape, sink)
+        elif args.out is None:
+            for piece in exports.csv_chunks(chunks, args.shape):
+                sys.stdout.write(piece)
+        else:
+            with args.out.open("w", encoding="utf-8", newline="") as text:
+                for piece in exports.csv_chunks(chunks, args.shape):
+                    text.write(piece)
+    except OSError as exc:
+        raise CollectorError(f"cannot write {args.out}: {exc.strerror}") from exc
+    finally:
+        store.close()
+    if not sites:
+        print(
+            "no site is registered" + (f" in venue {args.venue}" if args.venue else ""),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _write_key(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CollectorError(f"cannot read the write key file {path}: {exc}") from exc
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise CollectorError(f"{path}: its first line must be the write key")
+    return key
+
+
+def cmd_destinations_set_key(args: argparse.Namespace) -> int:
+    """Give a destination another write key; its waiting items go with it at once."""
+    key = _write_key(args.write_key_file)
+    store = _open(args, existing=True)
+    try:
+        store.set_write_key(args.name, key)
+    finally:
+        store.close()
+    print(f"write key of {args.name} changed; what waits for it is sent again", file=sys.stderr)
+    return 0
+
+
+def cmd_destinations_add(args: argparse.Namespace) -> int:
+    """Add a CRM destination; it gets the identified items stored from now on."""
+    if not valid_id(args.name):
+        raise CollectorError(f"destination {args.name!r}: use 1-64 letters, digits, - _ or .")
+    try:
+        parts = urlsplit(args.url)
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CollectorError(
+            f"--url {args.url!r}: give the destination's base address, e.g. "
+            "https://api.segment.io (the forwarder adds /v1/batch)"
+        )
+    key = _write_key(args.write_key_file)
+    store = _open(args)
+    try:
+        store.add_destination(args.name, args.kind, args.url, key)
+    finally:
+        store.close()
+    print(
+        f"destination {args.name} added: identified items stored from now on, and notices, "
+        "are forwarded to it by the serve process",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_destinations_list(args: argparse.Namespace) -> int:
+    """Print each destination and its queue: queued, delivered, failing, dead, last error."""
+    store = _open(args, existing=True)
+    try:
+        found = store.destination_status()
+    finally:
+        store.close()
+    if args.format == "json":
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.destination.name,
+                        "kind": s.destination.kind,
+                        "url": s.destination.url,
+                        "enabled": s.destination.enabled,
+                        "queued": s.queued,
+                        "delivered": s.delivered,
+                        "failing": s.failing,
+                        "dead": s.dead,
+                        "last_error": s.last_error,
+                    }
+                    for s in found
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    for s in found:
+        d = s.destination
+        print(
+            f"{d.name}\t{d.kind}\t{d.url}\tqueued {s.queued}\tdelivered {s.delivered}\t"
+            f"failing {s.failing}\tdead {s.dead}"
+            + (f"\tlast error: {s.last_error}" if s.last_error else "")
+        )
+    return 0
+
+
+def cmd_destinations_remove(args: argparse.Namespace) -> int:
+    """Remove a destination and its queue."""
+    store = _open(args, existing=True)
+    try:
+        dropped = store.remove_destination(args.name)
+    finally:
+        store.close()
+    print(f"destination {args.name} removed; {dropped} undelivered row(s) dropped", file=sys.stderr)
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Print every site's health, as ``GET /v1/fleet`` judges it."""
+    from edge_agent.collector import fleet
+    from edge_agent.collector.store.engine import now_ms
+
+    store = _open(args, existing=True)
+    try:
+        sites = store.fleet()
+    finally:
+        store.close()
+    listed = fleet.entries(sites, now_ms(), fleet.Options(silent_after_s=args.silent_after_s))
+    if args.format == "json":
+        print(json.dumps({"counts": fleet.counts(listed), "sites": listed}, indent=2))
+    else:
+        print(fleet.table(listed))
     return 0
 
 
@@ -319,6 +626,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"file holding the admin Bearer token (default: ${ENV_ADMIN_TOKEN})",
     )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.add_argument(
+        "--public-url",
+        help="the address users open (https://... behind a TLS proxy): the origin forms must "
+        "come from; https makes the cookies Secure",
+    )
+    serve.add_argument(
+        "--name", default="edge-agent collector", help="the name the collector's pages show"
+    )
     cells = CellLimits()
     for flag, kind, default, what in (
         ("--max-zones", int, cells.max_zones, "zones one hour cell may name"),
@@ -343,12 +658,40 @@ def _parser() -> argparse.ArgumentParser:
             wire.MAX_SKEW_MS / 1000,
             "seconds a site's times may be ahead of this server's clock",
         ),
+        (
+            "--silent-after-s",
+            float,
+            900.0,
+            "seconds without a check-in after which a site is silent in /v1/fleet and /metrics",
+        ),
     ):
         shown = f"{default:,.0f}"
         serve.add_argument(
             flag, type=_not_negative(kind), default=default, help=f"{what} ({shown})"
         )
+    serve.add_argument(
+        "--metrics-open",
+        action="store_true",
+        help="serve /metrics without the admin token (a scraper on a private network)",
+    )
     serve.set_defaults(handler=cmd_serve)
+
+    fleet_table = with_db(
+        commands.add_parser(
+            "fleet",
+            help="print every site's health: healthy, degraded or silent, and why",
+            description="One line per site, the worst first: its name, verdict, how long ago "
+            "it checked in and the first reason, as GET /v1/fleet judges them.",
+        )
+    )
+    fleet_table.add_argument(
+        "--silent-after-s",
+        type=_not_negative(float),
+        default=900.0,
+        help="seconds without a check-in after which a site is silent (900)",
+    )
+    fleet_table.add_argument("--format", choices=("text", "json"), default="text")
+    fleet_table.set_defaults(handler=cmd_fleet)
 
     add = with_db(
         commands.add_parser(
@@ -361,6 +704,104 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("site", help="the agent's [site] id")
     add.add_argument("--venue", help="the venue whose agents merge (default: the site itself)")
     add.set_defaults(handler=cmd_add_site)
+
+    destinations = commands.add_parser(
+        "destinations",
+        help="the CRM endpoints consented identified data is forwarded to: add, list, remove",
+        description="Segment-compatible destinations (docs/crm-forwarding.md): the serve "
+        "process forwards each identified item stored after a destination is added, and "
+        "every erasure and crm_sync withdrawal.",
+    )
+    destination_commands = destinations.add_subparsers(dest="destinations_command", required=True)
+    destinations_add = with_db(
+        destination_commands.add_parser("add", help="add a destination (Segment /v1/batch)")
+    )
+    destinations_add.add_argument(
+        "name", help="the destination's name (1-64 letters, digits, - _ .)"
+    )
+    destinations_add.add_argument(
+        "--url", required=True, help="its base address, e.g. https://api.segment.io"
+    )
+    destinations_add.add_argument(
+        "--write-key-file",
+        type=Path,
+        required=True,
+        help="file whose first line is the write key (sent as the Basic user name)",
+    )
+    destinations_add.add_argument("--kind", choices=("segment",), default="segment")
+    destinations_add.set_defaults(handler=cmd_destinations_add)
+    destinations_list = with_db(
+        destination_commands.add_parser(
+            "list", help="each destination: queued, delivered, failing, dead, last error"
+        )
+    )
+    destinations_list.add_argument("--format", choices=("text", "json"), default="text")
+    destinations_list.set_defaults(handler=cmd_destinations_list)
+    destinations_remove = with_db(
+        destination_commands.add_parser(
+            "remove", help="remove a destination; what it has not received is dropped"
+        )
+    )
+    destinations_remove.add_argument("name")
+    destinations_remove.set_defaults(handler=cmd_destinations_remove)
+    destinations_key = with_db(
+        destination_commands.add_parser(
+            "set-key", help="give a destination another write key; its queue is kept"
+        )
+    )
+    destinations_key.add_argument("name")
+    destinations_key.add_argument(
+        "--write-key-file", type=Path, required=True, help="file whose first line is the key"
+    )
+    destinations_key.set_defaults(handler=cmd_destinations_set_key)
+
+    users = commands.add_parser(
+        "users",
+        help="the people who sign in to central: add, list, remove, password, token",
+        description="Accounts for the dashboard and the read API (docs/central-accounts.md). "
+        "A viewer reads insights, sites and exports; an admin also the audit trail, people's "
+        "data and user management.",
+    )
+    user_commands = users.add_subparsers(dest="users_command", required=True)
+    roles = ("viewer", "admin")
+
+    def with_password_file(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--password-file",
+            type=Path,
+            help="read the password from this file's first line (default: make one, print it)",
+        )
+
+    users_add = with_db(user_commands.add_parser("add", help="add a user"))
+    users_add.add_argument("name", help="the user name (1-64 letters, digits, - _ .)")
+    users_add.add_argument("--role", choices=roles, required=True)
+    with_password_file(users_add)
+    users_add.set_defaults(handler=cmd_users_add)
+    users_list = with_db(user_commands.add_parser("list", help="list the users"))
+    users_list.set_defaults(handler=cmd_users_list)
+    users_remove = with_db(
+        user_commands.add_parser("remove", help="remove a user, their sessions and tokens")
+    )
+    users_remove.add_argument("name")
+    users_remove.set_defaults(handler=cmd_users_remove)
+    users_password = with_db(
+        user_commands.add_parser("password", help="set a user's password; ends their sessions")
+    )
+    users_password.add_argument("name")
+    with_password_file(users_password)
+    users_password.set_defaults(handler=cmd_users_password)
+    users_token = with_db(
+        user_commands.add_parser(
+            "token",
+            help="make an API token for a user (Bearer, for scripts and BI tools); printed once",
+        )
+    )
+    users_token.add_argument("name")
+    users_token.add_argument("--label", required=True, help="what the token is for, e.g. bi-tool")
+    users_token.add_argument(
+        "--role", choices=roles, help="the token's role, at most the user's (default: theirs)"
+    )
+    users_token.set_defaults(handler=cmd_users_token)
 
     report = with_db(
         commands.add_parser(
@@ -385,6 +826,30 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--k", type=int, default=5, help="suppression threshold (default 5)")
     report.add_argument("--format", choices=("json", "csv"), default="json")
     report.set_defaults(handler=cmd_summary)
+
+    export = with_db(
+        commands.add_parser(
+            "export",
+            help="write each site's days for a BI tool: long or wide, CSV or Parquet",
+            description="The sites' rolled-up days (site-local) in a fixed schema, the same "
+            "columns whatever the data (docs/central-workspace.md), as GET /v1/export.",
+        )
+    )
+    export.add_argument("--venue", help="only this venue's sites")
+    export.add_argument("--site", help="only this site")
+    export.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first site-local day")
+    export.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last day (default today)")
+    export.add_argument(
+        "--shape",
+        choices=("long", "wide"),
+        default="long",
+        help="long: a line per site, day, metric and dimension; wide: a line per site and day",
+    )
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument(
+        "--out", type=Path, help="write to this file (CSV default: standard output)"
+    )
+    export.set_defaults(handler=cmd_export)
 
     keygen = commands.add_parser(
         "keygen",

@@ -23,14 +23,8 @@ from edge_agent.collector.auth import SiteBasic, SiteBearer, site_of
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import StoredBody, errors, raw_body
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
-from edge_agent.collector.store.central import (
-    CentralStore,
-    Envelope,
-    Received,
-    Site,
-    Unavailable,
-    now_ms,
-)
+from edge_agent.collector.store.central import CentralStore, Envelope, Received, Site
+from edge_agent.collector.store.engine import Unavailable, now_ms
 from edge_agent.core.cellcheck import CellLimits
 
 logger = logging.getLogger("edge_agent.collector")

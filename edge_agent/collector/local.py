@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from edge_agent.collector.credentials import Role
 from edge_agent.errors import CollectorError
 from edge_agent.service import free_port
 
@@ -18,7 +18,8 @@ _START_TIMEOUT_S = 30.0
 
 
 class LocalCollector:
-    """``edge-agent-collector serve`` on a free loopback port, with its log in ``folder``."""
+    """``edge-agent-collector serve`` on a free loopback port, with its log in ``folder`` and
+    its admin token in ``folder/admin.token`` (0600, new each run)."""
 
     def __init__(self, folder: Path, db: str | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -26,6 +27,7 @@ class LocalCollector:
         self.db = db or str(folder / "central.db")
         self.log = folder / "collector.log"
         self.admin_token = secrets.token_urlsafe(24)
+        self.admin_token_file = folder / "admin.token"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
@@ -39,14 +41,25 @@ class LocalCollector:
         Raises:
             CollectorError: the collector's command refused.
         """
-        done = subprocess.run(
-            self._command("add-site", site, *(["--venue", venue] if venue else [])),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return self._run("add-site", site, *(["--venue", venue] if venue else []))
+
+    def add_user(self, name: str, role: Role) -> str:
+        """Add the user ``name`` with ``role`` (or, if they exist, give them a new password);
+        return the password made for them.
+
+        Raises:
+            CollectorError: the collector's command refused.
+        """
+        listed = self._run("users", "list")
+        known = {line.split("\t", 1)[0] for line in listed.splitlines()}
+        if name in known:
+            return self._run("users", "password", name)
+        return self._run("users", "add", name, "--role", role)
+
+    def _run(self, *args: str) -> str:
+        done = subprocess.run(self._command(*args), capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise CollectorError(f"could not add site {site}: {done.stderr.strip()}")
+            raise CollectorError(f"{' '.join(args[:2])} failed: {done.stderr.strip()}")
         return done.stdout.strip()
 
     def start(self) -> None:
@@ -55,10 +68,14 @@ class LocalCollector:
         Raises:
             CollectorError: it exited or did not answer in time (its log is named).
         """
+        # Made 0600 before the token is in it: the HTTP API's key is never readable by others.
+        self.admin_token_file.touch(mode=0o600)
+        self.admin_token_file.chmod(0o600)
+        self.admin_token_file.write_text(self.admin_token + "\n")
+        serve = self._command("serve", "--port", str(self.port), "--log-level", "WARNING")
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(
-                [*self._command("serve", "--port", str(self.port)), "--log-level", "WARNING"],
-                env={**os.environ, "EDGE_COLLECTOR_ADMIN_TOKEN": self.admin_token},
+                [*serve, "--admin-token-file", str(self.admin_token_file)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -62,6 +62,9 @@ class SiteBody(BaseModel):
     last_seen_ms: int | None
     losses: dict[str, dict[str, int]] | None
     losses_sent_ms: int | None
+    name: str | None = None
+    timezone: str | None = None
+    currency: str | None = None
 
 
 class SitesBody(BaseModel):
@@ -86,11 +89,106 @@ class AuditBody(BaseModel):
     lines: list[AuditLineBody]
 
 
+class MeBody(BaseModel):
+    """Who is calling: a user, or ``(admin token)``, and the role the call is made with."""
+
+    name: str
+    role: str
+
+
+class CheckedInBody(BaseModel):
+    """A check-in kept: central's clock when it arrived (its Date header says it too)."""
+
+    received_ms: int
+
+
+class CheckInSeen(BaseModel):
+    """When central last received the site's check-in, and how long ago."""
+
+    received_ms: int
+    age_s: int
+
+
+class FleetSiteBody(BaseModel):
+    """A site's verdict, its reasons and its latest check-in (docs/fleet-health.md)."""
+
+    site: str
+    venue: str
+    name: str | None
+    health: str
+    reasons: list[str]
+    last_seen_ms: int | None
+    check_in: CheckInSeen | None
+    report: dict[str, Any] | None
+
+
+class FleetBody(BaseModel):
+    """Every site's verdict, and how many sites have each."""
+
+    now_ms: int
+    silent_after_s: float
+    counts: dict[str, int]
+    sites: list[FleetSiteBody]
+
+
 class HealthBody(BaseModel):
     """The collector answers and its database too."""
 
     status: str
     engine: str
+
+
+class HeldItemBody(BaseModel):
+    """An identified item central holds: the Segment item as the site sent it."""
+
+    message_id: str
+    type: str
+    event: str | None
+    timestamp_ms: int
+    received_ms: int
+    item: dict[str, Any]
+
+
+class HeldSiteBody(BaseModel):
+    """The items one site sent of the person."""
+
+    site: str
+    items: list[HeldItemBody]
+
+
+class NoticeSeenBody(BaseModel):
+    """An erasure or consent withdrawal received, and the identified rows it removed."""
+
+    site: str
+    kind: str
+    item_id: str
+    purpose: str | None
+    requested_ms: int
+    identified_removed: int
+    received_ms: int
+
+
+class ForwardedBody(BaseModel):
+    """An item or notice queued for a CRM destination, and what became of it."""
+
+    destination: str
+    site: str
+    kind: str
+    message_id: str
+    queued_ms: int
+    attempts: int
+    delivered_ms: int | None
+    dead_ms: int | None
+    last_error: str | None
+
+
+class PersonBody(BaseModel):
+    """What central holds of one person (by subject hash), and where it went."""
+
+    subject_hash: str
+    sites: list[HeldSiteBody]
+    notices: list[NoticeSeenBody]
+    forwarded: list[ForwardedBody]
 
 
 _DESCRIPTIONS = {

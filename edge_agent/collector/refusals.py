@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from edge_agent import logs
 from edge_agent.collector import wire
-from edge_agent.collector.store.central import Unavailable
+from edge_agent.collector.store.engine import Unavailable
 
 logger = logging.getLogger("edge_agent.collector")
 

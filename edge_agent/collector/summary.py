@@ -19,7 +19,15 @@ from typing import cast
 import orjson
 
 from edge_agent.collector.wire import WireError
-from edge_agent.core.aggregate import HOUR_MS, Cell, from_document, merge, release, to_document
+from edge_agent.core.aggregate import (
+    HOUR_MS,
+    Cell,
+    from_document,
+    merge,
+    releasable,
+    release,
+    to_document,
+)
 from edge_agent.core.cellcheck import CellLimits, bounds_problem, figures_problem
 
 DAY_MS = 24 * HOUR_MS
@@ -248,7 +256,9 @@ def spreadsheet_safe(value: object) -> object:
     """A CSV field an analyst's spreadsheet shows as text: control characters become spaces,
     and a string that would start a formula (``=HYPERLINK(...)`` in a product id or zone name
     a site sent) gets a leading ``'``, as OWASP recommends. Numbers stay numbers, negative
-    ones included."""
+    ones included; a truth value is ``true`` or ``false``, as BI tools read it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if not isinstance(value, str):
         return value
     # A line break or tab inside a field would start another line or cell in some readers.
@@ -257,12 +267,17 @@ def spreadsheet_safe(value: object) -> object:
 
 
 def to_csv(summary: Mapping[str, object]) -> str:
-    """A summary as CSV: one line per row, nested figures flattened to dotted columns
-    (``dwell_s.dairy.median``) and top lists to ``name=count;...``; every text, column names
-    included, made `spreadsheet_safe`."""
+    """A summary as CSV: one line per row (see `table_csv`)."""
+    return table_csv(cast("list[dict[str, object]]", summary["rows"]), _HEAD)
+
+
+def table_csv(rows: Sequence[Mapping[str, object]], head: Sequence[str] = ()) -> str:
+    """Rows as CSV: ``head`` first, then every other column in order of appearance; nested
+    figures flattened to dotted columns (``dwell_s.dairy.median``) and lists to
+    ``name=count;...``; every text, column names included, made `spreadsheet_safe`."""
     flat_rows: list[dict[str, object]] = []
-    columns: dict[str, None] = dict.fromkeys(_HEAD)
-    for row in cast("list[dict[str, object]]", summary["rows"]):
+    columns: dict[str, None] = dict.fromkeys(head)
+    for row in rows:
         flat: dict[str, object] = {}
         _flatten("", row, flat)
         safe = {str(spreadsheet_safe(k)): spreadsheet_safe(v) for k, v in flat.items()}
@@ -286,3 +301,90 @@ def _flatten(prefix: str, value: object, out: dict[str, object]) -> None:
         )
     else:
         out[prefix] = value
+
+
+#: The figures of a rolled-up day that add up across days and sites (`store.rollups`).
+DAY_SUMS = (
+    "footfall_in",
+    "footfall_out",
+    "visits",
+    "visitors",
+    "identified_visits",
+    "orders",
+    "unpriced_orders",
+    "revenue",
+    "items",
+    "nps_answers",
+    "promoters",
+    "detractors",
+    "ces_answers",
+    "ces_sum",
+    "duplicates",
+    "dead_letters",
+)
+#: What a rolled-up day keeps beside its sums, for the site page and the exports.
+DAY_DETAIL = (
+    "other_revenue",
+    "occupancy_peak",
+    "basket_value_median",
+    "basket_size_median",
+    "dwell_s",
+    "top_paths",
+    "top_products",
+    "top_categories",
+    "dead_letters_by_reason",
+)
+
+
+def roll_day(hours: Sequence[tuple[int, str | None]], k: int) -> dict[str, object]:
+    """A site's day from its stored hour cells (start, JSON document or None when the site
+    suppressed it): ``hours`` and ``suppressed_hours`` (by the site or below ``k`` here),
+    ``suppressed`` when none is left, the `DAY_SUMS`, ``currency`` and the `DAY_DETAIL`.
+
+    Sums of a day released from its hours add up across days: what the dashboard shows for
+    a month is the sum of its days, never a figure of a suppressed hour.
+    """
+    cells = [from_document(orjson.loads(doc)) for _, doc in hours if doc is not None]
+    released = release(cells, k)
+    total = released.total
+    day: dict[str, object] = {
+        "hours": len(hours),
+        "suppressed_hours": released.suppressed_hours + sum(doc is None for _, doc in hours),
+        "suppressed": total is None,
+    }
+    if total is None:
+        return {**day, **dict.fromkeys(DAY_SUMS, 0), "currency": "", "detail": {}}
+    sums = merge(c for c in cells if releasable(c, k)).sums()
+    return {
+        **day,
+        **{name: sums[name] for name in DAY_SUMS},
+        "currency": total["currency"] or "",
+        "detail": {name: total[name] for name in DAY_DETAIL},
+    }
+
+
+def roll_days(days: Sequence[Sequence[tuple[int, str | None]]], k: int) -> list[dict[str, object]]:
+    """`roll_day` of each day: many days per call into a worker process."""
+    return [roll_day(hours, k) for hours in days]
+
+
+def site_period(rows: Sequence[tuple[int, str | None]], k: int) -> dict[str, object]:
+    """One site's stored hours over a period (start, document or None when suppressed):
+    ``hours``, each hour's start with its door count and visitors (None when suppressed, at
+    the site or below ``k`` here), and ``total``, the released hours merged (zones' dwell,
+    paths, top products), None when every hour is suppressed."""
+    cells = {start: from_document(orjson.loads(doc)) for start, doc in rows if doc is not None}
+    released = release(cells.values(), k)
+    by_start = {cast("int", h["start_ms"]): h for h in released.hours}
+    hours: list[dict[str, object]] = []
+    for start, _ in rows:
+        figures = by_start.get(start)
+        shown = figures is not None and "suppressed" not in figures
+        hours.append(
+            {
+                "start_ms": start,
+                "footfall_in": figures["footfall_in"] if shown and figures else None,
+                "visitors": figures["visitors"] if shown and figures else None,
+            }
+        )
+    return {"hours": hours, "total": released.total, "suppressed_hours": released.suppressed_hours}

@@ -1,4 +1,5 @@
-"""The two request bodies a site sends (docs/sync-protocol.md): limits, decoding, checks.
+"""The request bodies a site sends (docs/sync-protocol.md, docs/fleet-health.md): limits,
+decoding, checks.
 
 Pure: bytes in, dataclasses out, or a `WireError` carrying the HTTP status and a message
 an installer can act on. The JSON Schemas here are also what the OpenAPI document shows.
@@ -18,14 +19,18 @@ import orjson
 
 from edge_agent.core.cellcheck import CellLimits
 from edge_agent.core.events import nul_in
+from edge_agent.core.fleet import CheckIn, from_document
+from edge_agent.core.localtime import is_zone
 from edge_agent.core.wireform import (
     ERASURE,
     ID,
     INSIGHT,
+    MAX_CHECKIN_BYTES,
     MAX_MS,
     PROTOCOL,
     SEGMENT_ITEM,
     SYNC_ITEMS,
+    checkin_problem,
     item_problem,
     schema_problem,
 )
@@ -416,6 +421,28 @@ def _timestamp_ms(text: str, where: str) -> int:
     if not 0 <= ms <= MAX_MS:
         raise WireError(422, f"{where}: {text!r} is before 1970")
     return ms
+
+
+def parse_checkin(data: bytes, site: str, clock: Clock) -> CheckIn:
+    """A ``POST /v1/checkin`` body sent by ``site`` (the token's site); a ``sent_ms`` ahead
+    of ``clock`` is refused, as a sync body's times are."""
+    if len(data) > MAX_CHECKIN_BYTES:
+        raise WireError(
+            413, f"the check-in is {len(data)} bytes; at most {MAX_CHECKIN_BYTES} are taken"
+        )
+    document = _load(data)
+    problem = checkin_problem(document)
+    if problem is not None:
+        raise WireError(422, problem)
+    report = from_document(cast("dict[str, Any]", document))
+    # Central makes the site's days in this zone: one it cannot read would hold them up.
+    if not is_zone(report.timezone):
+        raise WireError(
+            422, f"timezone: {report.timezone!r} is not a time zone (e.g. Europe/Helsinki, UTC)"
+        )
+    _site_matches(report.site, site, "the body")
+    clock.check(report.sent_ms, "sent_ms")
+    return report
 
 
 def valid_id(value: str) -> bool:

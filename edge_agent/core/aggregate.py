@@ -131,6 +131,29 @@ class Cell:
         hll = self.zone_visits.get(zone)
         return 0.0 if hll is None else float(hll.get_estimate())
 
+    def sums(self) -> dict[str, float]:
+        """The figures that add up across periods and sites: counts and totals as kept,
+        distinct counts as estimates (a sum of days' distinct visitors counts a person once
+        per day)."""
+        return {
+            "footfall_in": self.footfall_in,
+            "footfall_out": self.footfall_out,
+            "visits": round(self.visits.get_estimate()),
+            "visitors": round(self.visitors.get_estimate()),
+            "identified_visits": round(self.identified_visits.get_estimate()),
+            "orders": self.orders,
+            "unpriced_orders": self.unpriced_orders,
+            "revenue": round(self.revenue, 2),
+            "items": self.items,
+            "nps_answers": self.nps_answers,
+            "promoters": self.promoters,
+            "detractors": self.detractors,
+            "ces_answers": self.ces_answers,
+            "ces_sum": self.ces_sum,
+            "duplicates": self.duplicates,
+            "dead_letters": sum(self.dead_letters.values()),
+        }
+
     def figures(self, k: int = 1) -> dict[str, object]:
         """The cell as plain numbers (estimates for sketches), for printing and release.
 
@@ -455,13 +478,13 @@ def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> Rele
     """
     occupancy = 0
     for cell in sorted(earlier, key=lambda c: c.start_ms):
-        if _releasable(cell, k):
+        if releasable(cell, k):
             occupancy = max(0, occupancy + cell.footfall_in - cell.footfall_out)
     released: list[dict[str, object]] = []
     kept: list[Cell] = []
     peak: int | None = None
     for cell in sorted(hours, key=lambda c: c.start_ms):
-        if not _releasable(cell, k):
+        if not releasable(cell, k):
             released.append(
                 {
                     "start_ms": cell.start_ms,
@@ -485,7 +508,7 @@ def for_central(cell: Cell, k: int) -> dict[str, object]:
     """The form of an hour cell that may leave the site: its storage form (so central can
     merge it) when at least ``k`` distinct visitors were seen, else only a suppressed marker;
     zones seen by fewer than ``k`` lose their dwell and visitor sketches, and are named."""
-    if not _releasable(cell, k):
+    if not releasable(cell, k):
         return {
             "start_ms": cell.start_ms,
             "hours": cell.hours,
@@ -502,7 +525,8 @@ def for_central(cell: Cell, k: int) -> dict[str, object]:
     return document
 
 
-def _releasable(cell: Cell, k: int) -> bool:
+def releasable(cell: Cell, k: int) -> bool:
+    """Whether ``cell`` comes from at least ``k`` distinct visitors, so it may be shown."""
     return bool(cell.visitors.get_estimate() >= k)
 
 

@@ -27,6 +27,8 @@ from edge_agent.store.database import Store
 from edge_agent.store.screens import Screens
 
 DEMO_SITE = "demo-site"
+#: Who signs in to the demo's central: an admin, so every page and endpoint can be seen.
+DEMO_USER = "demo"
 _FAULT_EVERY_S = 4.0
 _STATUS_EVERY_S = 10.0
 
@@ -145,6 +147,8 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     folder.mkdir(parents=True, exist_ok=True)
     central = LocalCollector(folder / "central")
     token = _site_token(central)
+    # A new password each run, printed below: the demo keeps no password in a file.
+    password = central.add_user(DEMO_USER, "admin")
     central.start()
     broker = Mosquitto(folder / "broker")
     try:
@@ -155,7 +159,7 @@ def run_demo(data_dir: Path | None, rate: float, duration: float, seed: int | No
     http_port = free_port()
     config = folder / "agent.toml"
     config.write_text(
-        f'[site]\nid = "{DEMO_SITE}"\ndata_dir = "{folder / "data"}"\n'
+        f'[site]\nid = "{DEMO_SITE}"\nname = "Demo gift shop"\ndata_dir = "{folder / "data"}"\n'
         # The packaged sales are a UK shop's.
         'currency = "GBP"\nlocale = "en-GB"\ntimezone = "Europe/London"\n\n'
         f"[mqtt]\nport = {broker.port}\n\n"
@@ -222,6 +226,9 @@ See it from another terminal (with the virtualenv active, or .venv/bin/{me}):
 Staff screens on http://127.0.0.1:{http_port} (one for each till is printed below once the
   agent is up; more with {me} --config {config} screens add --device till-1)
 Central (a local collector, {central.url}, syncs every {_SYNC_EVERY_S} s):
+  dashboard: {central.url}/ - sign in as {DEMO_USER}, password {password}
+  (the 3 replayed days are there within a minute; live hours once each has ended)
+  HTTP API: curl -H "Authorization: Bearer $(cat {central.admin_token_file})" {central.url}/v1/fleet
   {me}-collector summary --db {central.db} --by hour --k 1
 Ctrl-C stops the demo.""",
         flush=True,

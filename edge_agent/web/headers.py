@@ -4,7 +4,9 @@ names that visitors typed)."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
+
+from edge_agent.securityheaders import SecurityHeaders
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -18,19 +20,8 @@ _SECURITY = [
 ]
 
 
-class Hardened:
-    """ASGI middleware: every answer carries the security headers (a pure ASGI wrapper, so
-    streamed answers stream)."""
+class Hardened(SecurityHeaders):
+    """ASGI middleware: every answer carries the agent's security headers."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer through the wrapped app, adding the headers to the start of the answer."""
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_SECURITY]
-            await send(message)
-
-        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+        super().__init__(app, lambda _path: _SECURITY)

@@ -430,7 +430,7 @@ def test_cli_adds_a_site_and_prints_a_csv_summary(target: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     (row,) = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert (row["venue"], row["orders"], row["suppressed"]) == (VENUE, "2", "False")
+    assert (row["venue"], row["orders"], row["suppressed"]) == (VENUE, "2", "false")
     missing = collector_cli("summary", env=env)
     assert missing.returncode == 2
     assert "EDGE_COLLECTOR_DB" in missing.stderr

@@ -1,37 +1,26 @@
-"""Central storage: SQLite (stdlib, WAL) by default, PostgreSQL (psycopg 3) for a DSN.
+"""Central storage: the sites, what they push (insight cells, notices, identified items),
+model releases and the audit trail, on the `engine`'s SQLite or PostgreSQL.
 
-One schema for both, as ordered migrations applied once each and recorded in
-``schema_migrations``. Statements are written once with ``?`` placeholders; `_Dialect`
-holds the few places where the engines differ (placeholders, identity columns, locking).
 Each request is one transaction: its items, its idempotency key and the site's last-seen
-time commit together or not at all.
+time commit together or not at all. `CentralStore` joins this part with the store's other
+parts (`fleet`, `accounts`, `forwarding`, `rollups`), each with its own tables.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
-import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import orjson
-import psycopg
-import psycopg.conninfo
-import psycopg.errors
 
+from edge_agent.collector.store import accounts, fleet, forwarding, rollups
+from edge_agent.collector.store.engine import Migration, Tx, audit, now_ms
 from edge_agent.collector.wire import Batch, Insight, Notice, SyncBody, WireError
 from edge_agent.errors import CollectorError
 
-#: (name, script): applied in order, each once. A script is split on ";" (none may sit in a
-#: comment); ``{identity}`` is the engine's auto-increment primary key.
-MIGRATIONS: tuple[tuple[str, str], ...] = (
+_MIGRATIONS: tuple[Migration, ...] = (
     (
         "0001_central",
         """
@@ -127,9 +116,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     # the column: SQLite copies the column's text into the table's CREATE statement.
     ("0003_cell_revisions", "ALTER TABLE insight_cells ADD COLUMN revision BIGINT"),
 )
-_MIGRATION_LOCK = 7_011_966  # any constant: serialises migrations of several PostgreSQL clients
-_POOL_SIZE = 16
-_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +136,10 @@ class SiteStatus:
     last_seen_ms: int | None
     losses: dict[str, dict[str, int]] | None
     losses_sent_ms: int | None
+    #: What the site says of itself in its check-ins (None until its first).
+    name: str | None = None
+    timezone: str | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,219 +185,20 @@ class Envelope:
     body_sha256: str
 
 
-class Unavailable(CollectorError):
-    """The database is busy or unreachable for now; the request may be retried."""
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
-
-
-# --- engines -------------------------------------------------------------------------------
-
-Connection = sqlite3.Connection | psycopg.Connection[tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class _Dialect:
-    name: str
-    connect: Callable[[], Connection]
-    identity: str
-    blob: str
-    begin_write: str
-    migration_lock: str | None
-    transient: tuple[type[Exception], ...]
-    #: Statements are written with "?"; psycopg wants "%s" (and a literal % doubled).
-    translate: Callable[[str], str]
-
-
-def _sqlite(path: Path) -> _Dialect:
-    def connect() -> Connection:
-        conn = sqlite3.connect(path, timeout=_WAIT_S, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: an acknowledged request survives a power cut, as on the agent.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
-
-    return _Dialect(
-        name="sqlite",
-        connect=connect,
-        identity="INTEGER PRIMARY KEY",
-        blob="BLOB",
-        # IMMEDIATE takes the write lock at once, so two writers queue instead of deadlocking.
-        begin_write="BEGIN IMMEDIATE",
-        migration_lock=None,
-        transient=(sqlite3.OperationalError,),
-        translate=lambda sql: sql,
-    )
-
-
-def _postgres(dsn: str) -> _Dialect:
-    def connect() -> Connection:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=int(_WAIT_S))
-
-    return _Dialect(
-        name="postgresql",
-        connect=connect,
-        identity="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-        blob="BYTEA",
-        begin_write="BEGIN",
-        migration_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
-        transient=(
-            psycopg.OperationalError,
-            psycopg.errors.DeadlockDetected,
-            psycopg.errors.SerializationFailure,
-        ),
-        translate=functools.lru_cache(maxsize=256)(
-            lambda sql: sql.replace("%", "%%").replace("?", "%s")
-        ),
-    )
-
-
-def redact(target: str) -> str:
-    """A database target as it may be printed: a DSN without its password."""
-    if not _is_postgres(target):
-        return target
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(target)
-    except psycopg.ProgrammingError:
-        return "postgresql://(unreadable DSN)"
-    parts.pop("password", None)
-    return psycopg.conninfo.make_conninfo("", **parts)
-
-
-def _is_postgres(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
-
-
-class _Tx:
-    """Statements inside one transaction on one connection."""
-
-    def __init__(self, conn: Connection, dialect: _Dialect) -> None:
-        self.conn = conn
-        self.dialect = dialect
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        """Execute; returns the number of rows changed."""
-        return self.conn.execute(self.dialect.translate(sql), tuple(params)).rowcount
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Execute a query; returns its rows."""
-        return list(self.conn.execute(self.dialect.translate(sql), tuple(params)).fetchall())
-
-
-class CentralStore:
+class CentralStore(
+    fleet.FleetStore, accounts.AccountStore, forwarding.ForwardingStore, rollups.RollupStore
+):
     """The collector's database. Thread-safe: each call takes a pooled connection."""
 
-    def __init__(self, dialect: _Dialect) -> None:
-        self._dialect = dialect
-        self._idle: list[Connection] = []
-        self._lock = threading.Lock()
-        # Bounds the connections open at once (PostgreSQL has a server-wide limit).
-        self._slots = threading.BoundedSemaphore(_POOL_SIZE)
-
-    @classmethod
-    def open(cls, target: str) -> CentralStore:
-        """Open ``target`` (a ``postgresql://`` DSN, else a SQLite file path) and migrate it.
-
-        Raises:
-            CollectorError: the database cannot be reached, created or migrated.
-        """
-        if _is_postgres(target):
-            store = cls(_postgres(target))
-        else:
-            path = Path(target)
-            if not path.parent.is_dir():
-                raise CollectorError(f"no folder {path.parent} for the database {path}")
-            store = cls(_sqlite(path))
-        try:
-            store._migrate()
-        except (sqlite3.Error, psycopg.Error, Unavailable) as exc:
-            store.close()
-            raise CollectorError(
-                f"cannot open the database {redact(target)}: {str(exc).strip()}"
-            ) from exc
-        return store
-
-    @property
-    def engine(self) -> str:
-        """``sqlite`` or ``postgresql``."""
-        return self._dialect.name
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    # --- transactions ----------------------------------------------------------------------
-
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        if not self._slots.acquire(timeout=_WAIT_S):
-            raise Unavailable("every database connection is busy")
-        conn: Connection | None = None
-        try:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self._dialect.connect()
-            yield conn
-        except self._dialect.transient as exc:
-            # A connection that failed this way may be broken: not given back to the pool.
-            if conn is not None:
-                conn.close()
-                conn = None
-            raise Unavailable(f"the database is unavailable: {str(exc).strip()}") from exc
-        finally:
-            if conn is not None:
-                with self._lock:
-                    self._idle.append(conn)
-            self._slots.release()
-
-    @contextmanager
-    def _write(self) -> Iterator[_Tx]:
-        with self._connection() as conn:
-            tx = _Tx(conn, self._dialect)
-            conn.execute(self._dialect.begin_write)
-            try:
-                yield tx
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self._connection() as conn:
-            return _Tx(conn, self._dialect).rows(sql, params)
-
-    def _migrate(self) -> None:
-        with self._write() as tx:
-            if self._dialect.migration_lock:
-                tx.rows(self._dialect.migration_lock)
-            tx.run(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(name TEXT PRIMARY KEY, applied_ms BIGINT NOT NULL)"
-            )
-            applied = {row[0] for row in tx.rows("SELECT name FROM schema_migrations")}
-            for name, script in MIGRATIONS:
-                if name in applied:
-                    continue
-                script = script.replace("{identity}", self._dialect.identity)
-                for statement in script.replace("{blob}", self._dialect.blob).split(";"):
-                    if statement.strip():
-                        tx.run(statement)
-                tx.run(
-                    "INSERT INTO schema_migrations (name, applied_ms) VALUES (?, ?)",
-                    (name, now_ms()),
-                )
-
-    def ping(self) -> None:
-        """Raise `Unavailable` unless the database answers."""
-        self._read("SELECT 1")
+    MIGRATIONS = tuple(
+        sorted(
+            _MIGRATIONS
+            + fleet.MIGRATIONS
+            + accounts.MIGRATIONS
+            + forwarding.MIGRATIONS
+            + rollups.MIGRATIONS
+        )
+    )
 
     # --- sites -----------------------------------------------------------------------------
 
@@ -417,7 +208,7 @@ class CentralStore:
         Raises:
             CollectorError: the site is already registered.
         """
-        with self._write() as tx:
+        with self.write() as tx:
             added = tx.run(
                 "INSERT INTO sites (site, venue, token_sha256, created_ms) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -425,14 +216,14 @@ class CentralStore:
             )
             if not added:
                 raise CollectorError(f"site {site!r} is already registered")
-            _audit(tx, site, "site_added", {"venue": venue})
+            audit(tx, site, "site_added", {"venue": venue})
 
     def site_for_token(self, token: str) -> Site | None:
         """The site whose token this is, or None."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         # Looked up by the digest (indexed: a fleet of thousands costs one probe). Timing can
         # only tell an attacker about the sha256 of their own guess, never of a real token.
-        for site, venue, stored in self._read(
+        for site, venue, stored in self.read(
             "SELECT site, venue, token_sha256 FROM sites WHERE token_sha256 = ?", (digest,)
         ):
             if hmac.compare_digest(stored, digest):
@@ -443,11 +234,17 @@ class CentralStore:
         """Every site, by name."""
         return [
             SiteStatus(
-                site, venue, created, seen, None if losses is None else orjson.loads(losses), sent
+                site,
+                venue,
+                created,
+                seen,
+                None if losses is None else orjson.loads(losses),
+                sent,
+                *described,
             )
-            for site, venue, created, seen, losses, sent in self._read(
-                "SELECT site, venue, created_ms, last_seen_ms, losses, losses_sent_ms "
-                "FROM sites ORDER BY site"
+            for site, venue, created, seen, losses, sent, *described in self.read(
+                "SELECT site, venue, created_ms, last_seen_ms, losses, losses_sent_ms, "
+                "name, timezone, currency FROM sites ORDER BY site"
             )
         ]
 
@@ -457,7 +254,7 @@ class CentralStore:
         Raises:
             CollectorError: that name and version was published before.
         """
-        with self._write() as tx:
+        with self.write() as tx:
             added = tx.run(
                 "INSERT INTO model_releases (name, version, manifest, model, published_ms) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -467,11 +264,11 @@ class CentralStore:
                 raise CollectorError(
                     f"{name} {version} was already published: give the new release a new version"
                 )
-            _audit(tx, None, "model_published", {"name": name, "version": version})
+            audit(tx, None, "model_published", {"name": name, "version": version})
 
     def latest_release(self, name: str) -> tuple[str, bytes] | None:
         """The newest published release of ``name``: its version and manifest."""
-        rows = self._read(
+        rows = self.read(
             "SELECT version, manifest FROM model_releases WHERE name = ? "
             "ORDER BY published_ms DESC, version DESC LIMIT 1",
             (name,),
@@ -480,7 +277,7 @@ class CentralStore:
 
     def release_model(self, name: str, version: str) -> bytes | None:
         """The ONNX file of a published release."""
-        rows = self._read(
+        rows = self.read(
             "SELECT model FROM model_releases WHERE name = ? AND version = ?", (name, version)
         )
         return bytes(rows[0][0]) if rows else None
@@ -490,7 +287,7 @@ class CentralStore:
         where, params = ("WHERE site = ?", [site]) if site is not None else ("", [])
         return [
             AuditLine(id_, ts, line_site, action, orjson.loads(detail))
-            for id_, ts, line_site, action, detail in self._read(
+            for id_, ts, line_site, action, detail in self.read(
                 f"SELECT id, ts_ms, site, action, detail FROM audit {where} "
                 "ORDER BY id DESC LIMIT ?",
                 [*params, limit],
@@ -509,7 +306,7 @@ class CentralStore:
                 params.append(value)
         return [
             StoredCell(*row)
-            for row in self._read(
+            for row in self.read(
                 "SELECT site, venue, start_ms, cell FROM insight_cells WHERE "
                 + " AND ".join(clauses)
                 + " ORDER BY start_ms, site",
@@ -522,7 +319,7 @@ class CentralStore:
     def receive_sync(self, request: Envelope, body: SyncBody) -> Received:
         """Store a sync body's new items and loss figures, in one transaction with its key."""
 
-        def write(tx: _Tx, at_ms: int) -> int:
+        def write(tx: Tx, at_ms: int) -> int:
             site = request.site.site
             stored = 0
             for item in body.items:
@@ -555,18 +352,18 @@ class CentralStore:
         stored: it was sent before the notice and arrived after it.
         """
 
-        def write(tx: _Tx, at_ms: int) -> int:
+        def write(tx: Tx, at_ms: int) -> int:
             site = request.site.site
             forgotten = {
                 subject: _forgotten_ms(tx, site, subject)
                 for subject in {i.subject_hash for i in batch.items}
             }
-            stored = 0
+            kept: list[tuple[str, str]] = []
             for item in batch.items:
                 until = forgotten[item.subject_hash]
                 if until is not None and item.timestamp_ms <= until:
                     continue
-                stored += tx.run(
+                if tx.run(
                     "INSERT INTO identified (site, message_id, subject_hash, user_id, type, "
                     "event, timestamp_ms, body, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT DO NOTHING",
@@ -581,15 +378,17 @@ class CentralStore:
                         item.body,
                         at_ms,
                     ),
-                )
-            return stored
+                ):
+                    kept.append((item.message_id, item.subject_hash))
+            forwarding.queue_items(tx, site, kept, at_ms)
+            return len(kept)
 
         return self._receive(request, write)
 
-    def _receive(self, request: Envelope, write: Callable[[_Tx, int], int]) -> Received:
+    def _receive(self, request: Envelope, write: Callable[[Tx, int], int]) -> Received:
         site = request.site.site
         at_ms = now_ms()
-        with self._write() as tx:
+        with self.write() as tx:
             if request.key is not None:
                 # Claimed first: a concurrent request with the same key waits on this row
                 # (PostgreSQL) or on the write lock (SQLite), then sees it as a replay.
@@ -610,7 +409,7 @@ class CentralStore:
             return received
 
 
-def _replay(tx: _Tx, request: Envelope) -> Received:
+def _replay(tx: Tx, request: Envelope) -> Received:
     (endpoint, body_sha256, response), *_ = tx.rows(
         "SELECT endpoint, body_sha256, response FROM idempotency "
         "WHERE site = ? AND idempotency_key = ?",
@@ -626,12 +425,12 @@ def _replay(tx: _Tx, request: Envelope) -> Received:
     return Received(int(first["stored"]), duplicate=True)
 
 
-def _store_insight(tx: _Tx, site: Site, version_ms: int, item: Insight, at_ms: int) -> int:
+def _store_insight(tx: Tx, site: Site, version_ms: int, item: Insight, at_ms: int) -> int:
     # The later version wins: an hour recomputed after late events replaces the earlier cell,
     # and an old version arriving late (a retried batch) does not undo it. Later means a
     # higher revision, a counter of the site's that no clock moves; a revision replaces any
     # cell stored without one (its computed_ms may come from a clock that ran ahead).
-    return tx.run(
+    stored = tx.run(
         "INSERT INTO insight_cells (site, start_ms, venue, version_ms, revision, item_id, k, "
         "suppressed, reason, cell, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (site, start_ms) DO UPDATE SET venue = excluded.venue, "
@@ -656,9 +455,12 @@ def _store_insight(tx: _Tx, site: Site, version_ms: int, item: Insight, at_ms: i
             at_ms,
         ),
     )
+    if stored:
+        rollups.queue_hour(tx, site.site, item.start_ms)
+    return stored
 
 
-def _apply_notice(tx: _Tx, site: str, notice: Notice, at_ms: int) -> None:
+def _apply_notice(tx: Tx, site: str, notice: Notice, at_ms: int) -> None:
     detail: dict[str, object] = {
         "item_id": notice.id,
         "subject_hash": notice.subject_hash,
@@ -667,6 +469,16 @@ def _apply_notice(tx: _Tx, site: str, notice: Notice, at_ms: int) -> None:
     if notice.purpose is not None:
         detail["purpose"] = notice.purpose
     if notice.removes_identified:
+        detail["forward_queue_dropped"] = forwarding.queue_notice(
+            tx,
+            site,
+            notice.kind,
+            notice.id,
+            notice.subject_hash,
+            notice.purpose,
+            notice.timestamp_ms,
+            at_ms,
+        )
         removed = tx.run(
             "DELETE FROM identified WHERE site = ? AND subject_hash = ?",
             (site, notice.subject_hash),
@@ -688,19 +500,12 @@ def _apply_notice(tx: _Tx, site: str, notice: Notice, at_ms: int) -> None:
     else:
         detail["identified_removed"] = 0
         detail["note"] = "central holds nothing for this purpose"
-    _audit(tx, site, notice.kind, detail)
+    audit(tx, site, notice.kind, detail)
 
 
-def _forgotten_ms(tx: _Tx, site: str, subject_hash: str) -> int | None:
+def _forgotten_ms(tx: Tx, site: str, subject_hash: str) -> int | None:
     rows = tx.rows(
         "SELECT max(requested_ms) FROM erasure_receipts WHERE site = ? AND subject_hash = ?",
         (site, subject_hash),
     )
     return None if rows[0][0] is None else int(rows[0][0])
-
-
-def _audit(tx: _Tx, site: str | None, action: str, detail: dict[str, object]) -> None:
-    tx.run(
-        "INSERT INTO audit (ts_ms, site, action, detail) VALUES (?, ?, ?, ?)",
-        (now_ms(), site, action, orjson.dumps(detail).decode()),
-    )
