@@ -81,6 +81,7 @@ def _change(name: str, value: object) -> str:
         parts = [
             _change("orders", v) + f" {escape(c)}"
             for c, v in cast("Mapping[str, float | None]", value or {}).items()
+            if v is not None
         ]
         return " ".join(parts) or '<span class="flat">no earlier figure</span>'
     if value is None:
