@@ -200,6 +200,21 @@ def test_the_tables_download(browser: Browser, central: str) -> None:
     lines = list(csv.DictReader(io.StringIO(Path(days.value.path()).read_text())))
     assert len(lines) == 7
     assert {line["site"] for line in lines} == {"mall-north"}
+    page.goto(f"{central}/fleet")
+    with page.expect_download() as fleet:
+        page.click("text=Download CSV")
+    health = {
+        r["site"]: r for r in csv.DictReader(io.StringIO(Path(fleet.value.path()).read_text()))
+    }
+    assert (health["mall-south"]["health"], health["mall-north"]["health"]) == ("silent", "healthy")
+    assert health["mall-north"]["models"] == "next-basket=3"
+    page.goto(f"{central}/audit")
+    with page.expect_download() as audit:
+        page.click("text=Download CSV")
+    actions = [
+        r["action"] for r in csv.DictReader(io.StringIO(Path(audit.value.path()).read_text()))
+    ]
+    assert "site_added" in actions
     assert trouble == []
     page.context.close()
 

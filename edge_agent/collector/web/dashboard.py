@@ -14,11 +14,12 @@ from html import escape
 from typing import Annotated, Literal, cast
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from edge_agent.collector import analytics, fleet, workspace
+from edge_agent.collector import analytics, fleet, summary, workspace
 from edge_agent.collector.admin import ID_PATTERN
 from edge_agent.collector.auth import Admin, Principal, Viewer
 from edge_agent.collector.guarded import GuardedRoute
@@ -497,6 +498,7 @@ async def venue_page(
     params = {"from": str(span.first), "to": str(span.last), "venue": venue}
     agents = "".join(_comparison_row(row, params) for row in rows)
     head = "".join(f'<th scope="col">{LABELS[n]}</th>' for n in analytics.FIGURES)
+    agents_csv = _link("/v1/comparison", **params, format="csv")
     merged = _link(
         "/v1/insights",
         **{"from": str(span.first), "to": str(span.last), "venue": venue, "format": "csv"},
@@ -504,8 +506,9 @@ async def venue_page(
     body = f"""<h1>Venue {escape(venue)}</h1>
 {_period_form(f"/venues/{venue}", span, None)}
 <p class="lede">The venue's {len(rows)} agents together, {span.first} to {span.last}. Counts and
-money add up across agents; <a href="{merged}" download>the hour-by-hour merge</a> counts a
-visitor seen by several agents once.</p>
+money add up across agents; <a href="{merged}" download>the hour-by-hour merge</a> (CSV)
+counts a visitor seen by several agents once.
+<a href="{agents_csv}" download>Download the agents' table (CSV)</a></p>
 {"" if found["sites_reporting"] else f'<p class="note">{_empty_hint(len(rows))}</p>'}
 <section class="kpis" aria-label="Figures">{cards}</section>
 <div class="table-wrap"><table class="data"><thead><tr><th scope="col">Rank</th>
@@ -527,7 +530,8 @@ async def fleet_page(request: Request, user: Viewer) -> HTMLResponse:
     summary = " · ".join(f'<span class="state {h}">{counts[h]} {h}</span>' for h in counts)
     body = f"""<h1>Fleet health</h1>
 <p class="lede">{summary}. A site that has not checked in for
-{duration(options.silent_after_s * 1000)} is silent. <a href="/v1/fleet">As JSON</a></p>
+{duration(options.silent_after_s * 1000)} is silent.
+<a href="/fleet.csv" download>Download CSV</a> · <a href="/v1/fleet">As JSON</a></p>
 <div class="table-wrap"><table class="data"><thead><tr><th scope="col">Site</th>
 <th scope="col">Health</th><th scope="col">Last check-in</th><th scope="col">Version</th>
 <th scope="col">Outbox</th><th scope="col">Disk free</th><th scope="col">Why</th></tr></thead>
@@ -568,8 +572,84 @@ async def audit_page(request: Request, user: Admin) -> HTMLResponse:
     )
     body = f"""<h1>Audit trail</h1>
 <p class="lede">The newest 200 lines: erasures, consent withdrawals, sites, users and
-destinations added or removed. <a href="/v1/audit?limit=1000">As JSON</a></p>
+destinations added or removed. <a href="/audit.csv" download>Download CSV</a> (the newest
+1,000) · <a href="/v1/audit?limit=1000">As JSON</a></p>
 <div class="table-wrap"><table class="data"><thead><tr><th scope="col">When</th>
 <th scope="col">Site</th><th scope="col">What</th><th scope="col">Detail</th></tr></thead>
 <tbody>{rows or '<tr><td colspan="4">Nothing yet.</td></tr>'}</tbody></table></div>"""
     return _render(request, user, "Audit trail", "/audit", body)
+
+
+def _csv(lines: Sequence[Mapping[str, object]], head: Sequence[str], name: str) -> Response:
+    return Response(
+        summary.table_csv(lines, head),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+#: The fleet's CSV columns: the same whatever each site reported.
+FLEET_COLUMNS = (
+    "site", "name", "venue", "health", "reasons", "last_check_in", "check_in_age_s",
+    "version", "uptime_s", "broker", "outbox_items", "outbox_oldest", "dead_letters_last_hour",
+    "duplicates_last_hour", "disk_free_bytes", "disk_free_share", "models", "last_sync",
+    "clock_offset_s",
+)  # fmt: skip
+
+
+def _iso(ms: object) -> str:
+    if not isinstance(ms, int):
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+@router.get("/fleet.csv")
+async def fleet_csv(request: Request, _user: Viewer) -> Response:
+    store: CentralStore = request.app.state.store
+    options: fleet.Options = request.app.state.fleet
+    listed = fleet.entries(await run_in_threadpool(store.fleet), now_ms(), options)
+    lines = []
+    for e in listed:
+        seen = cast("Mapping[str, int] | None", e["check_in"])
+        report = cast("Mapping[str, object]", e["report"] or {})
+        models = cast("Mapping[str, str]", report.get("models") or {})
+        lines.append(
+            {
+                "site": e["site"],
+                "name": e["name"] or "",
+                "venue": e["venue"],
+                "health": e["health"],
+                "reasons": "; ".join(cast("list[str]", e["reasons"])),
+                "last_check_in": _iso(seen["received_ms"]) if seen else "",
+                "check_in_age_s": seen["age_s"] if seen else "",
+                "version": report.get("version", ""),
+                "uptime_s": report.get("uptime_s", ""),
+                "broker": report.get("broker", ""),
+                "outbox_items": report.get("outbox_items", ""),
+                "outbox_oldest": _iso(report.get("outbox_oldest_ms")),
+                "dead_letters_last_hour": report.get("dead_letters_last_hour", ""),
+                "duplicates_last_hour": report.get("duplicates_last_hour", ""),
+                "disk_free_bytes": report.get("disk_free_bytes", ""),
+                "disk_free_share": report.get("disk_free_share", ""),
+                "models": "; ".join(f"{k}={v}" for k, v in sorted(models.items())),
+                "last_sync": _iso(report.get("last_sync_ms")),
+                "clock_offset_s": report.get("clock_offset_s") or "",
+            }
+        )
+    return _csv(lines, FLEET_COLUMNS, "fleet")
+
+
+@router.get("/audit.csv")
+async def audit_csv(request: Request, _user: Admin) -> Response:
+    store: CentralStore = request.app.state.store
+    found = await run_in_threadpool(store.audit, None, 1000)
+    lines = [
+        {
+            "at": _iso(line.ts_ms),
+            "site": line.site or "",
+            "action": line.action,
+            "detail": orjson.dumps(line.detail).decode(),
+        }
+        for line in found
+    ]
+    return _csv(lines, ("at", "site", "action", "detail"), "audit")
