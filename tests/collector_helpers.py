@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from psycopg import sql
 
 from edge_agent.core.aggregate import HOUR_MS, Fact, compute_hour, to_document
+from edge_agent.core.fleet import CheckIn
 from edge_agent.core.identity import Pseudonym, subject_hash
 
 ADMIN_TOKEN = "admin-" + "x" * 32
@@ -281,3 +282,14 @@ def shop_cell(start_ms: int, visitors: int, door_in: int, orders: int = 0) -> di
             )
         )
     return to_document(compute_hour(start_ms, facts))
+
+
+def check_in(site: str, sent_ms: int, name: str = "", timezone: str = "UTC") -> CheckIn:
+    """A healthy site's check-in, sent at ``sent_ms``."""
+    return CheckIn(
+        site=site, sent_ms=sent_ms, version="1.0.0", uptime_s=7200, name=name, timezone=timezone,
+        currency="EUR", broker="connected", broker_since_ms=sent_ms - 7200_000,
+        outbox_items=3, outbox_oldest_ms=sent_ms - 60_000, dead_letters_last_hour=0,
+        duplicates_last_hour=0, disk_free_bytes=8 * 10**9, disk_free_share=0.6,
+        models={"next-basket": "3"}, last_sync_ms=sent_ms - 300_000, clock_offset_s=0.0,
+    )  # fmt: skip

@@ -382,13 +382,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write each site's days in the BI exports' fixed schema, as ``GET /v1/export`` does."""
     from edge_agent.collector import analytics, exports
+    from edge_agent.collector.workspace import export_of
 
     span = analytics.period(args.start, args.end, datetime.now(UTC).date())
-    first, last = span.labels()
     store = _open(args, existing=True)
     try:
-        sites = [d for d in store.described_sites(args.venue) if args.site in (None, d.site)]
-        chunks = exports.rows(sites, lambda s: store.site_days(first, last, s), args.shape)
+        sites = store.described_sites(args.venue, args.site)
+        chunks = export_of(store, span, sites, args.shape)
         if args.format == "parquet":
             if args.out is None:
                 raise CollectorError("--format parquet writes a file: give --out PATH")

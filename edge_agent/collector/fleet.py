@@ -68,12 +68,18 @@ def configure(app: FastAPI, options: Options) -> None:
     app.state.fleet = options
 
 
+def worst_first(listed: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """Sites as ``GET /v1/fleet`` lists them, silent first, then degraded, then healthy,
+    each by id."""
+    order: dict[str, int] = {health: n for n, health in enumerate(reversed(HEALTH))}
+    return sorted(listed, key=lambda e: (order[str(e["health"])], str(e["site"])))
+
+
 def table(listed: Sequence[dict[str, object]]) -> str:
     """The fleet as an analyst reads it: one line per site, the worst first, with its first
     reason and how long ago it checked in (``edge-agent-collector fleet``)."""
-    order: dict[str, int] = {health: n for n, health in enumerate(reversed(HEALTH))}
     rows = [("SITE", "NAME", "HEALTH", "CHECK-IN", "REASON")]
-    for e in sorted(listed, key=lambda e: (order[str(e["health"])], str(e["site"]))):
+    for e in worst_first(listed):
         seen = e["check_in"]
         age = "never" if not isinstance(seen, dict) else duration(seen["age_s"] * 1000) + " ago"
         reasons = cast("list[str]", e["reasons"])

@@ -57,7 +57,6 @@ def roll_up(store: CentralStore, sandbox: Sandbox, k: int = DASHBOARD_K) -> Pass
     Raises:
         Unavailable: the database is busy or unreachable.
     """
-    store.requeue_moved_sites()
     queued = store.queued_hours(BATCH_HOURS)
     days = days_of(queued)
     saved: list[SiteDay] = []

@@ -28,6 +28,7 @@ from edge_agent.collector.rollup import DASHBOARD_K
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.store.engine import Unavailable
+from edge_agent.collector.store.rollups import Described
 from edge_agent.core.localtime import day_bounds, zone
 
 router = APIRouter(route_class=GuardedRoute, dependencies=[Depends(viewer)])
@@ -115,6 +116,14 @@ def trend_of(
     return analytics.trend(rows, span, by)
 
 
+def export_of(
+    store: CentralStore, span: analytics.Period, sites: Sequence[Described], shape: exports.Shape
+) -> Iterator[list[dict[str, object]]]:
+    """The export's lines of ``sites`` (`RollupStore.described_sites`), each site's days read
+    as the lines are consumed."""
+    return exports.rows(sites, lambda s: store.site_days(*span.labels(), s), shape)
+
+
 def trend_lines(points: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
     """Trend points as flat lines of a CSV (a gap: the period alone)."""
     return [
@@ -138,10 +147,10 @@ def site_page_of(
     """
     if span.days > MAX_PAGE_DAYS:
         raise wire.WireError(422, f"a site page spans at most {MAX_PAGE_DAYS} days: ask for fewer")
-    described = {d.site: d for d in store.described_sites()}
-    if site not in described:
+    found = store.described_sites(site=site)
+    if not found:
         raise wire.WireError(404, f"no site {site!r} is registered")
-    about = described[site]
+    (about,) = found
     tz = zone(about.timezone)
     days = store.site_days(*span.labels(), site)
     first_ms, end_ms = day_bounds(span.first, tz)[0], day_bounds(span.last, tz)[1]
@@ -309,10 +318,8 @@ async def export(
     store: CentralStore = request.app.state.store
     span = analytics.period(start, end, _today().date())
     first, last = span.labels()
-    sites = [
-        d for d in await run_in_threadpool(store.described_sites, venue) if site in (None, d.site)
-    ]
-    chunks = exports.rows(sites, lambda s: store.site_days(first, last, s), shape)
+    sites = await run_in_threadpool(store.described_sites, venue, site)
+    chunks = export_of(store, span, sites, shape)
     name = f"edge-{shape}-{first}-{last}.{format}"
     disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
     if format == "csv":

@@ -23,7 +23,15 @@ from edge_agent.collector.exports import columns, schema
 from edge_agent.collector.rollup import roll_up
 from edge_agent.collector.sandbox import Sandbox
 from edge_agent.collector.store.central import CentralStore
-from tests.collector_helpers import ADMIN_TOKEN, collector_cli, insight, post, shop_cell, sync_body
+from tests.collector_helpers import (
+    ADMIN_TOKEN,
+    check_in,
+    collector_cli,
+    insight,
+    post,
+    shop_cell,
+    sync_body,
+)
 from tests.inprocess import in_process
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -145,8 +153,10 @@ def test_a_site_that_moves_to_another_time_zone_has_its_days_made_again(
     send(local, "shop", token, shop_cell(TAIPEI_DAY_MS + 4 * HOUR, 6, 40))
     rolled(store, sandbox)
     assert [d.day for d in store.site_days("2026-10-01", "2026-12-01", "shop")] == ["2026-11-01"]
-    with store.write() as tx:
-        tx.run("UPDATE sites SET timezone = 'Asia/Taipei' WHERE site = 'shop'")
+    # Its check-in says it keeps Taipei's time now.
+    store.record_check_in(
+        "shop", check_in("shop", TAIPEI_DAY_MS, timezone="Asia/Taipei"), TAIPEI_DAY_MS
+    )
     rolled(store, sandbox)
     assert [d.day for d in store.site_days("2026-10-01", "2026-12-01", "shop")] == ["2026-11-02"]
 

@@ -24,8 +24,15 @@ from edge_agent.collector.credentials import hash_password
 from edge_agent.collector.rollup import roll_up
 from edge_agent.collector.sandbox import Sandbox
 from edge_agent.collector.store.central import CentralStore
-from edge_agent.core.fleet import CheckIn
-from tests.collector_helpers import ADMIN_TOKEN, Server, insight, post, shop_cell, sync_body
+from tests.collector_helpers import (
+    ADMIN_TOKEN,
+    Server,
+    check_in,
+    insight,
+    post,
+    shop_cell,
+    sync_body,
+)
 from tests.conftest import ARTEFACTS
 
 HOUR = 3_600_000
@@ -34,16 +41,6 @@ PASSWORD = "correct horse battery staple"  # noqa: S105 - a test user's
 #: Today's UTC midnight: the sites below keep UTC days.
 TODAY_MS = int(time.time() * 1000) // DAY * DAY
 SIZES = ((1280, 800), (1920, 1080))
-
-
-def _report(site: str, sent_ms: int, name: str) -> CheckIn:
-    return CheckIn(
-        site=site, sent_ms=sent_ms, version="1.0.0", uptime_s=7200, name=name, timezone="UTC",
-        currency="EUR", broker="connected", broker_since_ms=sent_ms - 7200_000,
-        outbox_items=3, outbox_oldest_ms=sent_ms - 60_000, dead_letters_last_hour=0,
-        duplicates_last_hour=0, disk_free_bytes=8 * 10**9, disk_free_share=0.6,
-        models={"next-basket": "3"}, last_sync_ms=sent_ms - 300_000, clock_offset_s=0.0,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +76,11 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert answer.status_code == 200, answer.text
         now = int(time.time() * 1000)
         store.record_check_in(
-            "mall-north", _report("mall-north", now - 30_000, "Mall north entrance"), now - 30_000
+            "mall-north", check_in("mall-north", now - 30_000, "Mall north entrance"), now - 30_000
         )
         old = now - 3 * HOUR
         store.record_check_in(
-            "mall-south", _report("mall-south", old, "Mall south <b>entrance</b>"), old
+            "mall-south", check_in("mall-south", old, "Mall south <b>entrance</b>"), old
         )
         # Its syncs stopped then too (they arrived above, as its backlog would have).
         with store.write() as tx:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from edge_agent.collector.store import rollups
 from edge_agent.collector.store.engine import Database, Migration
 from edge_agent.core.fleet import CheckIn, from_document
 
@@ -47,7 +48,8 @@ class FleetStore(Database):
 
     def record_check_in(self, site: str, report: CheckIn, received_ms: int) -> None:
         """Keep ``report`` as the site's latest (unless a later one is kept already), take
-        its name, time zone and currency, and mark the site seen at ``received_ms``."""
+        its name, time zone and currency (a new zone has the site's days made again), and
+        mark the site seen at ``received_ms``."""
         with self.write() as tx:
             newer = tx.run(
                 "INSERT INTO check_ins (site, sent_ms, received_ms, report) VALUES (?, ?, ?, ?) "
@@ -61,6 +63,7 @@ class FleetStore(Database):
                     "UPDATE sites SET name = ?, timezone = ?, currency = ? WHERE site = ?",
                     (report.name or None, report.timezone, report.currency or None, site),
                 )
+                rollups.zone_changed(tx, site, report.timezone)
             tx.run(
                 "UPDATE sites SET last_seen_ms = ? WHERE site = ? "
                 "AND (last_seen_ms IS NULL OR last_seen_ms < ?)",

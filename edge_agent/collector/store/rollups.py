@@ -165,6 +165,35 @@ def queue_hour(tx: Tx, site: str, start_ms: int) -> None:
     )
 
 
+def zone_changed(tx: Tx, site: str, timezone: str) -> None:
+    """The site now keeps ``timezone``: if its days were made in another zone, they begin
+    at other hours now, so they are dropped and every hour of the site queued again."""
+    if not tx.rows(
+        "SELECT 1 FROM site_days WHERE site = ? AND timezone <> ? LIMIT 1", (site, timezone)
+    ):
+        return
+    tx.run("DELETE FROM site_days WHERE site = ?", (site,))
+    tx.run(
+        "INSERT INTO rollup_queue (site, start_ms, queued_ms) "
+        "SELECT site, start_ms, ? FROM insight_cells WHERE site = ? "
+        "ON CONFLICT (site, start_ms) DO UPDATE SET queued_ms = excluded.queued_ms",
+        (now_ms(), site),
+    )
+
+
+def _where(
+    first_day: str, last_day: str, site: str | None, venue: str | None
+) -> tuple[str, list[object]]:
+    """The WHERE clause of days from ``first_day`` to ``last_day``, of one site or venue."""
+    clauses = ["day >= ?", "day <= ?"]
+    params: list[object] = [first_day, last_day]
+    for column, value in (("site", site), ("venue", venue)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
 class RollupStore(Database):
     """The queue of hours to roll up, and the rolled-up days."""
 
@@ -184,28 +213,6 @@ class RollupStore(Database):
     def queue_depth(self) -> int:
         """How many hours wait to be rolled up."""
         return int(self.read("SELECT count(*) FROM rollup_queue")[0][0])
-
-    def requeue_moved_sites(self) -> int:
-        """Queue every hour of the sites whose time zone changed since their days were
-        rolled up (their days begin at other hours now); returns how many sites."""
-        moved = [
-            str(row[0])
-            for row in self.read(
-                "SELECT DISTINCT d.site FROM site_days d JOIN sites s ON s.site = d.site "
-                "WHERE d.timezone <> COALESCE(s.timezone, 'UTC')"
-            )
-        ]
-        at = now_ms()
-        with self.write() as tx:
-            for site in moved:
-                tx.run("DELETE FROM site_days WHERE site = ?", (site,))
-                tx.run(
-                    "INSERT INTO rollup_queue (site, start_ms, queued_ms) "
-                    "SELECT site, start_ms, ? FROM insight_cells WHERE site = ? "
-                    "ON CONFLICT (site, start_ms) DO UPDATE SET queued_ms = excluded.queued_ms",
-                    (at, site),
-                )
-        return len(moved)
 
     def cells_between(self, site: str, start_ms: int, end_ms: int) -> list[tuple[int, str | None]]:
         """A site's stored hour cells in ``[start_ms, end_ms)``: start and JSON document
@@ -261,16 +268,12 @@ class RollupStore(Database):
     ) -> list[SiteDay]:
         """The rolled-up days from ``first_day`` to ``last_day`` (site-local, inclusive), of
         every site, one site or one venue's, in order of site and day."""
-        clauses, params = ["day >= ?", "day <= ?"], [first_day, last_day]
-        for column, value in (("site", site), ("venue", venue)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+        where, params = _where(first_day, last_day, site, venue)
         return [
             _site_day(row)
             for row in self.read(
                 f"SELECT {', '.join(DAY_COLUMNS[:-1])} FROM site_days "
-                f"WHERE {' AND '.join(clauses)} ORDER BY site, day",
+                f"WHERE {where} ORDER BY site, day",
                 params,
             )
         ]
@@ -288,11 +291,7 @@ class RollupStore(Database):
         fleet never loads its days."""
         if by not in ("site", "day", "venue"):
             raise ValueError(f"cannot add up days by {by!r}")
-        clauses, params = ["day >= ?", "day <= ?"], [first_day, last_day]
-        for column, value in (("site", site), ("venue", venue)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+        where, params = _where(first_day, last_day, site, venue)
         sums = ", ".join(f"SUM({c})" for c in DAY_SUMS)
         return [
             DaySums(
@@ -305,16 +304,18 @@ class RollupStore(Database):
             )
             for key, currency, days, suppressed, hours, *values in self.read(
                 f"SELECT {by}, currency, COUNT(*), SUM(suppressed), SUM(suppressed_hours), "
-                f"{sums} FROM site_days WHERE {' AND '.join(clauses)} "
+                f"{sums} FROM site_days WHERE {where} "
                 f"GROUP BY {by}, currency ORDER BY {by}, currency",
                 params,
             )
         ]
 
-    def described_sites(self, venue: str | None = None) -> list[Described]:
-        """Every site (or one venue's), by id, with its name, time zone (UTC when the site never
-        said one) and currency."""
-        where, params = ("WHERE venue = ?", [venue]) if venue is not None else ("", [])
+    def described_sites(self, venue: str | None = None, site: str | None = None) -> list[Described]:
+        """Every site (or one venue's, or one site), by id, with its name, time zone (UTC when
+        the site never said one) and currency."""
+        kept = [(c, v) for c, v in (("venue", venue), ("site", site)) if v is not None]
+        where = ("WHERE " + " AND ".join(f"{c} = ?" for c, _ in kept)) if kept else ""
+        params = [v for _, v in kept]
         return [
             Described(str(site), str(its_venue), name, str(tz), currency)
             for site, its_venue, name, tz, currency in self.read(

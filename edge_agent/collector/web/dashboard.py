@@ -524,9 +524,7 @@ async def fleet_page(request: Request, user: Viewer) -> HTMLResponse:
     sites = await run_in_threadpool(store.fleet)
     listed = fleet.entries(sites, now_ms(), options)
     counts = fleet.counts(listed)
-    order = {"silent": 0, "degraded": 1, "healthy": 2}
-    listed.sort(key=lambda e: (order[str(e["health"])], str(e["site"])))
-    rows = "".join(_fleet_row(e) for e in listed)
+    rows = "".join(_fleet_row(e) for e in fleet.worst_first(listed))
     summary = " · ".join(f'<span class="state {h}">{counts[h]} {h}</span>' for h in counts)
     body = f"""<h1>Fleet health</h1>
 <p class="lede">{summary}. A site that has not checked in for
