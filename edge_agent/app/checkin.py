@@ -15,6 +15,7 @@ import threading
 
 from edge_agent import __version__, logs
 from edge_agent.config import Settings
+from edge_agent.core.catalogue import MAX_NAME
 from edge_agent.core.fleet import HOUR_MS, CheckIn
 from edge_agent.core.wireform import BROKER_STATES, checkin_problem
 from edge_agent.errors import EdgeAgentError
@@ -31,7 +32,8 @@ class CheckIns:
 
     Kept in the agent's process: the duplicates of the last hour (the store keeps only their
     running total), the broker's state since it last changed (the receiver records every
-    failed reconnection again), and the clock offset central's answers showed.
+    failed reconnection again), the clock offset central's answers showed, and the products
+    central last asked the names of (the top products it shows, docs/fleet-health.md).
     """
 
     def __init__(self, settings: Settings, started_ms: int) -> None:
@@ -41,6 +43,7 @@ class CheckIns:
         self.failing_since_ms: int | None = None
         self._broker: tuple[str, int | None] | None = None
         self._duplicates: collections.deque[tuple[int, int]] = collections.deque()
+        self._wanted: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def synced(self, report: SyncReport | None) -> None:
@@ -56,8 +59,11 @@ class CheckIns:
             StorageError: the database or the data disk cannot be read.
         """
         s = self.settings
+        with self._lock:
+            wanted = self._wanted
         with Store.open(s.database, readonly=True) as store:
             status = store.status()
+            names = store.catalogue.names_of(wanted)
             oldest = store.outbox.oldest_ms()
             dead_letters = store.dead_letters.seen_since(now_ms - HOUR_MS)
             models = {e.name: e.version for e in store.registry.entries() if e.status == "serving"}
@@ -86,6 +92,8 @@ class CheckIns:
             models=models,
             last_sync_ms=None if last_ok is None else int(last_ok[0]),
             clock_offset_s=None if offset is None else round(offset),
+            # A name learned from a till may be longer than the catalogue's own limit.
+            products={p: names.get(p, "")[:MAX_NAME] for p in wanted},
         )
 
     def _broker_since(self, state: tuple[str, int] | None) -> tuple[str, int | None]:
@@ -124,9 +132,11 @@ class CheckIns:
                     problem = str(exc)
                 else:
                     problem = answer.problem
-                    if answer.clock_offset_s is not None:
-                        with self._lock:
+                    with self._lock:
+                        if answer.clock_offset_s is not None:
                             self.clock_offset_s = answer.clock_offset_s
+                        if problem is None:
+                            self._wanted = answer.products_wanted
             else:
                 problem = f"the report is not in the form central takes: {problem}"
         self._tell(problem, now_ms)

@@ -18,7 +18,7 @@ import io
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 from edge_agent.collector.store.rollups import Described, SiteDay
 from edge_agent.collector.summary import DAY_SUMS, spreadsheet_safe
@@ -57,6 +57,7 @@ LONG: tuple[tuple[str, str], ...] = (
     *_KEY,
     ("metric", "string"),
     ("dimension", "string"),
+    ("dimension_name", "string"),
     ("value", "float64"),
     ("currency", "string"),
     ("suppressed", "bool"),
@@ -138,10 +139,23 @@ def wide_line(day: SiteDay, name: str | None) -> dict[str, object]:
     return line
 
 
-def long_lines(day: SiteDay, name: str | None) -> Iterator[dict[str, object]]:
+def top_products(days: Iterable[SiteDay]) -> set[str]:
+    """The products the days list among their top ones."""
+    return {
+        str(entry[0])
+        for day in days
+        for entry in cast("list[list[object]]", day.detail.get("top_products") or [])
+    }
+
+
+def long_lines(
+    day: SiteDay, name: str | None, products: Mapping[str, str] | None = None
+) -> Iterator[dict[str, object]]:
     """One site's day as long lines (`LONG`): each sum, revenue in every currency, and the
-    detail per zone, product, category, path and dead-letter reason."""
+    detail per zone, product (its name beside, from ``products``), category, path and
+    dead-letter reason."""
     key = _key(day, name)
+    product_names = products or {}
 
     def line(
         metric: str, value: float | None, dimension: str = "", currency: str = ""
@@ -150,6 +164,9 @@ def long_lines(day: SiteDay, name: str | None) -> Iterator[dict[str, object]]:
             **key,
             "metric": metric,
             "dimension": dimension,
+            "dimension_name": product_names.get(dimension, "")
+            if metric == "top_product_count"
+            else "",
             "value": value,
             "currency": currency,
             "suppressed": day.suppressed,
@@ -196,23 +213,33 @@ def long_lines(day: SiteDay, name: str | None) -> Iterator[dict[str, object]]:
 
 
 def lines(
-    days: Iterable[SiteDay], names: Mapping[str, str | None], shape: Shape
+    days: Iterable[SiteDay],
+    names: Mapping[str, str | None],
+    shape: Shape,
+    products: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, object]]:
-    """The export's lines for ``days`` in ``shape``."""
+    """The export's lines for ``days`` in ``shape`` (long lines name products from
+    ``products``)."""
     for day in days:
         name = names.get(day.site)
         if shape == "wide":
             yield wide_line(day, name)
         else:
-            yield from long_lines(day, name)
+            yield from long_lines(day, name, products)
 
 
 def rows(
-    sites: Sequence[Described], days_of: Callable[[str], list[SiteDay]], shape: Shape
+    sites: Sequence[Described],
+    days_of: Callable[[str], list[SiteDay]],
+    shape: Shape,
+    products_of: Callable[[str, set[str]], Mapping[str, str]],
 ) -> Iterator[list[dict[str, object]]]:
-    """The export's lines a site at a time: ``days_of(site)`` reads one site's days."""
+    """The export's lines a site at a time: ``days_of(site)`` reads one site's days,
+    ``products_of(site, ids)`` the names of the products they list (long lines only)."""
     for site in sites:
-        yield list(lines(days_of(site.site), {site.site: site.name}, shape))
+        days = days_of(site.site)
+        products = products_of(site.site, top_products(days)) if shape == "long" else {}
+        yield list(lines(days, {site.site: site.name}, shape, products))
 
 
 def csv_chunks(chunks: Iterable[Sequence[Mapping[str, object]]], shape: Shape) -> Iterator[str]:

@@ -122,10 +122,10 @@ async def check_in(request: Request, bearer: SiteBearer) -> dict[str, object]:
     received = now_ms()
     report = wire.parse_checkin(data, site.site, wire.Clock(received, limits.skew_ms))
     store: CentralStore = request.app.state.store
-    await run_in_threadpool(store.record_check_in, site.site, report, received)
+    wanted = await run_in_threadpool(store.record_check_in, site.site, report, received)
     # Every site every minute: worth a line only when asked for.
     logs.log(logger, logging.DEBUG, "check_in_stored", "check-in stored", site=site.site)
-    return {"received_ms": received}
+    return {"received_ms": received, "products_wanted": wanted}
 
 
 # --- what admins read ----------------------------------------------------------------------

@@ -97,9 +97,12 @@ class MeBody(BaseModel):
 
 
 class CheckedInBody(BaseModel):
-    """A check-in kept: central's clock when it arrived (its Date header says it too)."""
+    """A check-in kept: central's clock when it arrived (its Date header says it too), and
+    the products whose names the next check-in should carry (`products`): ones central
+    shows among a day's top products with no name from the site yet."""
 
     received_ms: int
+    products_wanted: list[str]
 
 
 class CheckInSeen(BaseModel):

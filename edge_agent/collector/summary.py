@@ -368,16 +368,25 @@ def roll_days(days: Sequence[Sequence[tuple[int, str | None]]], k: int) -> list[
     return [roll_day(hours, k) for hours in days]
 
 
-def site_period(rows: Sequence[tuple[int, str | None]], k: int) -> dict[str, object]:
-    """One site's stored hours over a period (start, document or None when suppressed):
-    ``hours``, each hour's start with its door count and visitors (None when suppressed, at
-    the site or below ``k`` here), and ``total``, the released hours merged (zones' dwell,
-    paths, top products), None when every hour is suppressed."""
-    cells = {start: from_document(orjson.loads(doc)) for start, doc in rows if doc is not None}
-    released = release(cells.values(), k)
+def place_period(rows: Sequence[tuple[int, str | None]], k: int) -> dict[str, object]:
+    """A site's or a venue's stored hours over a period (start, document or None when its
+    site suppressed it; a venue has one per agent and hour, merged first, so a visitor two
+    agents saw counts once): ``hours``, each hour's start with its door count and visitors
+    (None when suppressed, at the sites or below ``k`` here), ``total``, the released hours
+    merged (visitors, zones' dwell, paths, top products), None when every hour is
+    suppressed."""
+    by_hour: dict[int, _Hour] = {}
+    for start, document in rows:
+        hour = by_hour.setdefault(start, _Hour(start))
+        if document is None:
+            hour.suppressed += 1
+        else:
+            hour.cells.append(from_document(orjson.loads(document)))
+    merged = {start: hour.merged() for start, hour in by_hour.items() if hour.cells}
+    released = release(merged.values(), k)
     by_start = {cast("int", h["start_ms"]): h for h in released.hours}
     hours: list[dict[str, object]] = []
-    for start, _ in rows:
+    for start in sorted(by_hour):
         figures = by_start.get(start)
         shown = figures is not None and "suppressed" not in figures
         hours.append(
@@ -387,4 +396,8 @@ def site_period(rows: Sequence[tuple[int, str | None]], k: int) -> dict[str, obj
                 "visitors": figures["visitors"] if shown and figures else None,
             }
         )
-    return {"hours": hours, "total": released.total, "suppressed_hours": released.suppressed_hours}
+    return {
+        "hours": hours,
+        "total": released.total,
+        "suppressed_hours": released.suppressed_hours,
+    }

@@ -1,6 +1,7 @@
 """What the central team reads across sites (viewer role): a period's overview with its change
 against the period before (``/v1/overview``), sites side by side (``/v1/comparison``), trends
-by day or week (``/v1/trend``) and one site's page (``/v1/sites/{site}/page``).
+by day or week (``/v1/trend``), one site's page (``/v1/sites/{site}/page``) and one venue's,
+its agents' cells merged (``/v1/venues/{venue}/page``).
 
 The figures come from each site's rolled-up days (`store.rollups`, site-local days), so the
 answers cost one indexed query however many sites there are; a table is also CSV
@@ -9,10 +10,12 @@ answers cost one indexed query however many sites there are; a table is also CSV
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import IO, Annotated, Literal, cast
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -121,7 +124,12 @@ def export_of(
 ) -> Iterator[list[dict[str, object]]]:
     """The export's lines of ``sites`` (`RollupStore.described_sites`), each site's days read
     as the lines are consumed."""
-    return exports.rows(sites, lambda s: store.site_days(*span.labels(), s), shape)
+    return exports.rows(
+        sites,
+        lambda s: store.site_days(*span.labels(), s),
+        shape,
+        lambda s, ids: store.product_names([s], ids),
+    )
 
 
 def trend_lines(points: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
@@ -139,37 +147,89 @@ def trend_lines(points: Sequence[Mapping[str, object]]) -> list[dict[str, object
 def site_page_of(
     store: CentralStore, sandbox: Sandbox, site: str, span: analytics.Period
 ) -> dict[str, object]:
-    """One site over ``span``: its days, heat map, zones, paths and top products.
+    """One site over ``span``: its days, heat map, zones, paths and top products (named).
 
     Raises:
         WireError: 404 no such site, 422 too long a period, 500 a stored cell unreadable.
         Unavailable: the cells took too long to read.
     """
-    if span.days > MAX_PAGE_DAYS:
-        raise wire.WireError(422, f"a site page spans at most {MAX_PAGE_DAYS} days: ask for fewer")
+    _check_page(span)
     found = store.described_sites(site=site)
     if not found:
         raise wire.WireError(404, f"no site {site!r} is registered")
     (about,) = found
     tz = zone(about.timezone)
-    days = store.site_days(*span.labels(), site)
     first_ms, end_ms = day_bounds(span.first, tz)[0], day_bounds(span.last, tz)[1]
     hours = store.cells_between(site, first_ms, end_ms)
+    return {
+        "site": asdict(about),
+        **_place(store, sandbox, span, [about], hours, tz),
+        "days": analytics.site_days_table(store.site_days(*span.labels(), site)),
+    }
+
+
+def venue_page_of(
+    store: CentralStore, sandbox: Sandbox, venue: str, span: analytics.Period
+) -> dict[str, object]:
+    """A venue over ``span``, its agents' cells merged hour by hour, so a visitor several
+    agents saw counts once: its agents, heat map, zones, paths and top products (named),
+    in the time zone most of its agents keep.
+
+    Raises:
+        WireError: 404 no such venue, 422 too long a period, 500 a stored cell unreadable.
+        Unavailable: the cells took too long to read.
+    """
+    _check_page(span)
+    agents = store.described_sites(venue=venue)
+    if not agents:
+        raise wire.WireError(404, f"no site of venue {venue!r} is registered")
+    zones = Counter(a.timezone for a in agents)
+    timezone = zones.most_common(1)[0][0]
+    tz = zone(timezone)
+    first_ms, end_ms = day_bounds(span.first, tz)[0], day_bounds(span.last, tz)[1]
+    cells = store.insight_cells(first_ms, end_ms, venue, None)
+    return {
+        "venue": venue,
+        "timezone": timezone,
+        "timezones": sorted(zones),
+        "agents": [asdict(a) for a in agents],
+        **_place(store, sandbox, span, agents, [(c.start_ms, c.cell) for c in cells], tz),
+    }
+
+
+def _check_page(span: analytics.Period) -> None:
+    if span.days > MAX_PAGE_DAYS:
+        raise wire.WireError(422, f"a page spans at most {MAX_PAGE_DAYS} days: ask for fewer")
+
+
+def _place(
+    store: CentralStore,
+    sandbox: Sandbox,
+    span: analytics.Period,
+    sites: Sequence[Described],
+    hours: Sequence[tuple[int, str | None]],
+    tz: ZoneInfo,
+) -> dict[str, object]:
+    """The part of a site's or a venue's page read from its hour cells (in the worker
+    process: a crafted cell may crash the sketches' C++), its heat map in ``tz``."""
     try:
-        period = sandbox.call(summary.site_period, hours, DASHBOARD_K)
+        period = sandbox.call(summary.place_period, hours, DASHBOARD_K)
     except SandboxCrashed as exc:
         raise wire.WireError(500, f"a stored insight cell cannot be read ({exc})") from exc
     except SandboxTimedOut as exc:
-        raise Unavailable(f"the site page took too long ({exc}): ask for fewer days") from exc
+        raise Unavailable(f"the page took too long ({exc}): ask for fewer days") from exc
+    total = cast("dict[str, object] | None", period["total"])
+    top = cast("list[list[object]]", (total or {}).get("top_products") or [])
     return {
-        "site": asdict(about),
         "from": span.first.isoformat(),
         "to": span.last.isoformat(),
         "k": DASHBOARD_K,
-        "days": analytics.site_days_table(days),
         "heat_map": analytics.heat_map(cast("list[dict[str, object]]", period["hours"]), tz),
-        "total": period["total"],
+        "total": total,
         "suppressed_hours": period["suppressed_hours"],
+        "product_names": store.product_names(
+            [s.site for s in sites], {str(entry[0]) for entry in top}
+        ),
     }
 
 
@@ -271,12 +331,23 @@ async def trend(
     )
 
 
+_PAGE = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    **errors(401, 403, 404, 422),
+}
+PageOf = Callable[[CentralStore, Sandbox, str, analytics.Period], dict[str, object]]
+
+
+async def _page(request: Request, page_of: PageOf, place: str, start: From, end: To) -> Response:
+    span = analytics.period(start, end, _today().date(), default_days=28)
+    state = request.app.state
+    body = await run_in_threadpool(page_of, state.store, state.sandbox, place, span)
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 @router.get(
     "/v1/sites/{site}/page",
-    responses={
-        200: {"content": {"application/json": {"schema": {"type": "object"}}}},
-        **errors(401, 403, 404, 422),
-    },
+    responses=_PAGE,
     summary="One site over a period: its days, an hour-by-weekday heat map, zones, paths, "
     "top products and its data quality per day",
 )
@@ -286,11 +357,22 @@ async def site_page(
     start: From = None,
     end: To = None,
 ) -> Response:
-    store: CentralStore = request.app.state.store
-    sandbox: Sandbox = request.app.state.sandbox
-    span = analytics.period(start, end, _today().date(), default_days=28)
-    body = await run_in_threadpool(site_page_of, store, sandbox, site, span)
-    return Response(orjson.dumps(body), media_type="application/json")
+    return await _page(request, site_page_of, site, start, end)
+
+
+@router.get(
+    "/v1/venues/{venue}/page",
+    responses=_PAGE,
+    summary="One venue over a period, its agents' hour cells merged (a visitor several agents "
+    "saw counted once): heat map, zones, paths, top products",
+)
+async def venue_page(
+    request: Request,
+    venue: Annotated[str, Path(pattern=ID_PATTERN)],
+    start: From = None,
+    end: To = None,
+) -> Response:
+    return await _page(request, venue_page_of, venue, start, end)
 
 
 @router.get(

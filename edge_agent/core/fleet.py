@@ -51,11 +51,14 @@ class CheckIn:
     #: Central's clock minus the site's, seconds (None: not measured yet).
     clock_offset_s: float | None
     protocol: int = PROTOCOL
+    #: The catalogue's name of each product central asked for ("" where it has none).
+    products: Mapping[str, str] = field(default_factory=dict)
 
     def as_document(self) -> dict[str, object]:
         """The check-in as it travels (JSON-ready)."""
         document = asdict(self)
         document["models"] = dict(self.models)
+        document["products"] = dict(self.products)
         return document
 
 
@@ -87,6 +90,7 @@ def from_document(document: Mapping[str, Any]) -> CheckIn:
         models={str(k): str(v) for k, v in document["models"].items()},
         last_sync_ms=ms("last_sync_ms"),
         clock_offset_s=None if offset is None else float(offset),
+        products={str(k): str(v) for k, v in document.get("products", {}).items()},
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import jsonschema_rs
 
 from edge_agent.core.aggregate import HOUR_MS
+from edge_agent.core.catalogue import MAX_NAME
 from edge_agent.core.consent import PURPOSES
 from edge_agent.core.events import nul_in
 from edge_agent.core.names import MAX_SITE_NAME, SITE_NAME_PATTERN
@@ -154,17 +155,21 @@ def item_problem(kind: str, item: object, prefix: str = "item") -> str | None:
 
 # --- check-ins -----------------------------------------------------------------------------
 
-#: The most a check-in body may weigh, as JSON: a dozen figures and a few model names.
-MAX_CHECKIN_BYTES = 16 * 1024
+#: The most a check-in body may weigh, as JSON: a dozen figures, a few model names and the
+#: product names central asked for.
+MAX_CHECKIN_BYTES = 64 * 1024
 #: How many serving models a check-in may name.
 MAX_CHECKIN_MODELS = 32
+#: How many product names central asks for in one answer, and a check-in may carry.
+MAX_CHECKIN_PRODUCTS = 50
 #: The broker connection states a check-in may report (``agent_state`` ``broker``).
 BROKER_STATES = ("connected", "disconnected", "stalled", "unknown")
 _COUNT: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
 _MS_OR_NULL: dict[str, object] = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_MS}
 _SHORT: dict[str, object] = {"type": "string", "maxLength": 64, "pattern": _NO_NUL}
 #: ``POST /v1/checkin``: what a site says of itself every ``[sync] check_in_s``. Every field
-#: is required and no other is taken, so a misspelt or extra field is refused by name.
+#: but ``products`` is required and no other is taken, so a misspelt or extra field is
+#: refused by name.
 _CHECKIN_PROPERTIES: dict[str, object] = {
     "protocol": {"const": PROTOCOL},
     "site": ID,
@@ -201,11 +206,20 @@ _CHECKIN_PROPERTIES: dict[str, object] = {
         "maximum": 1e9,
         "description": "central's clock minus the site's, seconds, from the last answer",
     },
+    "products": {
+        "type": "object",
+        "description": "the catalogue's name of each product central's last answer asked for "
+        "(products_wanted), by id; empty where the catalogue has none",
+        "maxProperties": MAX_CHECKIN_PRODUCTS,
+        "propertyNames": ID,
+        "additionalProperties": {"type": "string", "maxLength": MAX_NAME, "pattern": _NO_NUL},
+    },
 }
+_CHECKIN_OPTIONAL = frozenset({"products"})
 CHECKIN_SCHEMA: dict[str, object] = {
     "type": "object",
     "additionalProperties": False,
-    "required": list(_CHECKIN_PROPERTIES),
+    "required": [name for name in _CHECKIN_PROPERTIES if name not in _CHECKIN_OPTIONAL],
     "properties": _CHECKIN_PROPERTIES,
 }
 _CHECKIN = jsonschema_rs.validator_for(CHECKIN_SCHEMA)

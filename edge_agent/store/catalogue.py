@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from edge_agent.core.catalogue import Entry
@@ -75,6 +75,17 @@ class Catalogue:
         with self.connection.failing(_FAILING) as conn:
             return dict(
                 conn.execute("SELECT product_id, name FROM products WHERE name IS NOT NULL")
+            )
+
+    def names_of(self, ids: Collection[str]) -> dict[str, str]:
+        """The names of those of ``ids`` the catalogue names."""
+        with self.connection.failing(_FAILING):
+            return dict(
+                self.connection.in_chunks(
+                    "SELECT product_id, name FROM products WHERE name IS NOT NULL AND "
+                    "product_id IN ({marks})",
+                    list(ids),
+                )
             )
 
     def unavailable(self) -> frozenset[str]:

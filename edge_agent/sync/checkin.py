@@ -15,15 +15,33 @@ import orjson
 
 from edge_agent.config import Settings
 from edge_agent.core.sync import Sent, clock_offset_s, judge
+from edge_agent.core.wireform import MAX_CHECKIN_PRODUCTS
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What came of one check-in: None ``problem`` when central took it, and central's
-    clock minus the site's from its ``Date`` header (None: no readable header)."""
+    """What came of one check-in: None ``problem`` when central took it, central's clock
+    minus the site's from its ``Date`` header (None: no readable header), and the products
+    whose names central asks for in the next check-in."""
 
     problem: str | None
     clock_offset_s: float | None
+    products_wanted: tuple[str, ...] = ()
+
+
+def wanted(body: bytes) -> tuple[str, ...]:
+    """The ``products_wanted`` of central's answer: ids it shows without a name. Anything
+    else (an older central, a body not in that form) asks for none."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ()
+    ids = document.get("products_wanted") if isinstance(document, dict) else None
+    if not isinstance(ids, list):
+        return ()
+    # Product ids as events carry them (wireform.ID): 1-64 characters, no NUL.
+    fitting = (i for i in ids[:MAX_CHECKIN_PRODUCTS] if isinstance(i, str) and 0 < len(i) <= 64)
+    return tuple(dict.fromkeys(i for i in fitting if "\x00" not in i))
 
 
 def post(settings: Settings, client: httpx.Client, document: Mapping[str, object]) -> Answer:
@@ -31,6 +49,7 @@ def post(settings: Settings, client: httpx.Client, document: Mapping[str, object
     s = settings.sync
     status: int | None = None
     offset = None
+    products: tuple[str, ...] = ()
     try:
         response = client.post(
             f"{s.url.rstrip('/')}/v1/checkin",
@@ -42,6 +61,8 @@ def post(settings: Settings, client: httpx.Client, document: Mapping[str, object
         outcome = judge(
             status, response.headers.get("Retry-After"), response.text[:500], time.time()
         )
+        if isinstance(outcome, Sent):
+            products = wanted(response.content)
     except httpx.HTTPError as exc:
         outcome = judge(None, None, f"{type(exc).__name__}: {exc}", time.time())
-    return Answer(None if isinstance(outcome, Sent) else outcome.reason, offset)
+    return Answer(None if isinstance(outcome, Sent) else outcome.reason, offset, products)

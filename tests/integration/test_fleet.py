@@ -24,8 +24,10 @@ from edge_agent.app.checkin import CheckIns
 from edge_agent.collector import fleet
 from edge_agent.collector.app import create_app
 from edge_agent.collector.cli import main as collector_main
+from edge_agent.collector.store import products
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.config import Secret, load_settings
+from edge_agent.core.catalogue import Entry
 from edge_agent.core.fleet import HOUR_MS, MINUTE_MS, CheckIn
 from edge_agent.core.wireform import MAX_CHECKIN_BYTES
 from edge_agent.store.database import Store
@@ -386,3 +388,59 @@ def test_an_agents_check_in_reaches_a_real_collector(
         assert failing.failing_since_ms is None
         said = [getattr(r, "event", "") for r in caplog.records]
         assert said == ["check_in_failed", "check_in_resumed"]
+
+
+def test_a_site_names_the_top_products_central_asks_for(
+    store: CentralStore, tmp_path: Path
+) -> None:
+    token = add_site(store, SITE, "venue-1")
+    with store.write() as tx:
+        # As the rollup marks them: products a rolled-up day lists among its top ones.
+        products.seen(tx, SITE, ["tea", "ghost"], now_ms())
+    with Server(create_app(store, ADMIN_TOKEN)) as server:
+        config = tmp_path / "agent.toml"
+        config.write_text(
+            f'[site]\nid = "{SITE}"\nvenue = "venue-1"\ndata_dir = "{tmp_path / "data"}"\n'
+            f'[sync]\nurl = "{server.url}"\ntoken = "{token}"\n'
+        )
+        settings = load_settings(config, environ={})
+        with Store.open(settings.database) as agent_store:
+            agent_store.catalogue.imported(
+                [Entry("tea", name="Jasmine tea 50 g"), Entry("cake", name="Carrot cake")],
+                now_ms(),
+            )
+        check_ins = CheckIns(settings, now_ms())
+        # The first check-in carries no names: central's answer asks for two.
+        assert check_ins.report(now_ms()).products == {}
+        assert check_ins.check_in(now_ms()) is None
+        # The next one names what the catalogue knows ("" for what it does not).
+        assert check_ins.report(now_ms()).products == {"tea": "Jasmine tea 50 g", "ghost": ""}
+        assert check_ins.check_in(now_ms()) is None
+        assert store.product_names([SITE], {"tea", "ghost", "cake"}) == {"tea": "Jasmine tea 50 g"}
+        # Named, they are not asked again; nor is a name central never asked for kept.
+        assert check_ins.report(now_ms()).products == {}
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            forced = report(SITE, timezone="UTC", products={"cake": "<b>cake</b>"})
+            answer = check_in(client, token, forced.as_document())
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["products_wanted"] == []
+        assert store.product_names([SITE], {"cake"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("products", "problem"),
+    [
+        ({str(i): "x" for i in range(51)}, "products"),
+        ({"tea": "x" * 201}, "products"),
+        ({"": "x"}, "products"),
+        ({"tea": 5}, "products"),
+    ],
+)
+def test_product_names_beyond_the_bounds_are_refused(
+    local: httpx.Client, store: CentralStore, products: object, problem: str
+) -> None:
+    token = add_site(store, "s1")
+    body = {**report("s1").as_document(), "products": products}
+    answer = check_in(local, token, body)
+    assert answer.status_code == 422, answer.text
+    assert problem in answer.text

@@ -9,6 +9,7 @@ import hashlib
 import io
 import secrets
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from edge_agent.collector.exports import columns, schema
 from edge_agent.collector.rollup import roll_up
 from edge_agent.collector.sandbox import Sandbox
 from edge_agent.collector.store.central import CentralStore
+from edge_agent.collector.store.engine import now_ms
 from tests.collector_helpers import (
     ADMIN_TOKEN,
     check_in,
@@ -266,8 +268,49 @@ def test_a_site_page_shows_its_hours_in_its_own_clock(
     assert missing.status_code == 404
 
 
+def test_a_venue_page_merges_its_agents_and_names_their_products(
+    store: CentralStore, local: httpx.Client, sandbox: Sandbox
+) -> None:
+    tokens = {site: add_site(store, site, "Asia/Taipei", "fair") for site in ("hall-a", "hall-b")}
+    # The same hour at two agents: visitors p0-p5 and p0-p8, so 9 people, not 15; the
+    # door counts add up (they count different doors).
+    send(local, "hall-a", tokens["hall-a"], shop_cell(TAIPEI_DAY_MS + 10 * HOUR, 6, 40, 2))
+    send(local, "hall-b", tokens["hall-b"], shop_cell(TAIPEI_DAY_MS + 10 * HOUR, 9, 20, 3))
+    rolled(store, sandbox)
+    # The rollup listed "tea" among hall-a's top products: its next check-in names it.
+    report = replace(check_in("hall-a", now_ms(), timezone="Asia/Taipei"), products={})
+    assert store.record_check_in("hall-a", report, now_ms()) == ["tea"]
+    named = replace(report, sent_ms=now_ms() + 1, products={"tea": "Oolong tea"})
+    assert store.record_check_in("hall-a", named, now_ms()) == []
+
+    day = {"from": "2026-11-02", "to": "2026-11-02"}
+    page = get(local, "/v1/venues/fair/page", **day)
+    assert [a["site"] for a in page["agents"]] == ["hall-a", "hall-b"]
+    assert page["timezone"] == "Asia/Taipei"
+    assert page["total"]["visitors"] == 9
+    assert page["heat_map"]["cells"][0][10] == 60
+    assert page["total"]["top_products"] == [["tea", 5]]
+    assert page["product_names"] == {"tea": "Oolong tea"}
+    site = get(local, "/v1/sites/hall-b/page", **day)
+    # hall-b never named it: its own page shows the id alone.
+    assert site["product_names"] == {}
+    lines = list(
+        csv.DictReader(io.StringIO(local.get("/v1/export", params=day, headers=ADMIN).text))
+    )
+    products = {
+        (line["site"], line["dimension"], line["dimension_name"])
+        for line in lines
+        if line["metric"] == "top_product_count"
+    }
+    assert products == {("hall-a", "tea", "Oolong tea"), ("hall-b", "tea", "")}
+    assert all(
+        line["dimension_name"] == "" for line in lines if line["metric"] != "top_product_count"
+    )
+    assert local.get("/v1/venues/nowhere/page", headers=ADMIN).status_code == 404
+
+
 def test_the_workspace_is_not_open_to_anyone(local: httpx.Client) -> None:
-    for path in ("/v1/overview", "/v1/comparison", "/v1/trend"):
+    for path in ("/v1/overview", "/v1/comparison", "/v1/trend", "/v1/venues/v/page"):
         assert local.get(path).status_code == 401
 
 

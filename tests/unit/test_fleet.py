@@ -27,6 +27,7 @@ from edge_agent.core.fleet import (
 )
 from edge_agent.core.wireform import MAX_CHECKIN_MODELS, checkin_problem
 from edge_agent.store.database import Store
+from edge_agent.sync.checkin import wanted
 from edge_agent.sync.client import LAST_OK_KEY
 from tests.helpers import SITE, ingest
 
@@ -372,3 +373,24 @@ def test_central_refuses_a_check_in_whose_zone_it_cannot_read(timezone: str) -> 
     with pytest.raises(wire.WireError, match="timezone") as refused:
         wire.parse_checkin(body, SITE, wire.Clock(NOW))
     assert refused.value.status == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "asked"),
+    [
+        (b'{"received_ms": 1, "products_wanted": ["tea", "cake", "tea"]}', ("tea", "cake")),
+        (b'{"received_ms": 1}', ()),
+        (b"not json", ()),
+        (b'["tea"]', ()),
+        (b'{"products_wanted": "tea"}', ()),
+        (b'{"products_wanted": ["", 5, null, "' + b"x" * 65 + b'", "ok", "a\\u0000b"]}', ("ok",)),
+        (
+            orjson.dumps({"products_wanted": [str(i) for i in range(500)]}),
+            tuple(map(str, range(50))),
+        ),
+    ],
+)
+def test_the_agent_takes_only_well_formed_asks_from_centrals_answer(
+    body: bytes, asked: tuple[str, ...]
+) -> None:
+    assert wanted(body) == asked

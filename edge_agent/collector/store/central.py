@@ -3,7 +3,7 @@ model releases and the audit trail, on the `engine`'s SQLite or PostgreSQL.
 
 Each request is one transaction: its items, its idempotency key and the site's last-seen
 time commit together or not at all. `CentralStore` joins this part with the store's other
-parts (`fleet`, `accounts`, `forwarding`, `rollups`), each with its own tables.
+parts (`fleet`, `accounts`, `forwarding`, `rollups`, `products`), each with its own tables.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from edge_agent.collector.store import accounts, fleet, forwarding, rollups
+from edge_agent.collector.store import accounts, fleet, forwarding, products, rollups
 from edge_agent.collector.store.engine import Migration, Tx, audit, now_ms
 from edge_agent.collector.wire import Batch, Insight, Notice, SyncBody, WireError
 from edge_agent.errors import CollectorError
@@ -186,7 +186,11 @@ class Envelope:
 
 
 class CentralStore(
-    fleet.FleetStore, accounts.AccountStore, forwarding.ForwardingStore, rollups.RollupStore
+    fleet.FleetStore,
+    accounts.AccountStore,
+    forwarding.ForwardingStore,
+    rollups.RollupStore,
+    products.ProductStore,
 ):
     """The collector's database. Thread-safe: each call takes a pooled connection."""
 
@@ -197,6 +201,7 @@ class CentralStore(
             + accounts.MIGRATIONS
             + forwarding.MIGRATIONS
             + rollups.MIGRATIONS
+            + products.MIGRATIONS
         )
     )
 

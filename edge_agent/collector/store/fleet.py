@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
-from edge_agent.collector.store import rollups
+from edge_agent.collector.store import products, rollups
 from edge_agent.collector.store.engine import Database, Migration
 from edge_agent.core.fleet import CheckIn, from_document
 
@@ -46,17 +46,20 @@ class FleetSite:
 class FleetStore(Database):
     """Check-ins: each site's latest health report."""
 
-    def record_check_in(self, site: str, report: CheckIn, received_ms: int) -> None:
+    def record_check_in(self, site: str, report: CheckIn, received_ms: int) -> list[str]:
         """Keep ``report`` as the site's latest (unless a later one is kept already), take
-        its name, time zone and currency (a new zone has the site's days made again), and
-        mark the site seen at ``received_ms``."""
+        its name, time zone and currency (a new zone has the site's days made again) and the
+        product names it carries, and mark the site seen at ``received_ms``. Returns the
+        products whose names its next check-in is asked for (`products.wanted`)."""
+        # The names are kept by product, not as part of the site's health report.
+        kept = orjson.dumps(replace(report, products={}).as_document()).decode()
         with self.write() as tx:
             newer = tx.run(
                 "INSERT INTO check_ins (site, sent_ms, received_ms, report) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (site) DO UPDATE SET sent_ms = excluded.sent_ms, "
                 "received_ms = excluded.received_ms, report = excluded.report "
                 "WHERE check_ins.sent_ms <= excluded.sent_ms",
-                (site, report.sent_ms, received_ms, orjson.dumps(report.as_document()).decode()),
+                (site, report.sent_ms, received_ms, kept),
             )
             if newer:
                 tx.run(
@@ -69,6 +72,8 @@ class FleetStore(Database):
                 "AND (last_seen_ms IS NULL OR last_seen_ms < ?)",
                 (received_ms, site, received_ms),
             )
+            products.named(tx, site, report.products, received_ms)
+            return products.wanted(tx, site)
 
     def fleet(self) -> list[FleetSite]:
         """Every site with its latest check-in, by id."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
+from edge_agent.collector.store import products
 from edge_agent.collector.store.engine import Database, Migration, Tx, now_ms
 from edge_agent.collector.summary import DAY_SUMS
 
@@ -257,6 +259,8 @@ class RollupStore(Database):
                         at,
                     ),
                 )
+                top = cast("list[list[object]]", day.detail.get("top_products") or [])
+                products.seen(tx, day.site, (str(entry[0]) for entry in top), at)
             for site, start_ms, queued_ms in done:
                 tx.run(
                     "DELETE FROM rollup_queue WHERE site = ? AND start_ms = ? AND queued_ms <= ?",

@@ -68,10 +68,12 @@ def line_chart(
     shown_digits = digits if top - low < 10 else 0
     for tick in sorted({low, 0.0, (low + top) / 2 if low == 0 else 0.0, top}):
         at = y(tick)
+        # A half-way tick of a small scale (0.5 of 1) keeps its digit, never reads as 0 or 1.
+        tick_digits = shown_digits if round(tick, shown_digits) == tick else shown_digits + 1
         parts.append(
             f'<line class="grid" x1="{_LEFT}" x2="{WIDTH - _RIGHT}" y1="{at:.1f}" y2="{at:.1f}"/>'
             f'<text class="tick" x="{_LEFT - 6}" y="{at + 4:.1f}" text-anchor="end">'
-            f"{escape(number(tick, shown_digits))}{escape(unit)}</text>"
+            f"{escape(number(tick, tick_digits))}{escape(unit)}</text>"
         )
     runs: list[list[tuple[float, float]]] = [[]]
     for i, (_, value) in enumerate(points):

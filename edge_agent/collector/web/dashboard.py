@@ -114,13 +114,21 @@ def _nav(user: Principal, here: str) -> str:
     return f'<nav class="tabs" aria-label="Sections">{links}</nav>'
 
 
-def _period_form(action: str, span: analytics.Period, venue: str | None, extra: str = "") -> str:
+def _period_form(
+    action: str, span: analytics.Period, venue: str | None = None, extra: str = ""
+) -> str:
+    """The period's form; with a venue field unless ``venue`` is None (a place's own page)."""
+    venue_field = (
+        ""
+        if venue is None
+        else f"""<label>Venue <input name="venue" value="{escape(venue)}" placeholder="all venues"
+ pattern="[A-Za-z0-9_.\\-]{{1,64}}" maxlength="64"></label>
+"""
+    )
     return f"""<form class="period" method="get" action="{escape(action)}">
 <label>From <input type="date" name="from" value="{span.first}" required></label>
 <label>To <input type="date" name="to" value="{span.last}" required></label>
-<label>Venue <input name="venue" value="{escape(venue or "")}" placeholder="all venues"
- pattern="[A-Za-z0-9_.\\-]{{1,64}}" maxlength="64"></label>
-{extra}<button type="submit">Show</button>
+{venue_field}{extra}<button type="submit">Show</button>
 </form>"""
 
 
@@ -186,7 +194,7 @@ async def overview(
     scope = f"Venue {escape(venue)}" if venue else "All sites"
     params = {"from": str(span.first), "to": str(span.last), "venue": venue}
     body = f"""<h1>Overview</h1>
-{_period_form("/overview", span, venue)}
+{_period_form("/overview", span, venue or "")}
 <p class="lede">{scope}, {span.first} to {span.last}: {found["sites_reporting"]} of
 {found["sites"]} sites reported. Changes are against {previous["from"]} to {previous["to"]}.</p>
 {note}
@@ -241,7 +249,7 @@ async def comparison(
     keep_sort = f'<input type="hidden" name="sort" value="{escape(sort)}">'
     empty = f'<tr><td colspan="11">{_empty_hint(0)}</td></tr>'
     body = f"""<h1>Comparison</h1>
-{_period_form("/comparison", span, venue, keep_sort)}
+{_period_form("/comparison", span, venue or "", keep_sort)}
 <p class="lede">Every site side by side, ranked by {LABELS.get(sort, sort).lower()}. A site
 marked <span class="badge">partial</span> had hours with fewer than {DASHBOARD_K} visitors:
 they are left out of its figures, not hidden.</p>
@@ -332,7 +340,7 @@ async def trends(
     head = "".join(f'<th scope="col">{LABELS[n]}</th>' for n in analytics.FIGURES)
     scope = f"Site {escape(site)}" if site else (f"Venue {escape(venue)}" if venue else "All sites")
     body = f"""<h1>Trends</h1>
-{_period_form("/trends", span, venue, extra)}
+{_period_form("/trends", span, venue or "", extra)}
 <p class="lede">{scope}, per site-local {by}. A break in a line is a {by} with nothing
 reported, not a zero. <a href="{_link("/trends", **params, by=toggle)}">Per {toggle}</a> ·
 <a href="{_link("/v1/trend", **params, by=by, format="csv")}" download>Download CSV</a></p>
@@ -384,22 +392,27 @@ async def site_page(
 <p class="lede">Site {escape(site)} · venue <a href="{venue_href}">{escape(venue)}</a>
 · hours in {escape(str(about["timezone"]))}, {span.first} to {span.last}.
 <a href="{export_href}" download>Download its days (CSV)</a></p>
-<form class="period" method="get" action="{_link(f"/sites/{site}")}">
-<label>From <input type="date" name="from" value="{span.first}" required></label>
-<label>To <input type="date" name="to" value="{span.last}" required></label>
-<button type="submit">Show</button></form>
+{_period_form(f"/sites/{site}", span)}
 {"" if total is not None else f'<p class="note">{_empty_hint(1)}</p>'}
-<section class="card"><h2>Footfall by hour and weekday</h2>
+{_place_sections(found)}
+<section class="card"><h2>Data quality</h2>{quality}{_days_table(days)}</section>"""
+    return _render(request, user, title, "", body)
+
+
+def _place_sections(found: Mapping[str, object]) -> str:
+    """A site's or a venue's sections read from its hour cells: heat map, zones, products
+    (by name where the sites gave one) and paths."""
+    total = cast("Mapping[str, object] | None", found["total"])
+    names = cast("Mapping[str, str]", found["product_names"])
+    return f"""<section class="card"><h2>Footfall by hour and weekday</h2>
 <p class="sub">The mean door count of each hour of the day (site time) per weekday; blank
 where the site was closed or the hour had fewer than {DASHBOARD_K} visitors.</p>
 {_heat_map(cast("Mapping[str, object]", found["heat_map"]))}</section>
 <div class="columns">
 <section class="card"><h2>Zones</h2>{_zones(total)}</section>
-<section class="card"><h2>Top products</h2>{_top(total, "top_products", "Product")}</section>
+<section class="card"><h2>Top products</h2>{_top(total, "top_products", "Product", names)}</section>
 <section class="card"><h2>Paths</h2>{_top(total, "top_paths", "Path")}</section>
-</div>
-<section class="card"><h2>Data quality</h2>{quality}{_days_table(days)}</section>"""
-    return _render(request, user, title, "", body)
+</div>"""
 
 
 def _heat_map(heat: Mapping[str, object]) -> str:
@@ -443,14 +456,27 @@ def _zones(total: Mapping[str, object] | None) -> str:
     )
 
 
-def _top(total: Mapping[str, object] | None, key: str, what: str) -> str:
+def _top(
+    total: Mapping[str, object] | None,
+    key: str,
+    what: str,
+    names: Mapping[str, str] | None = None,
+) -> str:
     entries = cast("list[list[object]]", (total or {}).get(key) or [])
     if not entries:
         return '<p class="sub">None in this period.</p>'
+    known = names or {}
+
+    def label(item: str) -> str:
+        name = known.get(item)
+        if names is None or not name:
+            return escape(item)
+        return f'{escape(name)}<div class="sub">{escape(item)}</div>'
+
     rows = "".join(
-        f'<tr><th scope="row">{escape(str(name))}</th>'
+        f'<tr><th scope="row">{label(str(item))}</th>'
         f"<td>{number(float(cast('float', n)))}</td></tr>"
-        for name, n in entries
+        for item, n in entries
     )
     return (
         f'<table class="data"><thead><tr><th scope="col">{what}</th><th scope="col">Count</th>'
@@ -489,7 +515,9 @@ async def venue_page(
     end: To = None,
 ) -> HTMLResponse:
     store: CentralStore = request.app.state.store
-    span = _span(start, end)
+    sandbox: Sandbox = request.app.state.sandbox
+    span = _span(start, end, 28)
+    merged = await run_in_threadpool(workspace.venue_page_of, store, sandbox, venue, span)
     found = await run_in_threadpool(workspace.overview_of, store, span, venue)
     rows = await run_in_threadpool(workspace.comparison_of, store, span, venue, "footfall", "desc")
     figures = cast("dict[str, object]", found["figures"])
@@ -499,21 +527,37 @@ async def venue_page(
     agents = "".join(_comparison_row(row, params) for row in rows)
     head = "".join(f'<th scope="col">{LABELS[n]}</th>' for n in analytics.FIGURES)
     agents_csv = _link("/v1/comparison", **params, format="csv")
-    merged = _link(
+    hourly = _link(
         "/v1/insights",
         **{"from": str(span.first), "to": str(span.last), "venue": venue, "format": "csv"},
     )
+    total = cast("Mapping[str, object] | None", merged["total"])
+    timezones = cast("list[str]", merged["timezones"])
+    zones_note = (
+        ""
+        if len(timezones) < 2
+        else f" Its agents keep different time zones ({escape(', '.join(timezones))}): hours "
+        f"are shown in {escape(str(merged['timezone']))}."
+    )
+    visitors = (
+        ""
+        if total is None
+        else '<div class="kpi"><h2>Distinct visitors</h2><p class="value">'
+        f"{number(cast('float', total.get('visitors')))}</p>"
+        '<p class="change">each counted once, however many agents saw them</p></div>'
+    )
     body = f"""<h1>Venue {escape(venue)}</h1>
-{_period_form(f"/venues/{venue}", span, None)}
-<p class="lede">The venue's {len(rows)} agents together, {span.first} to {span.last}. Counts and
-money add up across agents; <a href="{merged}" download>the hour-by-hour merge</a> (CSV)
-counts a visitor seen by several agents once.
-<a href="{agents_csv}" download>Download the agents' table (CSV)</a></p>
+{_period_form(f"/venues/{venue}", span)}
+<p class="lede">The venue's {len(rows)} agents together, {span.first} to {span.last}. The
+figures below add up the agents' days; the heat map, zones and products merge their hour
+cells.{zones_note} <a href="{agents_csv}" download>Download the agents' table (CSV)</a> ·
+<a href="{hourly}" download>the merged hours (CSV)</a></p>
 {"" if found["sites_reporting"] else f'<p class="note">{_empty_hint(len(rows))}</p>'}
-<section class="kpis" aria-label="Figures">{cards}</section>
-<div class="table-wrap"><table class="data"><thead><tr><th scope="col">Rank</th>
-<th scope="col">Agent</th>{head}<th scope="col">Days</th></tr></thead>
-<tbody>{agents}</tbody></table></div>"""
+<section class="kpis" aria-label="Figures">{cards}{visitors}</section>
+<div class="table-wrap"><table class="data" aria-label="Agents"><thead><tr>
+<th scope="col">Rank</th><th scope="col">Agent</th>{head}<th scope="col">Days</th></tr></thead>
+<tbody>{agents}</tbody></table></div>
+{_place_sections(merged)}"""
     return _render(request, user, f"Venue {venue}", "", body)
 
 
