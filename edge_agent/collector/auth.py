@@ -155,7 +155,8 @@ async def check_csrf(request: Request, expected: str) -> None:
         )
 
 
-def _wants_page(request: Request) -> bool:
+def wants_page(request: Request) -> bool:
+    """Whether a browser asked for a page (it is sent to sign in, or shown a refusal as one)."""
     return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
 
 
@@ -181,7 +182,7 @@ async def _principal(request: Request, bearer: HTTPAuthorizationCredentials | No
             if request.method not in _SAFE:
                 await check_csrf(request, csrf_token(session_id))
             return signed_in
-    if _wants_page(request):
+    if wants_page(request):
         asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInFirst(f"/login?next={quote(asked, safe='/')}")
     raise wire.WireError(

@@ -11,7 +11,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from edge_agent.collector import wire
-from edge_agent.collector.refusals import HANDLED, error_response, who
+from edge_agent.collector.refusals import HANDLED, answer, who
 
 logger = logging.getLogger("edge_agent.collector")
 
@@ -42,6 +42,6 @@ class GuardedRoute(APIRoute):
                 logger.exception(
                     "request failed", extra={"event": "request_failed", "fields": who(request)}
                 )
-                return error_response(500, "the collector failed on this request; it is logged")
+                return answer(request, 500, "the collector failed on this request; it is logged")
 
         return guarded

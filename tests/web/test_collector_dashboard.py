@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -223,6 +224,26 @@ def test_the_tables_download(browser: Browser, central: str) -> None:
     ]
     assert "site_added" in actions
     assert trouble == []
+    page.context.close()
+
+
+def test_a_page_that_cannot_be_shown_says_why_as_a_page(browser: Browser, central: str) -> None:
+    page, _ = _open(browser, central, 1280, 800)
+    for path, why in (
+        ("/venues/nowhere", "no site of venue 'nowhere' is registered"),
+        ("/sites/mall-north?from=2026-01-01&to=2026-12-31", "a page spans at most 92 days"),
+        ("/no-such-page", "there is no page /no-such-page"),
+    ):
+        answer = page.goto(f"{central}{path}")
+        assert answer is not None
+        assert answer.status in (404, 422)
+        expect(page.locator("main h1")).to_have_text(re.compile("Not found|That cannot be shown"))
+        expect(page.locator("main .lede")).to_contain_text(why)
+    _shot(page, "refused", 1280, 800)
+    # The API keeps answering JSON, whoever asks.
+    api = page.request.get(f"{central}/v1/venues/nowhere/page", headers={"Accept": "text/html"})
+    assert api.status == 404
+    assert api.headers["content-type"].startswith("application/json")
     page.context.close()
 
 

@@ -451,8 +451,9 @@ def _zones(total: Mapping[str, object] | None) -> str:
         for zone, figures in dwell.items()
     )
     return (
-        '<table class="data"><thead><tr><th scope="col">Zone</th><th scope="col">Median dwell'
-        f'</th><th scope="col">90th percentile</th></tr></thead><tbody>{rows}</tbody></table>'
+        '<div class="table-wrap"><table class="data"><thead><tr><th scope="col">Zone</th>'
+        '<th scope="col">Median dwell</th><th scope="col" title="90th percentile">90 % stay under'
+        f"</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
 
 
@@ -548,7 +549,7 @@ async def venue_page(
     )
     body = f"""<h1>Venue {escape(venue)}</h1>
 {_period_form(f"/venues/{venue}", span)}
-<p class="lede">The venue's {len(rows)} agents together, {span.first} to {span.last}. The
+<p class="lede">The venue's {_agents(len(rows))} together, {span.first} to {span.last}. The
 figures below add up the agents' days; the heat map, zones and products merge their hour
 cells.{zones_note} <a href="{agents_csv}" download>Download the agents' table (CSV)</a> ·
 <a href="{hourly}" download>the merged hours (CSV)</a></p>
@@ -559,6 +560,10 @@ cells.{zones_note} <a href="{agents_csv}" download>Download the agents' table (C
 <tbody>{agents}</tbody></table></div>
 {_place_sections(merged)}"""
     return _render(request, user, f"Venue {venue}", "", body)
+
+
+def _agents(n: int) -> str:
+    return "one agent" if n == 1 else f"{n} agents"
 
 
 @router.get("/fleet", response_class=HTMLResponse)
