@@ -24,7 +24,7 @@ from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.core.events import MAX_PAYLOAD_BYTES
 from edge_agent.core.localtime import is_zone
 from edge_agent.core.money import Money, is_code, parse_rates
-from edge_agent.core.names import site_name_ok
+from edge_agent.core.names import site_name_ok, valid_id
 from edge_agent.core.plausibility import Plausibility
 from edge_agent.errors import ConfigError
 
@@ -58,10 +58,6 @@ def _rates(value: str) -> bool:
     return True
 
 
-def _id(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
-
-
 class Secret(str):
     """A string that never shows itself in ``repr`` or logs (passwords, tokens)."""
 
@@ -75,10 +71,12 @@ class Secret(str):
 class SiteSettings:
     """``[site]``: who this agent is and where it keeps its data."""
 
-    id: str = _setting("demo-site", _id, "1-64 letters, digits, - _ or .")
+    id: str = _setting("demo-site", valid_id, "1-64 letters (a-z, A-Z), digits, - _ or .")
     #: The venue this agent's site belongs to; agents of one venue merge at central. Empty:
     #: the site is its own venue.
-    venue: str = _setting("", lambda v: v == "" or _id(v), "empty or 1-64 letters, digits, - _ .")
+    venue: str = _setting(
+        "", lambda v: v == "" or valid_id(v), "empty or 1-64 letters (a-z, A-Z), digits, - _ ."
+    )
     #: A human-readable name central shows beside the id ("Taipei Xinyi store"); empty: none.
     name: str = _setting("", site_name_ok, "at most 80 characters, no control characters")
     data_dir: Path = _setting(Path("data"), lambda p: str(p) != "", "a folder path")

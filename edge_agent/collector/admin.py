@@ -19,14 +19,11 @@ from edge_agent.collector.openapi import AuditBody, SitesBody, SummaryBody, erro
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.store.engine import Unavailable
+from edge_agent.core.names import ID_PATTERN
 
 router = APIRouter(route_class=GuardedRoute)
 # The routes' summary= documents them: FastAPI would publish a docstring as the operation's
 # description in the OpenAPI document.
-
-#: A site or venue id as an agent's settings allow it (1-64 letters, digits, - _ .): nothing
-#: else can name one, and a control character must never reach the database.
-ID_PATTERN = r"^[\w.-]{1,64}$"
 
 
 @router.get(

@@ -24,6 +24,7 @@ from edge_agent.collector import (
     fleet,
     forwarder,
     health,
+    hygiene,
     intake,
     people,
     refusals,
@@ -49,7 +50,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     rollups.start()
     forwarding, client = forwarder.worker(app.state.store)
     forwarding.start()
+    pruning = hygiene.worker(app.state.store, app.state.retention, app.state.pruned_rows)
+    pruning.start()
     yield
+    pruning.stop()
     forwarding.stop()
     client.close()
     rollups.stop()
@@ -108,6 +112,7 @@ def create_app(
     ):
         app.include_router(routes)
     fleet.install(app)
+    hygiene.install(app)
     explorer.install(app)
     login.install(app, name, public_url)
     app.add_middleware(BodyLimit, limit=_body_limit)

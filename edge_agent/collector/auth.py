@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, quote
 
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edge_agent.collector import wire
 from edge_agent.collector.credentials import Role, csrf_token, digest, may
-from edge_agent.collector.store.central import CentralStore, Site
+from edge_agent.collector.store.central import CentralStore, ReplacedToken, Site
 
 SITE_BEARER = HTTPBearer(
     auto_error=False,
@@ -63,19 +64,32 @@ async def site_of(token: str | None, request: Request) -> Site:
     """The site whose token is ``token`` (the request's logs name it from now on).
 
     Raises:
-        wire.WireError: 401, no such token.
+        wire.WireError: 401, no such token, or one `rotate-token` replaced whose overlap
+            has ended (then the detail says so, and when).
         Unavailable: the database is busy or unreachable.
     """
     store: CentralStore = request.app.state.store
     site = None if not token else await run_in_threadpool(store.site_for_token, token)
+    if isinstance(site, ReplacedToken):
+        raise wire.WireError(
+            401,
+            f"this site's token was replaced on {_utc(site.replaced_ms)} and stopped working "
+            f"on {_utc(site.expired_ms)}: install the new one (from edge-agent-collector "
+            "rotate-token) as [sync] token in the agent's config and restart the agent",
+        )
     if site is None:
         raise wire.WireError(
             401,
             "unknown or missing site token: send Authorization: Bearer <the token "
-            "add-site printed for this site> ([sync] token in the agent's config)",
+            "add-site or rotate-token printed for this site> ([sync] token in the agent's "
+            "config)",
         )
     request.state.site = site.site
     return site
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from edge_agent import logs
 from edge_agent.collector import summary, wire
-from edge_agent.collector.wire import valid_id
 from edge_agent.core.cellcheck import CellLimits
+from edge_agent.core.names import valid_id
 from edge_agent.errors import CollectorError, EdgeAgentError
 from edge_agent.service import Notifier, service_manager, under_journald
 
@@ -104,18 +104,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API in the foreground until interrupted."""
     import uvicorn  # here: the other commands need no web server
 
-    from edge_agent.collector import fleet
+    from edge_agent.collector import fleet, hygiene
     from edge_agent.collector.app import create_app
     from edge_agent.collector.store.engine import redact
     from edge_agent.slowclients import guarded_http
 
     token = _admin_token(args)
+    retention = hygiene.Retention(args.keys_kept_days)
     store = _open(args)
     try:
         app = create_app(
             store, token, _limits(args), name=args.name, public_url=_public_url(args.public_url)
         )
         fleet.configure(app, fleet.Options(args.silent_after_s, args.metrics_open))
+        hygiene.configure(app, retention)
         logs.setup(args.log_level, under_journald())
         logs.log(
             logging.getLogger("edge_agent.collector"),
@@ -210,6 +212,84 @@ def cmd_add_site(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+#: ``rotate-token --overlap-hours``: the default (a day to reach every site's installer)
+#: and the longest (an old token is meant to live only while its site is switched over).
+OVERLAP_HOURS = 24.0
+MAX_OVERLAP_HOURS = 720.0
+
+
+def cmd_rotate_token(args: argparse.Namespace) -> int:
+    """Give a site a new token, printed once or written to a 0600 file; the old one works
+    until the overlap ends, then is refused."""
+    from edge_agent.collector.credentials import digest
+
+    if not args.overlap_hours <= MAX_OVERLAP_HOURS:  # "nan" is not negative either
+        raise CollectorError(
+            f"--overlap-hours {args.overlap_hours:g}: at most {MAX_OVERLAP_HOURS:g} (30 days); "
+            "the old token is meant to work only while the site is switched to the new one"
+        )
+    token = secrets.token_urlsafe(32)
+    sink = None if args.token_file is None else _new_secret_file(args.token_file)
+    try:
+        store = _open(args, existing=True)
+        try:
+            rotation = store.rotate_token(
+                args.site, digest(token), int(args.overlap_hours * 3600 * 1000)
+            )
+        finally:
+            store.close()
+    except BaseException:
+        if sink is not None:
+            sink.close()
+            args.token_file.unlink(missing_ok=True)
+        raise
+    until = datetime.fromtimestamp(rotation.expires_ms / 1000, UTC).isoformat(timespec="seconds")
+    if sink is None:
+        print(token)
+        where = "The line above is its new token, shown only now"
+    else:
+        try:
+            with sink:
+                sink.write(token + "\n")
+        except OSError as exc:
+            raise CollectorError(
+                f"the token of site {args.site} was replaced but {args.token_file} could not be "
+                f"written ({exc.strerror}): run rotate-token again (the old token works until "
+                f"{until})"
+            ) from exc
+        where = f"Its new token is in {args.token_file} (mode 0600)"
+    earlier = (
+        f" {rotation.earlier_valid} token(s) of earlier rotations also work until then at most."
+        if rotation.earlier_valid
+        else ""
+    )
+    ends = (
+        "The old token is refused from now on."
+        if rotation.expires_ms <= rotation.replaced_ms
+        else f"The old token works until {until}, and is refused after."
+    )
+    print(
+        f'site {args.site}: {where}. Put it in the agent\'s config as [sync] token = "..." '
+        f"and restart the agent. {ends}{earlier}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _new_secret_file(path: Path) -> TextIO:
+    """``path`` made anew, readable by its owner only (never an existing file: it may hold
+    the token the site still uses)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CollectorError(
+            f"{path} exists: give a new file for the new token (one is never overwritten)"
+        ) from None
+    except OSError as exc:
+        raise CollectorError(f"cannot write {path}: {exc.strerror}") from exc
+    return os.fdopen(descriptor, "w", encoding="utf-8")
 
 
 def _public_url(url: str | None) -> str | None:
@@ -669,6 +749,16 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument(
             flag, type=_not_negative(kind), default=default, help=f"{what} ({shown})"
         )
+    # hygiene.KEYS_KEPT_DAYS and its bounds, checked by hygiene.Retention: not imported, as
+    # the parser is built before the [collector] extra is known to be there.
+    serve.add_argument(
+        "--keys-kept-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="days idempotency keys and insight item ids are kept to answer retries, 1-3650 "
+        "(30); a retry after them is still stored once",
+    )
     serve.add_argument(
         "--metrics-open",
         action="store_true",
@@ -704,6 +794,32 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("site", help="the agent's [site] id")
     add.add_argument("--venue", help="the venue whose agents merge (default: the site itself)")
     add.set_defaults(handler=cmd_add_site)
+
+    rotate = with_db(
+        commands.add_parser(
+            "rotate-token",
+            help="give a site a new token; the old one works until the overlap ends",
+            description="Make a new token for SITE and print it once (or write it to a 0600 "
+            "file). The old token keeps working for --overlap-hours, then is refused with a "
+            "message telling the site to install the new one. A second rotation within the "
+            "overlap never extends an older token's end.",
+        )
+    )
+    rotate.add_argument("--site", required=True, help="the site's id, as add-site was given it")
+    rotate.add_argument(
+        "--overlap-hours",
+        type=_not_negative(float),
+        default=OVERLAP_HOURS,
+        metavar="H",
+        help="hours the old token still works, 0-720 (24); 0 refuses it at once (a leaked token)",
+    )
+    rotate.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="write the new token to this new file (mode 0600) instead of printing it",
+    )
+    rotate.set_defaults(handler=cmd_rotate_token)
 
     destinations = commands.add_parser(
         "destinations",

@@ -443,8 +443,3 @@ def parse_checkin(data: bytes, site: str, clock: Clock) -> CheckIn:
     _site_matches(report.site, site, "the body")
     clock.check(report.sent_ms, "sent_ms")
     return report
-
-
-def valid_id(value: str) -> bool:
-    """Whether ``value`` may name a site or a venue: the agent's own rule for ``[site] id``."""
-    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)

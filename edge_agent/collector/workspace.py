@@ -23,7 +23,6 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.collector import analytics, exports, summary, wire
-from edge_agent.collector.admin import ID_PATTERN
 from edge_agent.collector.auth import viewer
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import errors
@@ -33,6 +32,7 @@ from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.store.engine import Unavailable
 from edge_agent.collector.store.rollups import Described
 from edge_agent.core.localtime import day_bounds, zone
+from edge_agent.core.names import ID_PATTERN
 
 router = APIRouter(route_class=GuardedRoute, dependencies=[Depends(viewer)])
 

@@ -15,3 +15,15 @@ _NAME = re.compile(SITE_NAME_PATTERN)
 def site_name_ok(name: str) -> bool:
     """Whether ``name`` may be a site's name: at most 80 characters, no control character."""
     return len(name) <= MAX_SITE_NAME and _NAME.fullmatch(name) is not None
+
+
+#: A site's, venue's, user's or destination's id: 1-64 ASCII letters, digits, ``-``, ``_`` or
+#: ``.``. Ids name topics, files and URLs, and this pattern reads the same in Python, in
+#: JSON Schema (the published API) and in a browser's form check.
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+
+def valid_id(value: str) -> bool:
+    """Whether ``value`` may be an id (`ID_PATTERN`)."""
+    return _ID.fullmatch(value) is not None

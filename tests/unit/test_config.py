@@ -54,6 +54,9 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
             {"EDGE_AGENT_MQTT__PORT": "70000"}, "must be 1-65535, got '70000'", id="port-range"
         ),
         pytest.param({"EDGE_AGENT_SITE__ID": "a/b"}, "[site] id", id="site-slash"),
+        # Ids are ASCII, as the collector's API publishes them (letters a-z, A-Z).
+        pytest.param({"EDGE_AGENT_SITE__ID": "kauppa-ä"}, "letters (a-z, A-Z)", id="site-accent"),
+        pytest.param({"EDGE_AGENT_SITE__VENUE": "hall\n"}, "[site] venue", id="venue-newline"),
         pytest.param({"EDGE_AGENT_STORE__SYNCHRONOUS": "OFF"}, "FULL or NORMAL", id="synchronous"),
         pytest.param(
             {"EDGE_AGENT_MQTT__NOPE": "1"},

@@ -115,7 +115,29 @@ _MIGRATIONS: tuple[Migration, ...] = (
     # The site's revision of each cell (NULL from sites that send none). No comment after
     # the column: SQLite copies the column's text into the table's CREATE statement.
     ("0003_cell_revisions", "ALTER TABLE insight_cells ADD COLUMN revision BIGINT"),
+    (
+        "0009_hygiene",
+        """
+        CREATE TABLE previous_site_tokens (
+            site TEXT NOT NULL REFERENCES sites (site),
+            token_sha256 TEXT NOT NULL UNIQUE,
+            replaced_ms BIGINT NOT NULL,        -- when rotate-token made the next token
+            expires_ms BIGINT NOT NULL,         -- refused from then on
+            PRIMARY KEY (site, token_sha256)
+        );
+        CREATE INDEX previous_site_tokens_expires ON previous_site_tokens (expires_ms);
+        CREATE INDEX idempotency_created ON idempotency (created_ms);
+        CREATE INDEX sync_items_kind_received ON sync_items (kind, received_ms)
+        """,
+    ),
 )
+
+#: The only item ids the hygiene job prunes (`prune_item_ids`): an insight cell is also kept
+#: once by its natural key (site, start_ms) and version, so a replay after its id is gone
+#: changes nothing. A notice's id is kept for good: applying a notice again would add a second
+#: receipt and audit line, queue it for the CRM again and delete identified rows that arrived
+#: after it (a new consent). Notices are few: as many as the audit lines they already leave.
+PRUNED_ITEM_KIND = "insight"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +146,26 @@ class Site:
 
     site: str
     venue: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplacedToken:
+    """A site token that `rotate_token` replaced and whose overlap has ended: refused, but
+    told apart from an unknown token so the site's installer knows what to do."""
+
+    replaced_ms: int
+    expired_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What `rotate_token` did: when, until when the replaced token works, and how many
+    earlier tokens of the site (from rotations before) still work, until at most then."""
+
+    site: str
+    replaced_ms: int
+    expires_ms: int
+    earlier_valid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,17 +265,80 @@ class CentralStore(
                 raise CollectorError(f"site {site!r} is already registered")
             audit(tx, site, "site_added", {"venue": venue})
 
-    def site_for_token(self, token: str) -> Site | None:
-        """The site whose token this is, or None."""
+    def site_for_token(self, token: str) -> Site | ReplacedToken | None:
+        """The site whose token this is: its current token, or a replaced one whose overlap
+        has not ended (`rotate_token`); a replaced token past its overlap, while its row is
+        kept (`prune_previous_tokens`); else None."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        # Looked up by the digest (indexed: a fleet of thousands costs one probe). Timing can
-        # only tell an attacker about the sha256 of their own guess, never of a real token.
-        for site, venue, stored in self.read(
-            "SELECT site, venue, token_sha256 FROM sites WHERE token_sha256 = ?", (digest,)
-        ):
-            if hmac.compare_digest(stored, digest):
+        at_ms = now_ms()
+        # Looked up by the digest, one indexed probe in each table and one round trip: a
+        # fleet of thousands costs the same as one site. Timing can only tell an attacker
+        # about the sha256 of their own guess, never of a real token.
+        found = self.read(
+            "SELECT site, venue, token_sha256, NULL, NULL FROM sites WHERE token_sha256 = ? "
+            "UNION ALL "
+            "SELECT s.site, s.venue, p.token_sha256, p.replaced_ms, p.expires_ms "
+            "FROM previous_site_tokens p JOIN sites s ON s.site = p.site "
+            "WHERE p.token_sha256 = ?",
+            (digest, digest),
+        )
+        replaced: ReplacedToken | None = None
+        for site, venue, stored, replaced_ms, expires_ms in found:
+            if not hmac.compare_digest(stored, digest):
+                continue
+            if expires_ms is None or at_ms < int(expires_ms):
                 return Site(site, venue)
-        return None
+            replaced = ReplacedToken(int(replaced_ms), int(expires_ms))
+        return replaced
+
+    def rotate_token(self, site: str, token_sha256: str, overlap_ms: int) -> Rotation:
+        """Give ``site`` a new token (by its sha256); the one it replaces keeps working for
+        ``overlap_ms`` more, and is refused after. Earlier replaced tokens still working
+        keep their own end, or this one's if sooner: a rotation never extends an older
+        token's life, and ``overlap_ms`` 0 ends every old token at once (a leaked token).
+
+        Raises:
+            CollectorError: no such site; ``overlap_ms`` is negative.
+        """
+        if overlap_ms < 0:
+            raise CollectorError(f"the overlap must not be negative, got {overlap_ms} ms")
+        at_ms = now_ms()
+        expires_ms = at_ms + overlap_ms
+        with self.write() as tx:
+            # Written first, to itself: PostgreSQL then holds the site's row until commit, so
+            # a rotation at the same time waits and replaces this one's token, not the same
+            # one again (SQLite's write lock is already held).
+            if not tx.run("UPDATE sites SET token_sha256 = token_sha256 WHERE site = ?", (site,)):
+                raise CollectorError(
+                    f"no site {site!r} at this collector: check the name "
+                    "(edge-agent-collector fleet lists the sites; add-site adds one)"
+                )
+            tx.run(
+                "UPDATE previous_site_tokens SET expires_ms = ? WHERE site = ? AND expires_ms > ?",
+                (expires_ms, site, expires_ms),
+            )
+            ((earlier,),) = tx.rows(
+                "SELECT count(*) FROM previous_site_tokens WHERE site = ? AND expires_ms > ?",
+                (site, at_ms),
+            )
+            tx.run(
+                "INSERT INTO previous_site_tokens (site, token_sha256, replaced_ms, expires_ms) "
+                "SELECT site, token_sha256, ?, ? FROM sites WHERE site = ?",
+                (at_ms, expires_ms, site),
+            )
+            tx.run("UPDATE sites SET token_sha256 = ? WHERE site = ?", (token_sha256, site))
+            rotation = Rotation(site, at_ms, expires_ms, int(earlier))
+            audit(
+                tx,
+                site,
+                "token_rotated",
+                {
+                    "overlap_ms": overlap_ms,
+                    "previous_expires_ms": expires_ms,
+                    "earlier_tokens_valid": rotation.earlier_valid,
+                },
+            )
+        return rotation
 
     def sites(self) -> list[SiteStatus]:
         """Every site, by name."""
@@ -318,6 +423,47 @@ class CentralStore(
                 params,
             )
         ]
+
+    # --- hygiene (`edge_agent.collector.hygiene`) -------------------------------------------
+
+    def prune_idempotency_keys(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` idempotency keys claimed before ``before_ms``, in one
+        transaction; returns how many. A request sent again after its key is gone is
+        stored as new, and its items are kept once by their own keys (`receive_sync`,
+        `receive_batch`)."""
+        # No DELETE ... LIMIT in PostgreSQL: the rows are chosen by their key in a sub-select,
+        # the oldest first along idempotency_created, so a pass holds its locks briefly.
+        return self._prune(
+            "DELETE FROM idempotency WHERE (site, idempotency_key) IN ("
+            "SELECT site, idempotency_key FROM idempotency WHERE created_ms < ? "
+            "ORDER BY created_ms LIMIT ?)",
+            (before_ms, limit),
+        )
+
+    def prune_item_ids(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` insight item ids received before ``before_ms``, in one
+        transaction; returns how many. Notice ids are kept (`PRUNED_ITEM_KIND`)."""
+        return self._prune(
+            "DELETE FROM sync_items WHERE (site, item_id) IN ("
+            "SELECT site, item_id FROM sync_items WHERE kind = ? AND received_ms < ? "
+            "ORDER BY received_ms LIMIT ?)",
+            (PRUNED_ITEM_KIND, before_ms, limit),
+        )
+
+    def prune_previous_tokens(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` replaced site tokens that expired before ``before_ms``, in
+        one transaction; returns how many. Until then a request with one is told the token
+        was replaced, not that it is unknown."""
+        return self._prune(
+            "DELETE FROM previous_site_tokens WHERE token_sha256 IN ("
+            "SELECT token_sha256 FROM previous_site_tokens WHERE expires_ms < ? "
+            "ORDER BY expires_ms LIMIT ?)",
+            (before_ms, limit),
+        )
+
+    def _prune(self, statement: str, params: tuple[object, ...]) -> int:
+        with self.write() as tx:
+            return tx.run(statement, params)
 
     # --- requests --------------------------------------------------------------------------
 
@@ -434,7 +580,9 @@ def _store_insight(tx: Tx, site: Site, version_ms: int, item: Insight, at_ms: in
     # The later version wins: an hour recomputed after late events replaces the earlier cell,
     # and an old version arriving late (a retried batch) does not undo it. Later means a
     # higher revision, a counter of the site's that no clock moves; a revision replaces any
-    # cell stored without one (its computed_ms may come from a clock that ran ahead).
+    # cell stored without one (its computed_ms may come from a clock that ran ahead). The
+    # same item again (its id in sync_items pruned by the hygiene job, then a site's late
+    # retry) is the same version: it changes nothing, is not counted, queues no rollup.
     stored = tx.run(
         "INSERT INTO insight_cells (site, start_ms, venue, version_ms, revision, item_id, k, "
         "suppressed, reason, cell, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -442,7 +590,8 @@ def _store_insight(tx: Tx, site: Site, version_ms: int, item: Insight, at_ms: in
         "version_ms = excluded.version_ms, revision = excluded.revision, "
         "item_id = excluded.item_id, k = excluded.k, suppressed = excluded.suppressed, "
         "reason = excluded.reason, cell = excluded.cell, received_ms = excluded.received_ms "
-        "WHERE CASE WHEN excluded.revision IS NOT NULL "
+        "WHERE insight_cells.item_id <> excluded.item_id "
+        "AND CASE WHEN excluded.revision IS NOT NULL "
         "THEN insight_cells.revision IS NULL OR insight_cells.revision <= excluded.revision "
         "ELSE insight_cells.revision IS NULL AND insight_cells.version_ms <= excluded.version_ms "
         "END",

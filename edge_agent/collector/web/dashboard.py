@@ -20,7 +20,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.collector import analytics, fleet, summary, workspace
-from edge_agent.collector.admin import ID_PATTERN
 from edge_agent.collector.auth import Admin, Principal, Viewer
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.rollup import DASHBOARD_K
@@ -30,6 +29,7 @@ from edge_agent.collector.store.engine import now_ms
 from edge_agent.collector.web.charts import heat_level, line_chart, number
 from edge_agent.collector.web.page import page
 from edge_agent.core.fleet import duration
+from edge_agent.core.names import ID_PATTERN
 
 router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
 

@@ -48,6 +48,7 @@ from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.openapi import MeBody, errors
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.web.page import page
+from edge_agent.core.names import valid_id
 from edge_agent.core.throttle import Throttle
 
 logger = logging.getLogger("edge_agent.collector")
@@ -184,7 +185,7 @@ async def login(request: Request) -> Response:
         return answer
     store: CentralStore = request.app.state.store
     password = fields.get("password", "")
-    found = await run_in_threadpool(store.login_of, user) if wire.valid_id(typed) else None
+    found = await run_in_threadpool(store.login_of, user) if valid_id(typed) else None
     matches = len(password) <= MAX_PASSWORD and await anyio.to_thread.run_sync(
         verify_password,
         password,
@@ -194,7 +195,7 @@ async def login(request: Request) -> Response:
     if found is None or not matches:
         by_client.failed(client, now_s)
         by_user.failed(user, now_s)
-        named = user if wire.valid_id(typed) else "(not a user name)"
+        named = user if valid_id(typed) else "(not a user name)"
         await run_in_threadpool(store.login_failed, named, client)
         logs.log(logger, logging.INFO, "login_failed", "login refused", user=named, client=client)
         return _login_page(request, 401, error=WRONG, user=user, target=target)
