@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from edge_agent.collector import summary, wire
 from edge_agent.collector.auth import admin, viewer
 from edge_agent.collector.guarded import GuardedRoute
+from edge_agent.collector.insights import summary_of as insights_of
 from edge_agent.collector.openapi import AuditBody, SitesBody, SummaryBody, errors
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
 from edge_agent.collector.store.central import CentralStore
@@ -44,11 +45,19 @@ async def insights(
     ] = None,
     start: Annotated[
         str | None,
-        Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$", description="first day (UTC)"),
+        Query(
+            alias="from",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="first day (a local day of the site or venue)",
+        ),
     ] = None,
     end: Annotated[
         str | None,
-        Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$", description="last day (UTC)"),
+        Query(
+            alias="to",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="last day (a local day of the site or venue)",
+        ),
     ] = None,
     by: Literal["day", "hour"] = "day",
     metric: Annotated[
@@ -70,16 +79,21 @@ async def insights(
         metrics=metric or (),
         today=datetime.now(UTC).date(),
     )
-    cells = await run_in_threadpool(
-        store.insight_cells, query.start_ms, query.end_ms, query.venue, query.site
-    )
-    rows: Sequence[summary.Row] = [(c.site, c.venue, c.start_ms, c.cell) for c in cells]
-    try:
-        result = await run_in_threadpool(lambda: sandbox.call(summary.summarise, rows, query))
-    except SandboxCrashed as exc:
-        raise wire.WireError(500, f"a stored insight cell cannot be read ({exc})") from exc
-    except SandboxTimedOut as exc:
-        raise Unavailable(f"the summary took too long ({exc}): ask for fewer days") from exc
+
+    def run(
+        rows: Sequence[summary.Row],
+        asked: summary.Query,
+        zones: dict[str, str],
+        rolled: Sequence[summary.RolledDay],
+    ) -> dict[str, object]:
+        try:
+            return sandbox.call(summary.summarise, rows, asked, zones, rolled)
+        except SandboxCrashed as exc:
+            raise wire.WireError(500, f"a stored insight cell cannot be read ({exc})") from exc
+        except SandboxTimedOut as exc:
+            raise Unavailable(f"the summary took too long ({exc}): ask for fewer days") from exc
+
+    result, _ = await run_in_threadpool(insights_of, store, query, run)
     if format == "csv":
         text = await run_in_threadpool(summary.to_csv, result)
         return Response(text, media_type="text/csv; charset=utf-8")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -46,7 +47,12 @@ MIN_ADMIN_TOKEN = 16
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    rollups = rollup.worker(app.state.store, app.state.sandbox)
+    sandbox: Sandbox = app.state.sandbox
+    if not app.state.background:
+        yield
+        sandbox.close()
+        return
+    rollups = rollup.worker(app.state.store, sandbox)
     rollups.start()
     forwarding, client = forwarder.worker(app.state.store)
     forwarding.start()
@@ -57,21 +63,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     forwarding.stop()
     client.close()
     rollups.stop()
-    sandbox: Sandbox = app.state.sandbox
     sandbox.close()
 
 
-def create_app(
-    store: CentralStore,
-    admin_token: str,
-    limits: wire.Limits | None = None,
-    *,
-    name: str = "edge-agent collector",
-    public_url: str | None = None,
-) -> FastAPI:
-    """The collector's FastAPI app over ``store``; reads need ``admin_token`` (Bearer), a
-    user's API token or a session; what sites push is held to ``limits``. ``name`` titles
-    its pages; ``public_url`` is the address users open (`web.login.install`).
+def check_admin_token(admin_token: str) -> None:
+    """Refuse an admin token too short to be a secret.
 
     Raises:
         CollectorError: the admin token is shorter than 16 characters.
@@ -81,6 +77,33 @@ def create_app(
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
+
+
+def create_app(
+    store: CentralStore,
+    admin_token: str,
+    limits: wire.Limits | None = None,
+    *,
+    name: str = "edge-agent collector",
+    public_url: str | None = None,
+    background: bool = True,
+    processes: int = 1,
+    shared_metrics: Path | None = None,
+) -> FastAPI:
+    """The collector's FastAPI app over ``store``; reads need ``admin_token`` (Bearer), a
+    user's API token or a session; what sites push is held to ``limits``. ``name`` titles
+    its pages; ``public_url`` is the address users open (`web.login.install`).
+
+    ``background``: the app runs the background jobs (rolling up, forwarding, pruning)
+    while it serves; of several processes serving one database, exactly one does
+    (`edge_agent.collector.workers`). ``processes``: how many serve it, to share the
+    machine's cores between their sandboxes. ``shared_metrics``: the folder where the
+    processes' counters add up (`hygiene.install`).
+
+    Raises:
+        CollectorError: the admin token is shorter than 16 characters.
+    """
+    check_admin_token(admin_token)
     app = FastAPI(
         title="edge-agent collector",
         version=__version__,
@@ -96,7 +119,10 @@ def create_app(
     app.state.store = store
     app.state.admin_digest = digest(admin_token)
     app.state.limits = limits or wire.Limits()
-    app.state.sandbox = Sandbox(workers=min(4, os.cpu_count() or 1))
+    app.state.background = background
+    # The sketch readers are CPU-bound: more of them than cores, over all the processes
+    # serving, only costs memory (each is a Python process with DataSketches loaded).
+    app.state.sandbox = Sandbox(workers=max(1, min(4, os.cpu_count() or 1) // max(1, processes)))
     app.exception_handler(wire.WireError)(refusals.refused)
     app.exception_handler(Unavailable)(refusals.unavailable)
     app.exception_handler(RequestValidationError)(refusals.bad_parameter)
@@ -112,7 +138,7 @@ def create_app(
     ):
         app.include_router(routes)
     fleet.install(app)
-    hygiene.install(app)
+    hygiene.install(app, shared=shared_metrics)
     explorer.install(app)
     login.install(app, name, public_url)
     app.add_middleware(BodyLimit, limit=_body_limit)

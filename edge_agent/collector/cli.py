@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -33,7 +37,9 @@ if TYPE_CHECKING:
     # The central store and the web app need the `[collector]` extra, checked in `main`.
     import uvicorn
 
+    from edge_agent.collector import fleet, hygiene
     from edge_agent.collector.store.central import CentralStore
+    from edge_agent.collector.workers import Reporter, Slot
 
 ENV_DB = "EDGE_COLLECTOR_DB"
 ENV_ADMIN_TOKEN = "EDGE_COLLECTOR_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -51,10 +57,13 @@ def _target(args: argparse.Namespace) -> str:
     return target
 
 
-def _open(args: argparse.Namespace, *, existing: bool = False) -> CentralStore:
+def _open(
+    args: argparse.Namespace, *, existing: bool = False, pool_size: int | None = None
+) -> CentralStore:
     """The collector's store; with ``existing``, a SQLite file that is not there is an
     error rather than a new empty database (a mistyped ``--db`` would read as no data)."""
     from edge_agent.collector.store.central import CentralStore
+    from edge_agent.collector.store.engine import POOL_SIZE
 
     target = _target(args)
     if existing and not target.startswith("postgresql://") and not Path(target).is_file():
@@ -62,7 +71,7 @@ def _open(args: argparse.Namespace, *, existing: bool = False) -> CentralStore:
             f"no collector database at {target}: check --db or ${ENV_DB} (the collector's "
             "serve, add-site and users add make one)"
         )
-    return CentralStore.open(target)
+    return CentralStore.open(target, pool_size=POOL_SIZE if pool_size is None else pool_size)
 
 
 #: What ``pip install 'edge-agent[collector]'`` brings, which a site box does without.
@@ -100,53 +109,172 @@ def _admin_token(args: argparse.Namespace) -> str:
     return token
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """What each serving process is given: serve's options, read and checked once (by the
+    supervisor, with several workers: each is spawned with a copy)."""
+
+    target: str
+    admin_token: str = field(repr=False)
+    limits: wire.Limits
+    name: str
+    public_url: str | None
+    fleet: fleet.Options
+    retention: hygiene.Retention
+    host: str
+    port: int
+    log_level: str
+    connections_per_client: int
+    request_timeout_s: float
+    pool_size: int
+    processes: int = 1
+    shared_metrics: Path | None = None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the HTTP API in the foreground until interrupted."""
+    """Run the HTTP API in the foreground until interrupted: in this process, or with
+    ``--workers`` above 1 in that many worker processes sharing the port."""
+    from edge_agent.collector import fleet, hygiene
+    from edge_agent.collector.app import check_admin_token
+    from edge_agent.collector.store.engine import redact
+    from edge_agent.collector.workers import MAX_WORKERS
+
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise CollectorError(
+            f"--workers {args.workers}: give 1-{MAX_WORKERS} processes (about one per core; "
+            "docs/sync-and-collector.md says how to size them)"
+        )
+    token = _admin_token(args)
+    check_admin_token(token)
+    serving = _Serving(
+        target=_target(args),
+        admin_token=token,
+        limits=_limits(args),
+        name=args.name,
+        public_url=_public_url(args.public_url),
+        fleet=fleet.Options(args.silent_after_s, args.metrics_open),
+        retention=hygiene.Retention(args.keys_kept_days),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        connections_per_client=args.connections_per_client,
+        request_timeout_s=args.request_timeout_s,
+        pool_size=args.pool_size,
+        processes=args.workers,
+    )
+    # Opened (and migrated) here, before anything listens, whatever the number of workers:
+    # a database that cannot be reached is one line on stderr, and an upgrade's migrations
+    # run once, not in each worker at the same time.
+    store = _open(args, pool_size=args.pool_size)
+    logs.setup(args.log_level, under_journald())
+    logs.log(
+        logging.getLogger("edge_agent.collector"),
+        logging.INFO,
+        "collector_started",
+        "collector listening",
+        host=args.host,
+        port=args.port,
+        database=redact(serving.target),
+        workers=args.workers,
+        pool_size=args.pool_size,
+    )
+    manager = service_manager()
+    notifier = Notifier(manager.notify_socket, manager.watchdog_usec)
+    if args.workers == 1:
+        try:
+            _serve(serving, notifier, store, background=True)
+        finally:
+            store.close()
+        return 0
+    store.close()
+    _supervise(serving, notifier, manager.watchdog_usec)
+    return 0
+
+
+def _supervise(serving: _Serving, notifier: Notifier, watchdog_usec: int) -> None:
+    """Serve with ``serving.processes`` workers until SIGTERM or SIGINT."""
+    from edge_agent.collector import workers
+
+    sock = workers.listen(serving.host, serving.port)
+    # prometheus_client's multiprocess mode: set before a worker starts (each reads it when
+    # it imports the library), so the counters of /metrics add up across workers.
+    metrics = Path(tempfile.mkdtemp(prefix="edge-collector-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    try:
+        workers.Supervisor(
+            functools.partial(_serve_slot, replace(serving, shared_metrics=metrics)),
+            serving.processes,
+            sock,
+            notifier,
+            address=f"{serving.host}:{serving.port}",
+            stall_s=watchdog_usec / 1_000_000 if watchdog_usec > 0 else workers.STALL_S,
+        ).run()
+    finally:
+        sock.close()
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def _serve_slot(serving: _Serving, slot: Slot) -> None:
+    """A worker process's serving (`workers.Serve`): its own pool and app, on the shared
+    socket; slot 0 runs the background jobs."""
+    from edge_agent.collector.store.central import CentralStore
+
+    logs.setup(serving.log_level, under_journald())
+    store = CentralStore.open(serving.target, pool_size=serving.pool_size)
+    try:
+        _serve(serving, slot.heartbeat, store, background=slot.background, sock=slot.socket)
+    finally:
+        store.close()
+
+
+def _serve(
+    serving: _Serving,
+    reporter: Reporter,
+    store: CentralStore,
+    *,
+    background: bool,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve the API over ``store`` until stopped: on ``sock`` when given (a worker), else
+    on ``serving``'s address.
+
+    Raises:
+        CollectorError: it could not listen.
+    """
     import uvicorn  # here: the other commands need no web server
 
     from edge_agent.collector import fleet, hygiene
     from edge_agent.collector.app import create_app
-    from edge_agent.collector.store.engine import redact
     from edge_agent.slowclients import guarded_http
 
-    token = _admin_token(args)
-    retention = hygiene.Retention(args.keys_kept_days)
-    store = _open(args)
-    try:
-        app = create_app(
-            store, token, _limits(args), name=args.name, public_url=_public_url(args.public_url)
+    app = create_app(
+        store,
+        serving.admin_token,
+        serving.limits,
+        name=serving.name,
+        public_url=serving.public_url,
+        background=background,
+        processes=serving.processes,
+        shared_metrics=serving.shared_metrics,
+    )
+    fleet.configure(app, serving.fleet)
+    hygiene.configure(app, serving.retention)
+    # log_config None: uvicorn's own records go through the JSON lines handler too.
+    config = uvicorn.Config(
+        app,
+        host=serving.host,
+        port=serving.port,
+        log_config=None,
+        access_log=False,
+        http=guarded_http(serving.connections_per_client, serving.request_timeout_s),
+    )
+    server = _service(config, reporter)
+    server.run(None if sock is None else [sock])
+    if not server.started:
+        raise CollectorError(
+            f"the collector could not listen on {serving.host}:{serving.port} (see the log above)"
         )
-        fleet.configure(app, fleet.Options(args.silent_after_s, args.metrics_open))
-        hygiene.configure(app, retention)
-        logs.setup(args.log_level, under_journald())
-        logs.log(
-            logging.getLogger("edge_agent.collector"),
-            logging.INFO,
-            "collector_started",
-            "collector listening",
-            host=args.host,
-            port=args.port,
-            database=redact(_target(args)),
-        )
-        # log_config None: uvicorn's own records go through the JSON lines handler too.
-        config = uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_config=None,
-            access_log=False,
-            http=guarded_http(args.connections_per_client, args.request_timeout_s),
-        )
-        manager = service_manager()
-        server = _service(config, Notifier(manager.notify_socket, manager.watchdog_usec))
-        server.run()
-        if not server.started:
-            raise CollectorError(
-                f"the collector could not listen on {args.host}:{args.port} (see the log above)"
-            )
-    finally:
-        store.close()
-    return 0
 
 
 def _not_negative(kind: type[float]) -> Callable[[str], float]:
@@ -169,8 +297,9 @@ def _limits(args: argparse.Namespace) -> wire.Limits:
     )
 
 
-def _service(config: uvicorn.Config, notifier: Notifier) -> uvicorn.Server:
-    """A uvicorn server that tells systemd (when it runs the collector) how it is doing."""
+def _service(config: uvicorn.Config, notifier: Reporter) -> uvicorn.Server:
+    """A uvicorn server that tells systemd (when it runs the collector), or its supervisor
+    (a worker), how it is doing."""
     import uvicorn
 
     class Service(uvicorn.Server):
@@ -427,6 +556,8 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Print merged insights, as ``GET /v1/insights`` answers them."""
+    from edge_agent.collector.insights import summary_of
+
     query = summary.make_query(
         start=args.start,
         end=args.end,
@@ -439,11 +570,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     )
     store = _open(args, existing=True)
     try:
-        cells = store.insight_cells(query.start_ms, query.end_ms, query.venue, query.site)
+        result, found = summary_of(store, query, summary.summarise)
     finally:
         store.close()
-    result = summary.summarise([(c.site, c.venue, c.start_ms, c.cell) for c in cells], query)
-    if not cells:
+    if not found:
         print(
             f"no insight cells from {query.start_day} to {query.end_day}"
             + (f" of venue {query.venue}" if query.venue else "")
@@ -764,6 +894,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve /metrics without the admin token (a scraper on a private network)",
     )
+    # workers.MAX_WORKERS and engine.POOL_SIZE's bounds, checked by cmd_serve and the store:
+    # not imported, for the same reason as above.
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port, 1-32 (1: this process serves); one of them "
+        "runs the background jobs, and one that dies is replaced",
+    )
+    serve.add_argument(
+        "--pool-size",
+        type=int,
+        default=16,
+        metavar="P",
+        help="database connections each worker may open at once, 1-64 (16); PostgreSQL must "
+        "allow workers x P of them",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     fleet_table = with_db(
@@ -929,7 +1077,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--venue", help="only this venue")
     report.add_argument("--site", help="only this site, grouped by site")
-    report.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first day (UTC)")
+    report.add_argument(
+        "--from", dest="start", metavar="YYYY-MM-DD", help="first day (each site's or venue's own)"
+    )
     report.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last day (default today)")
     report.add_argument(
         "--metric",

@@ -2,7 +2,8 @@
 
 The collector's serve process runs `worker`: every few minutes it deletes the idempotency
 keys and insight item ids older than the window (``serve --keys-kept-days``, 30 days), and
-the replaced site tokens that expired as long ago (`CentralStore.rotate_token`). Each table
+the replaced site tokens that expired as long ago (`CentralStore.rotate_token`), and makes
+the day partitions of the hour cells due (`store.partitions`, PostgreSQL). Each table
 is pruned in batches of `BATCH_ROWS`, one transaction each, so however large the backlog no
 request waits long behind a delete. What was pruned is logged (one line per run of passes)
 and counted in ``/metrics``. The audit trail, the erasure receipts, the notices' ids and the
@@ -21,9 +22,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from edge_agent import logs
 from edge_agent.collector.background import Worker
@@ -108,17 +111,29 @@ def prune(store: CentralStore, retention: Retention, at_ms: int) -> Pruned:
     return Pruned(keys, items, tokens, more=max(keys, items, tokens) >= limit)
 
 
-def install(app: FastAPI, retention: Retention | None = None) -> None:
+def install(
+    app: FastAPI, retention: Retention | None = None, *, shared: Path | None = None
+) -> None:
     """Give the collector's ``app`` its retention (`configure` changes it) and its pruned
     rows counter, served on ``/metrics`` (call after `fleet.install`, which makes the
-    registry). The counter is the process's: it starts at 0 when serve starts."""
+    registry). The counter starts at 0 when serve starts.
+
+    ``shared``: the folder of prometheus_client's multiprocess mode (``serve --workers``
+    above 1 sets ``PROMETHEUS_MULTIPROC_DIR`` to it before any worker starts). Only one
+    worker runs the job, but any may answer a scrape: each then serves the counts of every
+    worker that ever ran, a dead one's included, so the counter never goes back.
+    """
     app.state.retention = retention or Retention()
     registry: CollectorRegistry = app.state.fleet_registry
+    if shared is not None:
+        MultiProcessCollector(registry, str(shared))  # type: ignore[no-untyped-call]
     counter = Counter(
         "edge_collector_pruned_rows",
         "Rows the hygiene job deleted since the collector started, by table",
         ["table"],
-        registry=registry,
+        # Shared, the counter's own value is in the folder already: registered too, it would
+        # be served twice.
+        registry=None if shared is not None else registry,
     )
     for table in TABLES:
         counter.labels(table)
@@ -137,7 +152,10 @@ def worker(store: CentralStore, retention: Retention, counter: Counter | None = 
     totals = dict.fromkeys(TABLES, 0)
 
     def one_pass() -> bool:
-        pruned = prune(store, retention, now_ms())
+        at = now_ms()
+        # The days ahead get their partitions of the hour cells (PostgreSQL) before they come.
+        store.maintain(at)
+        pruned = prune(store, retention, at)
         for table, n in pruned.counts().items():
             totals[table] += n
             if counter is not None and n:

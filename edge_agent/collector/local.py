@@ -6,6 +6,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -19,12 +20,22 @@ _START_TIMEOUT_S = 30.0
 
 class LocalCollector:
     """``edge-agent-collector serve`` on a free loopback port, with its log in ``folder`` and
-    its admin token in ``folder/admin.token`` (0600, new each run)."""
+    its admin token in ``folder/admin.token`` (0600, new each run); ``workers`` processes
+    serve it (``serve --workers``), ``serve_args`` are more of serve's options."""
 
-    def __init__(self, folder: Path, db: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        db: str | None = None,
+        *,
+        workers: int = 1,
+        serve_args: Sequence[str] = (),
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.db = db or str(folder / "central.db")
+        self.workers = workers
+        self.serve_args = tuple(serve_args)
         self.log = folder / "collector.log"
         self.admin_token = secrets.token_urlsafe(24)
         self.admin_token_file = folder / "admin.token"
@@ -62,8 +73,8 @@ class LocalCollector:
             raise CollectorError(f"{' '.join(args[:2])} failed: {done.stderr.strip()}")
         return done.stdout.strip()
 
-    def start(self) -> None:
-        """Start serving and wait until ``/healthz`` answers.
+    def start(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Start serving and wait until ``/healthz`` answers, at most ``timeout_s``.
 
         Raises:
             CollectorError: it exited or did not answer in time (its log is named).
@@ -72,14 +83,17 @@ class LocalCollector:
         self.admin_token_file.touch(mode=0o600)
         self.admin_token_file.chmod(0o600)
         self.admin_token_file.write_text(self.admin_token + "\n")
-        serve = self._command("serve", "--port", str(self.port), "--log-level", "WARNING")
+        serve = self._command(
+            "serve", "--port", str(self.port), "--log-level", "WARNING",
+            "--workers", str(self.workers), *self.serve_args,
+        )  # fmt: skip
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(
                 [*serve, "--admin-token-file", str(self.admin_token_file)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + _START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise CollectorError(f"the collector exited early; see {self.log}")
@@ -90,13 +104,11 @@ class LocalCollector:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise CollectorError(
-            f"the collector did not answer in {_START_TIMEOUT_S:g} s; see {self.log}"
-        )
+        raise CollectorError(f"the collector did not answer in {timeout_s:g} s; see {self.log}")
 
     @property
     def pid(self) -> int | None:
-        """The serving process, when started."""
+        """The serving process (with several workers, their supervisor), when started."""
         return None if self._process is None else self._process.pid
 
     def stop(self) -> None:

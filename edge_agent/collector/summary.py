@@ -29,6 +29,7 @@ from edge_agent.core.aggregate import (
     to_document,
 )
 from edge_agent.core.cellcheck import CellLimits, bounds_problem, figures_problem
+from edge_agent.core.localtime import day_bounds, day_of, zone
 
 DAY_MS = 24 * HOUR_MS
 MAX_DAYS = 366
@@ -154,49 +155,95 @@ class _Hour:
         return merge(self.cells) if self.cells else Cell(self.start_ms)
 
 
-def summarise(rows: Sequence[Row], query: Query) -> dict[str, object]:
-    """Rows per group (the venue, or the site when the query names one) and day or hour,
-    each with its figures (`METRICS`) unless suppressed.
+@dataclass(frozen=True, slots=True)
+class RolledDay:
+    """A group's day as the rollup keeps it (`day_summary`): the venue, the site when the
+    summary is by site, the group's local day, when it starts, and its summary."""
 
-    The same hour of several sites is merged first; a day is released from its merged hours,
-    so a suppressed hour is counted, never shown. ``suppressed_cells`` counts the stored
-    cells that their site had already suppressed.
-    """
-    groups: dict[tuple[str, str | None], dict[int, _Hour]] = {}
-    for site, venue, start_ms, document in rows:
-        key = (venue, site if query.site is not None else None)
-        hour = groups.setdefault(key, {}).setdefault(start_ms, _Hour(start_ms))
+    venue: str
+    site: str | None
+    day: str
+    start_ms: int
+    summary: Mapping[str, object]
+
+
+def day_summary(hours: Sequence[tuple[str, int, str | None]], k: int) -> dict[str, object]:
+    """One group's day from its stored hour cells (site, start, document or None when the
+    site suppressed it): the same hour of several agents merged, the day's hours released
+    (`release`), and what a summary row says of them: ``total`` (None when every hour is
+    suppressed), ``suppressed_hours`` (below ``k`` here), ``suppressed_cells`` (by the
+    sites) and how many ``sites`` sent one."""
+    by_start = _hours(hours)
+    released = release([h.merged() for h in by_start.values()], k)
+    return {
+        "total": released.total,
+        "suppressed_hours": released.suppressed_hours,
+        "suppressed_cells": sum(h.suppressed for h in by_start.values()),
+        "sites": len(set().union(*(h.sites for h in by_start.values()))),
+    }
+
+
+def day_summaries(
+    days: Sequence[Sequence[tuple[str, int, str | None]]], k: int
+) -> list[dict[str, object]]:
+    """`day_summary` of each day: many days per call into a worker process."""
+    return [day_summary(hours, k) for hours in days]
+
+
+def _hours(rows: Sequence[tuple[str, int, str | None]]) -> dict[int, _Hour]:
+    by_start: dict[int, _Hour] = {}
+    for site, start_ms, document in sorted(rows, key=lambda r: r[1]):
+        hour = by_start.setdefault(start_ms, _Hour(start_ms))
         hour.sites.add(site)
         if document is None:
             hour.suppressed += 1
         else:
             hour.cells.append(from_document(orjson.loads(document)))
-    out: list[dict[str, object]] = []
-    for (group_venue, group_site), hours in sorted(
-        groups.items(), key=lambda g: (g[0][0], g[0][1] or "")
-    ):
-        days: dict[int, list[_Hour]] = {}
-        for hour in sorted(hours.values(), key=lambda h: h.start_ms):
-            days.setdefault(hour.start_ms - hour.start_ms % DAY_MS, []).append(hour)
-        for day_ms, day in days.items():
-            released = release([h.merged() for h in day], query.k)
-            common = {"venue": group_venue, "site": group_site}
+    return by_start
+
+
+def summarise(
+    rows: Sequence[Row],
+    query: Query,
+    zones: Mapping[str, str] | None = None,
+    rolled: Sequence[RolledDay] = (),
+) -> dict[str, object]:
+    """Rows per group (the venue, or the site when the query names one) and day or hour,
+    each with its figures (`METRICS`) unless suppressed.
+
+    A day is the group's own, in ``zones[group]`` (UTC when not given), and the query's days
+    are those local days. The same hour of several sites is merged first; a day is released
+    from its merged hours, so a suppressed hour is counted, never shown; ``suppressed_cells``
+    counts the stored cells that their site had already suppressed. Days the rollup already
+    summarised come in ``rolled``; ``rows`` then hold the hours of the other days.
+    """
+    zones = zones or {}
+    groups: dict[tuple[str, str | None], list[tuple[str, int, str | None]]] = {}
+    for site, venue, start_ms, document in rows:
+        groups.setdefault((venue, site if query.site is not None else None), []).append(
+            (site, start_ms, document)
+        )
+    out: list[dict[str, object]] = [
+        _row({"venue": r.venue, "site": r.site}, r.day, r.start_ms, r.summary, query.k)
+        for r in rolled
+        if query.start_day.isoformat() <= r.day <= query.end_day.isoformat()
+    ]
+    for (group_venue, group_site), hours in groups.items():
+        tz = zone(zones.get(group_site or group_venue, "UTC"))
+        days: dict[date, list[tuple[str, int, str | None]]] = {}
+        for hour in hours:
+            days.setdefault(day_of(hour[1], tz), []).append(hour)
+        common = {"venue": group_venue, "site": group_site}
+        for day, day_hours in days.items():
+            if not query.start_day <= day <= query.end_day:
+                continue
             if query.by == "hour":
-                for hour, figures in zip(day, released.hours, strict=True):
-                    suppressed = int("suppressed" in figures)
-                    out.append(_row(common, _HOUR, hour.start_ms, [hour], figures, suppressed))
+                out += _hour_rows(common, day_hours, query.k)
             else:
-                total = released.total
-                out.append(
-                    _row(
-                        common,
-                        _DAY,
-                        day_ms,
-                        day,
-                        total if total is not None else _all_suppressed(query.k),
-                        released.suppressed_hours,
-                    )
-                )
+                summary = day_summary(day_hours, query.k)
+                start = day_bounds(day, tz)[0]
+                out.append(_row(common, day.isoformat(), start, summary, query.k))
+    out.sort(key=lambda r: (str(r["venue"]), str(r["site"] or ""), cast("int", r["start_ms"])))
     return {
         "by": query.by,
         "k": query.k,
@@ -209,32 +256,52 @@ def summarise(rows: Sequence[Row], query: Query) -> dict[str, object]:
     }
 
 
+def _hour_rows(
+    common: Mapping[str, object], hours: Sequence[tuple[str, int, str | None]], k: int
+) -> list[dict[str, object]]:
+    """A day's hours, each released on its own (occupancy running through the day)."""
+    by_start = _hours(hours)
+    released = release([h.merged() for h in by_start.values()], k)
+    rows = []
+    for hour, figures in zip(by_start.values(), released.hours, strict=True):
+        suppressed = "suppressed" in figures
+        summary = {
+            "total": None if suppressed else figures,
+            "suppressed_hours": int(suppressed),
+            "suppressed_cells": hour.suppressed,
+            "sites": len(hour.sites),
+        }
+        label = datetime.fromtimestamp(hour.start_ms / 1000, UTC).strftime(_HOUR)
+        rows.append(_row(common, label, hour.start_ms, summary, k))
+    return rows
+
+
 def _all_suppressed(k: int) -> dict[str, object]:
     return {"suppressed": True, "reason": f"every hour seen by fewer than {k} distinct visitors"}
 
 
 _HOUR = "%Y-%m-%dT%H:00Z"
-_DAY = "%Y-%m-%d"
 
 
 def _row(
     common: Mapping[str, object],
     period: str,
     start_ms: int,
-    hours: Sequence[_Hour],
-    released: Mapping[str, object],
-    suppressed_hours: int,
+    summary: Mapping[str, object],
+    k: int,
 ) -> dict[str, object]:
+    total = cast("Mapping[str, object] | None", summary["total"])
+    released = total if total is not None else _all_suppressed(k)
     suppressed = bool(released.get("suppressed", False))
     row = {
         **common,
-        "period": datetime.fromtimestamp(start_ms / 1000, UTC).strftime(period),
+        "period": period,
         "start_ms": start_ms,
-        "sites": len(set().union(*(h.sites for h in hours))),
+        "sites": summary["sites"],
         "suppressed": suppressed,
         "reason": released.get("reason") if suppressed else None,
-        "suppressed_hours": suppressed_hours,
-        "suppressed_cells": sum(h.suppressed for h in hours),
+        "suppressed_hours": summary["suppressed_hours"],
+        "suppressed_cells": summary["suppressed_cells"],
     }
     if not suppressed:
         row.update((name, value) for name, value in released.items() if name not in _NOT_FIGURES)
@@ -339,18 +406,28 @@ DAY_DETAIL = (
 def roll_day(hours: Sequence[tuple[int, str | None]], k: int) -> dict[str, object]:
     """A site's day from its stored hour cells (start, JSON document or None when the site
     suppressed it): ``hours`` and ``suppressed_hours`` (by the site or below ``k`` here),
-    ``suppressed`` when none is left, the `DAY_SUMS`, ``currency`` and the `DAY_DETAIL`.
+    ``suppressed`` when none is left, the `DAY_SUMS`, ``currency``, the `DAY_DETAIL`, and
+    ``summary``, the day as a summary row shows it (`day_summary`).
 
     Sums of a day released from its hours add up across days: what the dashboard shows for
     a month is the sum of its days, never a figure of a suppressed hour.
     """
-    cells = [from_document(orjson.loads(doc)) for _, doc in hours if doc is not None]
+    by_start = _hours([("", start, doc) for start, doc in hours])
+    cells = [h.merged() for h in by_start.values() if h.cells]
     released = release(cells, k)
     total = released.total
+    site_suppressed = sum(doc is None for _, doc in hours)
     day: dict[str, object] = {
         "hours": len(hours),
-        "suppressed_hours": released.suppressed_hours + sum(doc is None for _, doc in hours),
+        "suppressed_hours": released.suppressed_hours + site_suppressed,
         "suppressed": total is None,
+        "summary": {
+            "total": total,
+            "suppressed_hours": released.suppressed_hours
+            + sum(1 for h in by_start.values() if not h.cells),
+            "suppressed_cells": site_suppressed,
+            "sites": 1 if hours else 0,
+        },
     }
     if total is None:
         return {**day, **dict.fromkeys(DAY_SUMS, 0), "currency": "", "detail": {}}

@@ -30,7 +30,7 @@ from edge_agent.collector.rollup import DASHBOARD_K
 from edge_agent.collector.sandbox import Sandbox, SandboxCrashed, SandboxTimedOut
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.store.engine import Unavailable
-from edge_agent.collector.store.rollups import Described
+from edge_agent.collector.store.rollups import Described, majority
 from edge_agent.core.localtime import day_bounds, zone
 from edge_agent.core.names import ID_PATTERN
 
@@ -184,7 +184,7 @@ def venue_page_of(
     if not agents:
         raise wire.WireError(404, f"no site of venue {venue!r} is registered")
     zones = Counter(a.timezone for a in agents)
-    timezone = zones.most_common(1)[0][0]
+    timezone = majority(zones)
     tz = zone(timezone)
     first_ms, end_ms = day_bounds(span.first, tz)[0], day_bounds(span.last, tz)[1]
     cells = store.insight_cells(first_ms, end_ms, venue, None)

@@ -429,3 +429,38 @@ def test_a_bi_role_reads_the_views_and_nothing_else(
             admin.execute("RESET ROLE")
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_summary_by_day_reads_the_rollup_and_is_never_behind_it(
+    store: CentralStore, target: str, local: httpx.Client, sandbox: Sandbox
+) -> None:
+    tokens = {site: add_site(store, site, "Asia/Taipei", "fair") for site in ("hall-a", "hall-b")}
+    # 23:00 UTC on 2026-11-01 is 07:00 on 2026-11-02 in Taipei: the same local day as 10:00.
+    send(local, "hall-a", tokens["hall-a"], shop_cell(TAIPEI_DAY_MS + 7 * HOUR, 6, 40, 2))
+    send(local, "hall-b", tokens["hall-b"], shop_cell(TAIPEI_DAY_MS + 7 * HOUR, 9, 20, 3))
+    send(local, "hall-b", tokens["hall-b"], shop_cell(TAIPEI_DAY_MS + 10 * HOUR, 7, 30, 1))
+    day = {"from": "2026-11-02", "to": "2026-11-02"}
+    fresh = get(local, "/v1/insights", **day, venue="fair")
+    rolled(store, sandbox)
+    from_rollup = get(local, "/v1/insights", **day, venue="fair")
+    assert from_rollup == fresh
+    (row,) = from_rollup["rows"]
+    assert (row["period"], row["sites"], row["visitors"], row["footfall_in"]) == (
+        "2026-11-02",
+        2,
+        9,
+        90,
+    )
+    by_site = get(local, "/v1/insights", **day, site="hall-b")
+    # With the hour cells gone, the days still answer: they come from the rollup.
+    with store.write() as tx:
+        tx.run("DELETE FROM insight_cells")
+    assert get(local, "/v1/insights", **day, venue="fair") == from_rollup
+    assert get(local, "/v1/insights", **day, site="hall-b") == by_site
+    # A late hour is queued: its day is made from the hours until the rollup catches up.
+    send(local, "hall-a", tokens["hall-a"], shop_cell(TAIPEI_DAY_MS + 12 * HOUR, 8, 10, 1))
+    (late,) = get(local, "/v1/insights", **day, venue="fair")["rows"]
+    assert late["footfall_in"] == 10
+    rolled(store, sandbox)
+    (caught_up,) = get(local, "/v1/insights", **day, venue="fair")["rows"]
+    assert caught_up["footfall_in"] == 10

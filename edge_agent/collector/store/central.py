@@ -3,7 +3,8 @@ model releases and the audit trail, on the `engine`'s SQLite or PostgreSQL.
 
 Each request is one transaction: its items, its idempotency key and the site's last-seen
 time commit together or not at all. `CentralStore` joins this part with the store's other
-parts (`fleet`, `accounts`, `forwarding`, `rollups`, `products`), each with its own tables.
+parts (`fleet`, `accounts`, `forwarding`, `rollups`, `products`, `partitions`), each with its
+own tables.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from edge_agent.collector.store import accounts, fleet, forwarding, products, rollups
+from edge_agent.collector.store import (
+    accounts,
+    fleet,
+    forwarding,
+    partitions,
+    products,
+    rollups,
+)
 from edge_agent.collector.store.engine import Migration, Tx, audit, now_ms
 from edge_agent.collector.wire import Batch, Insight, Notice, SyncBody, WireError
 from edge_agent.errors import CollectorError
@@ -233,6 +241,7 @@ class CentralStore(
     forwarding.ForwardingStore,
     rollups.RollupStore,
     products.ProductStore,
+    partitions.PartitionStore,
 ):
     """The collector's database. Thread-safe: each call takes a pooled connection."""
 
@@ -244,8 +253,13 @@ class CentralStore(
             + forwarding.MIGRATIONS
             + rollups.MIGRATIONS
             + products.MIGRATIONS
+            + partitions.MIGRATIONS
         )
     )
+
+    def maintain(self, at_ms: int) -> None:
+        """The day partitions of the hour cells around ``at_ms`` (PostgreSQL)."""
+        self.ensure_partitions(at_ms)
 
     # --- sites -----------------------------------------------------------------------------
 

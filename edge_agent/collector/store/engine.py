@@ -28,11 +28,19 @@ import psycopg.errors
 from edge_agent.errors import CollectorError
 
 #: (name, script): a migration. A script is split on ";" (none may sit in a comment);
-#: ``{identity}`` is the engine's auto-increment primary key, ``{blob}`` its bytes type.
+#: ``{identity}`` is the engine's auto-increment primary key, ``{blob}`` its bytes type. A
+#: script whose first line is `POSTGRESQL_ONLY` changes what SQLite has no use for
+#: (partitions): it is recorded as applied on SQLite and run on PostgreSQL only.
 Migration = tuple[str, str]
+POSTGRESQL_ONLY = "-- postgresql only"
 
 _MIGRATION_LOCK = 7_011_966  # any constant: serialises migrations of several PostgreSQL clients
-_POOL_SIZE = 16
+#: Connections one process may hold open at once (``serve --pool-size``), and its bounds. One
+#: process never uses more than about 43 at once: its requests' store calls run in the web
+#: server's thread pool (40 threads), and its background jobs take one each (3).
+POOL_SIZE = 16
+MIN_POOL_SIZE = 1
+MAX_POOL_SIZE = 64
 _WAIT_S = 30.0
 
 
@@ -87,7 +95,13 @@ def _sqlite(path: Path) -> _Dialect:
 
 def _postgres(dsn: str) -> _Dialect:
     def connect() -> Connection:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=int(_WAIT_S))
+        # prepare_threshold None: psycopg would otherwise prepare a statement run 5 times on
+        # a connection and reuse it by name, and behind pgbouncer's transaction pooling the
+        # next transaction may get another server connection, without it ("prepared
+        # statement _pg3_0 does not exist"). Nothing else here keeps session state.
+        return psycopg.connect(
+            dsn, autocommit=True, connect_timeout=int(_WAIT_S), prepare_threshold=None
+        )
 
     return _Dialect(
         name="postgresql",
@@ -147,29 +161,38 @@ class Database:
 
     MIGRATIONS: tuple[Migration, ...] = ()
 
-    def __init__(self, dialect: _Dialect) -> None:
+    def __init__(self, dialect: _Dialect, pool_size: int = POOL_SIZE) -> None:
+        if not MIN_POOL_SIZE <= pool_size <= MAX_POOL_SIZE:
+            raise CollectorError(
+                f"--pool-size {pool_size}: give {MIN_POOL_SIZE}-{MAX_POOL_SIZE} connections per "
+                f"process (default {POOL_SIZE}); every process of the collector opens up to "
+                "that many, so keep workers x pool size under PostgreSQL's max_connections"
+            )
         self._dialect = dialect
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         # Bounds the connections open at once (PostgreSQL has a server-wide limit).
-        self._slots = threading.BoundedSemaphore(_POOL_SIZE)
+        self._slots = threading.BoundedSemaphore(pool_size)
 
     @classmethod
-    def open(cls, target: str) -> Self:
-        """Open ``target`` (a ``postgresql://`` DSN, else a SQLite file path) and migrate it.
+    def open(cls, target: str, *, pool_size: int = POOL_SIZE) -> Self:
+        """Open ``target`` (a ``postgresql://`` DSN, else a SQLite file path) and migrate it;
+        at most ``pool_size`` connections are open at once.
 
         Raises:
-            CollectorError: the database cannot be reached, created or migrated.
+            CollectorError: the database cannot be reached, created or migrated; the pool
+                size is out of `MIN_POOL_SIZE`-`MAX_POOL_SIZE`.
         """
         if _is_postgres(target):
-            store = cls(_postgres(target))
+            store = cls(_postgres(target), pool_size)
         else:
             path = Path(target)
             if not path.parent.is_dir():
                 raise CollectorError(f"no folder {path.parent} for the database {path}")
-            store = cls(_sqlite(path))
+            store = cls(_sqlite(path), pool_size)
         try:
             store._migrate()
+            store.maintain(now_ms())
         except (sqlite3.Error, psycopg.Error, Unavailable) as exc:
             store.close()
             raise CollectorError(
@@ -244,6 +267,8 @@ class Database:
             for name, script in self.MIGRATIONS:
                 if name in applied:
                     continue
+                if script.lstrip().startswith(POSTGRESQL_ONLY) and self.engine != "postgresql":
+                    script = ""
                 script = script.replace("{identity}", self._dialect.identity)
                 for statement in script.replace("{blob}", self._dialect.blob).split(";"):
                     if statement.strip():
@@ -252,6 +277,10 @@ class Database:
                     "INSERT INTO schema_migrations (name, applied_ms) VALUES (?, ?)",
                     (name, now_ms()),
                 )
+
+    def maintain(self, at_ms: int) -> None:
+        """Keep the schema's upkeep done as of ``at_ms`` (`open` calls it after migrating;
+        a subclass with partitions makes them here)."""
 
     def ping(self) -> None:
         """Raise `Unavailable` unless the database answers."""

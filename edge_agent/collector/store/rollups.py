@@ -10,6 +10,7 @@ currency, answers), so an overview of a thousand sites over a month is one index
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -77,6 +78,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             FROM sites
         """,
     ),
+    # What a summary shows of each day (`summary.day_summary`): a site's in site_days, a
+    # venue's, its agents' hours merged, in venue_days. Every stored hour is queued again so
+    # that the days made before have theirs.
+    (
+        "0012_day_summaries",
+        """
+        ALTER TABLE site_days ADD COLUMN summary TEXT;
+        CREATE TABLE venue_days (
+            venue TEXT NOT NULL,
+            day TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            end_ms BIGINT NOT NULL,
+            k INTEGER NOT NULL,
+            summary TEXT NOT NULL,
+            computed_ms BIGINT NOT NULL,
+            PRIMARY KEY (venue, day)
+        );
+        CREATE TABLE venue_queue (
+            venue TEXT NOT NULL,
+            day TEXT NOT NULL,
+            queued_ms BIGINT NOT NULL,
+            PRIMARY KEY (venue, day)
+        );
+        INSERT INTO rollup_queue (site, start_ms, queued_ms)
+            SELECT site, start_ms, 0 FROM insight_cells WHERE 1 = 1 ON CONFLICT DO NOTHING
+        """,
+    ),
 )
 
 #: The columns of a rolled-up day, in the order `RollupStore.save_days` writes them.
@@ -120,6 +149,21 @@ class SiteDay:
     sums: dict[str, float]
     currency: str
     detail: dict[str, object]
+    #: The day as a summary row shows it (`summary.day_summary`); None when read back.
+    summary: dict[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VenueDay:
+    """A venue's day in its time zone, its agents' hours merged (`summary.day_summary`)."""
+
+    venue: str
+    day: str
+    timezone: str
+    start_ms: int
+    end_ms: int
+    k: int
+    summary: dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,19 +272,28 @@ class RollupStore(Database):
             )
         ]
 
-    def save_days(self, days: Sequence[SiteDay], done: Sequence[tuple[str, int, int]]) -> None:
-        """Write rolled-up days and take their hours off the queue, in one transaction.
+    def save_days(
+        self,
+        days: Sequence[SiteDay],
+        done: Sequence[tuple[str, int, int]],
+        venue_days: Sequence[tuple[str, str]] = (),
+        venue_copies: Sequence[VenueDay] = (),
+    ) -> None:
+        """Write rolled-up days, take their hours off the queue, queue the ``venue_days``
+        (venue, day) they are part of and write the ``venue_copies`` (the days of venues of
+        one site), in one transaction.
 
         ``done`` holds (site, hour start, queued_ms) as read: an hour queued again since (its
         cell replaced while the day was computed) stays queued.
         """
         at = now_ms()
-        placeholders = ", ".join("?" for _ in DAY_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in DAY_COLUMNS[2:])
+        columns = (*DAY_COLUMNS, "summary")
+        placeholders = ", ".join("?" for _ in columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
         with self.write() as tx:
             for day in days:
                 tx.run(
-                    f"INSERT INTO site_days ({', '.join(DAY_COLUMNS)}) VALUES ({placeholders}) "
+                    f"INSERT INTO site_days ({', '.join(columns)}) VALUES ({placeholders}) "
                     f"ON CONFLICT (site, day) DO UPDATE SET {updates}",
                     (
                         day.site,
@@ -257,6 +310,7 @@ class RollupStore(Database):
                         day.currency,
                         orjson.dumps(day.detail).decode(),
                         at,
+                        None if day.summary is None else orjson.dumps(day.summary).decode(),
                     ),
                 )
                 top = cast("list[list[object]]", day.detail.get("top_products") or [])
@@ -266,6 +320,95 @@ class RollupStore(Database):
                     "DELETE FROM rollup_queue WHERE site = ? AND start_ms = ? AND queued_ms <= ?",
                     (site, start_ms, queued_ms),
                 )
+            for venue, day_label in dict.fromkeys(venue_days):
+                tx.run(
+                    "INSERT INTO venue_queue (venue, day, queued_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (venue, day) DO UPDATE SET queued_ms = excluded.queued_ms",
+                    (venue, day_label, at),
+                )
+            for venue_day in venue_copies:
+                _write_venue_day(tx, venue_day, at)
+
+    def queued_venue_days(self, limit: int) -> list[tuple[str, str, int]]:
+        """Up to ``limit`` queued venue days, oldest first: venue, day, when queued."""
+        return [
+            (str(venue), str(day), int(queued))
+            for venue, day, queued in self.read(
+                "SELECT venue, day, queued_ms FROM venue_queue ORDER BY queued_ms, venue, day "
+                "LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def save_venue_days(
+        self, days: Sequence[VenueDay], done: Sequence[tuple[str, str, int]]
+    ) -> None:
+        """Write venue days and take them off the queue (unless queued again since), in one
+        transaction."""
+        at = now_ms()
+        with self.write() as tx:
+            for day in days:
+                _write_venue_day(tx, day, at)
+            for venue, day_label, queued_ms in done:
+                tx.run(
+                    "DELETE FROM venue_queue WHERE venue = ? AND day = ? AND queued_ms <= ?",
+                    (venue, day_label, queued_ms),
+                )
+
+    def rolled_days(
+        self, first_day: str, last_day: str, k: int, venue: str | None, site: str | None
+    ) -> list[tuple[str, str | None, str, int, str]]:
+        """The summaries the rollup made at ``k`` from ``first_day`` to ``last_day``: of each
+        venue (or the one named), or of ``site`` when named. Rows: venue, site (None for a
+        venue's), day, start_ms, summary JSON."""
+        if site is not None:
+            where, params = _where(first_day, last_day, site, venue)
+            return [
+                (str(v), str(s), str(d), int(start), str(summary))
+                for v, s, d, start, summary in self.read(
+                    "SELECT venue, site, day, start_ms, summary FROM site_days "
+                    f"WHERE {where} AND k = ? AND summary IS NOT NULL",
+                    [*params, k],
+                )
+            ]
+        where, params = _where(first_day, last_day, None, venue)
+        return [
+            (str(v), None, str(d), int(start), str(summary))
+            for v, d, start, summary in self.read(
+                f"SELECT venue, day, start_ms, summary FROM venue_days WHERE {where} AND k = ?",
+                [*params, k],
+            )
+        ]
+
+    def pending(
+        self, first_ms: int, end_ms: int, venue: str | None, site: str | None
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
+        """What the rollup has yet to do in ``[first_ms, end_ms)``: queued hours (site, venue,
+        start) and queued venue days (venue, day), of one venue or site when named."""
+        clauses = ["q.start_ms >= ?", "q.start_ms < ?"]
+        params: list[object] = [first_ms, end_ms]
+        for column, value in (("s.venue", venue), ("s.site", site)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        hours = [
+            (str(s), str(v), int(start))
+            for s, v, start in self.read(
+                "SELECT q.site, s.venue, q.start_ms FROM rollup_queue q "
+                f"JOIN sites s ON s.site = q.site WHERE {' AND '.join(clauses)}",
+                params,
+            )
+        ]
+        kept = [] if venue is None else [venue]
+        venues = [
+            (str(v), str(d))
+            for v, d in self.read(
+                "SELECT venue, day FROM venue_queue"
+                + (" WHERE venue = ?" if venue is not None else ""),
+                kept,
+            )
+        ]
+        return hours, venues
 
     def site_days(
         self, first_day: str, last_day: str, site: str | None = None, venue: str | None = None
@@ -314,6 +457,22 @@ class RollupStore(Database):
             )
         ]
 
+    def venues(self) -> dict[str, tuple[str, int]]:
+        """Each venue's time zone, the one most of its sites keep (UTC for a site that never
+        said; ties to the first by name: a venue is one place, so they mostly agree), and how
+        many sites it has."""
+        counts: dict[str, Counter[str]] = {}
+        for venue, tz, n in self.read(
+            "SELECT venue, COALESCE(timezone, 'UTC'), count(*) FROM sites GROUP BY venue, "
+            "COALESCE(timezone, 'UTC')"
+        ):
+            counts.setdefault(str(venue), Counter())[str(tz)] = int(n)
+        return {venue: (majority(found), found.total()) for venue, found in counts.items()}
+
+    def venue_zones(self) -> dict[str, str]:
+        """Each venue's time zone (`venues`)."""
+        return {venue: tz for venue, (tz, _) in self.venues().items()}
+
     def described_sites(self, venue: str | None = None, site: str | None = None) -> list[Described]:
         """Every site (or one venue's, or one site), by id, with its name, time zone (UTC when
         the site never said one) and currency."""
@@ -328,6 +487,34 @@ class RollupStore(Database):
                 params,
             )
         ]
+
+
+def _write_venue_day(tx: Tx, day: VenueDay, at_ms: int) -> None:
+    # A venue whose zone changed has its days of the other zone dropped: they begin at other
+    # hours (its hours are queued again with its sites').
+    tx.run("DELETE FROM venue_days WHERE venue = ? AND timezone <> ?", (day.venue, day.timezone))
+    tx.run(
+        "INSERT INTO venue_days (venue, day, timezone, start_ms, end_ms, k, summary, "
+        "computed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (venue, day) DO "
+        "UPDATE SET timezone = excluded.timezone, start_ms = excluded.start_ms, "
+        "end_ms = excluded.end_ms, k = excluded.k, summary = excluded.summary, "
+        "computed_ms = excluded.computed_ms",
+        (
+            day.venue,
+            day.day,
+            day.timezone,
+            day.start_ms,
+            day.end_ms,
+            day.k,
+            orjson.dumps(day.summary).decode(),
+            at_ms,
+        ),
+    )
+
+
+def majority(zones: Counter[str]) -> str:
+    """The zone most sites keep, the first by name among equals."""
+    return min(zones, key=lambda z: (-zones[z], z))
 
 
 def _site_day(row: Sequence[object]) -> SiteDay:
