@@ -179,10 +179,13 @@ async def overview(
     notes = []
     if not found["sites_reporting"]:
         notes.append(_empty_hint(cast("int", found["sites"])))
-    if coverage["suppressed_hours"] or coverage["suppressed_days"]:
+    hours, days = coverage["suppressed_hours"], coverage["suppressed_days"]
+    if hours or days:
+        said = " and ".join(p for p in (_count(hours, "hour"), _count(days, "whole day")) if p)
+        one = hours + days == 1
         notes.append(
-            f"{coverage['suppressed_hours']} hours and {coverage['suppressed_days']} whole days "
-            f"are left out: fewer than {DASHBOARD_K} distinct visitors were seen in them."
+            f"{said} {'is' if one else 'are'} left out: fewer than {DASHBOARD_K} distinct "
+            f"visitors were seen in {'it' if one else 'them'}."
         )
     if found["days_to_roll_up"]:
         notes.append(f"{found['days_to_roll_up']} newly arrived hours are still being added in.")
@@ -549,7 +552,7 @@ async def venue_page(
     )
     body = f"""<h1>Venue {escape(venue)}</h1>
 {_period_form(f"/venues/{venue}", span)}
-<p class="lede">The venue's {_agents(len(rows))} together, {span.first} to {span.last}. The
+<p class="lede">{_agents(len(rows))}, {span.first} to {span.last}. The
 figures below add up the agents' days; the heat map, zones and products merge their hour
 cells.{zones_note} <a href="{agents_csv}" download>Download the agents' table (CSV)</a> ·
 <a href="{hourly}" download>the merged hours (CSV)</a></p>
@@ -562,8 +565,13 @@ cells.{zones_note} <a href="{agents_csv}" download>Download the agents' table (C
     return _render(request, user, f"Venue {venue}", "", body)
 
 
+def _count(n: int, what: str) -> str:
+    """``n`` of ``what`` as said ("1 hour", "3 hours"), empty for none."""
+    return "" if n == 0 else f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def _agents(n: int) -> str:
-    return "one agent" if n == 1 else f"{n} agents"
+    return "The venue's only agent" if n == 1 else f"The venue's {n} agents together"
 
 
 @router.get("/fleet", response_class=HTMLResponse)
