@@ -43,3 +43,13 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     if kb == 0 and pid == "self":
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return mb(kb)
+
+
+def parent_pid(pid: int) -> int:
+    """A process's parent, 0 when it is gone: a server's workers are its parent's children."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    # The command name may hold spaces and parentheses: the fields start after the last ')'.
+    return int(text[text.rfind(")") + 2 :].split()[1])

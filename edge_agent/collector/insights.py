@@ -19,11 +19,16 @@ import orjson
 from edge_agent.collector.rollup import DASHBOARD_K
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.summary import DAY_MS, Query, RolledDay, Row
+from edge_agent.collector.wire import WireError
 from edge_agent.core.localtime import day_bounds, day_of, zone
 
 #: Days made from their hours one query each; past this many, the period's hours are read
 #: in one query and those days picked out.
 MAX_SEPARATE_DAYS = 100
+#: The most rows one summary answers, and hour cells it merges: bounds on one request's
+#: memory and time (a quarter of every venue of a large fleet is far more; ask per venue).
+MAX_ROWS = 20_000
+MAX_CELLS = 50_000
 #: How the summary is run on what was read: `summary.summarise`, in a worker process when
 #: served (the sketches are read by C++ code).
 Summarise = Callable[[Sequence[Row], Query, dict[str, str], Sequence[RolledDay]], dict[str, object]]
@@ -34,7 +39,8 @@ def summary_of(store: CentralStore, query: Query, run: Summarise) -> tuple[dict[
     (0: central holds nothing for it).
 
     Raises:
-        WireError: 500 a stored cell unreadable (from ``run``).
+        WireError: 422 more than `MAX_ROWS` rows or `MAX_CELLS` hour cells asked for; 500 a
+            stored cell unreadable (from ``run``).
         Unavailable: the database is busy or unreachable.
     """
     by_site = query.site is not None
@@ -46,6 +52,9 @@ def summary_of(store: CentralStore, query: Query, run: Summarise) -> tuple[dict[
     # A local day starts up to 14 hours either side of the UTC day of the same date.
     first_ms, end_ms = query.start_ms - DAY_MS, query.end_ms + DAY_MS
     if query.by != "day" or query.k != DASHBOARD_K:
+        _bound(
+            "hour cells", store.count_cells(first_ms, end_ms, query.venue, query.site), MAX_CELLS
+        )
         rows = _rows(store, first_ms, end_ms, query)
         return run(rows, query, zones, ()), len(rows)
     days = query.start_day.isoformat(), query.end_day.isoformat()
@@ -62,8 +71,19 @@ def summary_of(store: CentralStore, query: Query, run: Summarise) -> tuple[dict[
         if ((site or venue), day) not in dirty
     ]
     wanted = {(g, d) for g, d in dirty if days[0] <= d <= days[1]}
+    _bound("rows", len(rolled) + len(wanted), MAX_ROWS)
     rows = _dirty_rows(store, query, wanted, zones, first_ms, end_ms)
+    _bound("hour cells", len(rows), MAX_CELLS)
     return run(rows, query, zones, rolled), len(rows) + len(rolled)
+
+
+def _bound(what: str, n: int, most: int) -> None:
+    if n > most:
+        raise WireError(
+            422,
+            f"this summary would take {n} {what}; at most {most} are taken in one: ask for "
+            "fewer days, one venue (venue=) or one site (site=)",
+        )
 
 
 def _rows(store: CentralStore, first_ms: int, end_ms: int, query: Query) -> list[Row]:

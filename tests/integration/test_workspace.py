@@ -19,6 +19,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from edge_agent.collector import insights
 from edge_agent.collector.app import create_app
 from edge_agent.collector.exports import columns, schema
 from edge_agent.collector.rollup import roll_up
@@ -464,3 +465,19 @@ def test_a_summary_by_day_reads_the_rollup_and_is_never_behind_it(
     rolled(store, sandbox)
     (caught_up,) = get(local, "/v1/insights", **day, venue="fair")["rows"]
     assert caught_up["footfall_in"] == 10
+
+
+def test_a_summary_too_large_for_one_answer_is_refused_saying_how_to_ask(
+    store: CentralStore, local: httpx.Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = add_site(store, "taipei", "Asia/Taipei")
+    send(local, "taipei", token, *(shop_cell(TAIPEI_DAY_MS + h * HOUR, 6, 40) for h in range(3)))
+    rolled(store, sandbox)
+    monkeypatch.setattr(insights, "MAX_ROWS", 0)
+    monkeypatch.setattr(insights, "MAX_CELLS", 2)
+    day = {"from": "2026-11-02", "to": "2026-11-02"}
+    for asked, what in (({}, "1 rows"), ({"by": "hour"}, "3 hour cells")):
+        answer = local.get("/v1/insights", params={**day, **asked}, headers=ADMIN)
+        assert answer.status_code == 422, answer.text
+        assert f"would take {what}" in answer.json()["detail"]
+        assert "one venue" in answer.json()["detail"]

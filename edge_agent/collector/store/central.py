@@ -422,21 +422,20 @@ class CentralStore(
         self, start_ms: int, end_ms: int, venue: str | None, site: str | None
     ) -> list[StoredCell]:
         """Stored hour cells starting in ``[start_ms, end_ms)``, of a venue and/or a site."""
-        clauses = ["start_ms >= ?", "start_ms < ?"]
-        params: list[object] = [start_ms, end_ms]
-        for column, value in (("venue", venue), ("site", site)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+        where, params = _cells_where(start_ms, end_ms, venue, site)
         return [
             StoredCell(*row)
             for row in self.read(
-                "SELECT site, venue, start_ms, cell FROM insight_cells WHERE "
-                + " AND ".join(clauses)
-                + " ORDER BY start_ms, site",
+                f"SELECT site, venue, start_ms, cell FROM insight_cells WHERE {where} "
+                "ORDER BY start_ms, site",
                 params,
             )
         ]
+
+    def count_cells(self, start_ms: int, end_ms: int, venue: str | None, site: str | None) -> int:
+        """How many `insight_cells` would return."""
+        where, params = _cells_where(start_ms, end_ms, venue, site)
+        return int(self.read(f"SELECT count(*) FROM insight_cells WHERE {where}", params)[0][0])
 
     # --- hygiene (`edge_agent.collector.hygiene`) -------------------------------------------
 
@@ -572,6 +571,18 @@ class CentralStore(
                 )
             tx.run("UPDATE sites SET last_seen_ms = ? WHERE site = ?", (at_ms, site))
             return received
+
+
+def _cells_where(
+    start_ms: int, end_ms: int, venue: str | None, site: str | None
+) -> tuple[str, list[object]]:
+    clauses = ["start_ms >= ?", "start_ms < ?"]
+    params: list[object] = [start_ms, end_ms]
+    for column, value in (("venue", venue), ("site", site)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(clauses), params
 
 
 def _replay(tx: Tx, request: Envelope) -> Received:
