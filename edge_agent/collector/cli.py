@@ -472,6 +472,15 @@ def _user_name(name: str) -> str:
     return name
 
 
+def _said(password: str, made: bool, done: str, what: str) -> None:
+    """Print a password made here on standard output, the only time it is shown, and what
+    was done on standard error."""
+    if made:
+        print(password)
+    shown = f" The line above is {what}, shown only now." if made else ""
+    print(done + shown, file=sys.stderr)
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     """Add a user; print the password made for them, the only time it is shown."""
     password, made = _password(args)
@@ -480,13 +489,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         store.add_user(_user_name(args.name), args.role, _hashed(password))
     finally:
         store.close()
-    if made:
-        print(password)
-    print(
-        f"user {args.name} added as {args.role}."
-        + (" The line above is their password, shown only now." if made else ""),
-        file=sys.stderr,
-    )
+    _said(password, made, f"user {args.name} added as {args.role}.", "their password")
     return 0
 
 
@@ -523,13 +526,7 @@ def cmd_users_password(args: argparse.Namespace) -> int:
         store.set_password(args.name, _hashed(password))
     finally:
         store.close()
-    if made:
-        print(password)
-    print(
-        f"password of {args.name} set; their sessions ended."
-        + (" The line above is the password, shown only now." if made else ""),
-        file=sys.stderr,
-    )
+    _said(password, made, f"password of {args.name} set; their sessions ended.", "the password")
     return 0
 
 
