@@ -132,7 +132,7 @@ def _assert_sane_insights(config: Path) -> None:
     assert total["unmatched_exits"] == 0  # every visit's events arrived, from the first one
     assert all(d["median"] >= 0 and d["p90"] >= d["median"] for d in total["dwell_s"].values())
     assert total["top_products"]
-    table = cli("--config", str(config), "insights", "--k", "1")
+    table = cli("--config", str(config), "insights", "--day", yesterday.isoformat(), "--k", "1")
     assert table.returncode == 0, table.stderr
     assert "peak occupancy" in table.stdout
     assert "top products" in table.stdout
