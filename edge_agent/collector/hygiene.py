@@ -111,11 +111,9 @@ def prune(store: CentralStore, retention: Retention, at_ms: int) -> Pruned:
     return Pruned(keys, items, tokens, more=max(keys, items, tokens) >= limit)
 
 
-def install(
-    app: FastAPI, retention: Retention | None = None, *, shared: Path | None = None
-) -> None:
-    """Give the collector's ``app`` its retention (`configure` changes it) and its pruned
-    rows counter, served on ``/metrics`` (call after `fleet.install`, which makes the
+def install(app: FastAPI, *, shared: Path | None = None) -> None:
+    """Give the collector's ``app`` the default retention (`configure` changes it) and its
+    pruned rows counter, served on ``/metrics`` (call after `fleet.install`, which makes the
     registry). The counter starts at 0 when serve starts.
 
     ``shared``: the folder of prometheus_client's multiprocess mode (``serve --workers``
@@ -123,7 +121,7 @@ def install(
     worker runs the job, but any may answer a scrape: each then serves the counts of every
     worker that ever ran, a dead one's included, so the counter never goes back.
     """
-    app.state.retention = retention or Retention()
+    configure(app, Retention())
     registry: CollectorRegistry = app.state.fleet_registry
     if shared is not None:
         MultiProcessCollector(registry, str(shared))  # type: ignore[no-untyped-call]

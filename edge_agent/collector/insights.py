@@ -58,6 +58,8 @@ def summary_of(store: CentralStore, query: Query, run: Summarise) -> tuple[dict[
         rows = _rows(store, first_ms, end_ms, query)
         return run(rows, query, zones, ()), len(rows)
     days = query.start_day.isoformat(), query.end_day.isoformat()
+    # Counted before any summary is read: a refused ask costs an index scan, not the rows.
+    _bound("rows", store.count_rolled_days(*days, DASHBOARD_K, query.venue, query.site), MAX_ROWS)
     hours, venue_days = store.pending(first_ms, end_ms, query.venue, query.site)
     dirty = {(v, d) for v, d in venue_days} if not by_site else set()
     for site, venue, start_ms in hours:
@@ -82,7 +84,8 @@ def _bound(what: str, n: int, most: int) -> None:
         raise WireError(
             422,
             f"this summary would take {n} {what}; at most {most} are taken in one: ask for "
-            "fewer days, one venue (venue=) or one site (site=)",
+            "fewer days, one venue (venue=) or one site (site=); every site's days are in the "
+            "export (/v1/export), their figures in /v1/overview and /v1/trend",
         )
 
 

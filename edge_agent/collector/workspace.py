@@ -338,10 +338,18 @@ _PAGE = {
 PageOf = Callable[[CentralStore, Sandbox, str, analytics.Period], dict[str, object]]
 
 
+async def read_place(
+    request: Request, page_of: PageOf, place: str, span: analytics.Period
+) -> dict[str, object]:
+    """A site's or a venue's page (``page_of``: `site_page_of`, `venue_page_of`) over
+    ``span``, read in the thread pool with the app's store and sandbox."""
+    state = request.app.state
+    return await run_in_threadpool(page_of, state.store, state.sandbox, place, span)
+
+
 async def _page(request: Request, page_of: PageOf, place: str, start: From, end: To) -> Response:
     span = analytics.period(start, end, _today().date(), default_days=28)
-    state = request.app.state
-    body = await run_in_threadpool(page_of, state.store, state.sandbox, place, span)
+    body = await read_place(request, page_of, place, span)
     return Response(orjson.dumps(body), media_type="application/json")
 
 

@@ -240,6 +240,17 @@ def _where(
     return " AND ".join(clauses), params
 
 
+def _rolled(
+    first_day: str, last_day: str, k: int, venue: str | None, site: str | None
+) -> tuple[str, str, list[object]]:
+    """Where `RollupStore.rolled_days` reads: a site's days when ``site`` is named, else the
+    venues' (the table, its WHERE clause and parameters)."""
+    where, params = _where(first_day, last_day, site, venue)
+    if site is not None:
+        return "site_days", f"{where} AND k = ? AND summary IS NOT NULL", [*params, k]
+    return "venue_days", f"{where} AND k = ?", [*params, k]
+
+
 class RollupStore(Database):
     """The queue of hours to roll up, and the rolled-up days."""
 
@@ -361,24 +372,21 @@ class RollupStore(Database):
         """The summaries the rollup made at ``k`` from ``first_day`` to ``last_day``: of each
         venue (or the one named), or of ``site`` when named. Rows: venue, site (None for a
         venue's), day, start_ms, summary JSON."""
-        if site is not None:
-            where, params = _where(first_day, last_day, site, venue)
-            return [
-                (str(v), str(s), str(d), int(start), str(summary))
-                for v, s, d, start, summary in self.read(
-                    "SELECT venue, site, day, start_ms, summary FROM site_days "
-                    f"WHERE {where} AND k = ? AND summary IS NOT NULL",
-                    [*params, k],
-                )
-            ]
-        where, params = _where(first_day, last_day, None, venue)
+        table, where, params = _rolled(first_day, last_day, k, venue, site)
+        columns = "venue, site" if site is not None else "venue, NULL"
         return [
-            (str(v), None, str(d), int(start), str(summary))
-            for v, d, start, summary in self.read(
-                f"SELECT venue, day, start_ms, summary FROM venue_days WHERE {where} AND k = ?",
-                [*params, k],
+            (str(v), None if s is None else str(s), str(d), int(start), str(summary))
+            for v, s, d, start, summary in self.read(
+                f"SELECT {columns}, day, start_ms, summary FROM {table} WHERE {where}", params
             )
         ]
+
+    def count_rolled_days(
+        self, first_day: str, last_day: str, k: int, venue: str | None, site: str | None
+    ) -> int:
+        """How many rows `rolled_days` would return (without reading their summaries)."""
+        table, where, params = _rolled(first_day, last_day, k, venue, site)
+        return int(self.read(f"SELECT count(*) FROM {table} WHERE {where}", params)[0][0])
 
     def pending(
         self, first_ms: int, end_ms: int, venue: str | None, site: str | None

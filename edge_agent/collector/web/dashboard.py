@@ -23,7 +23,6 @@ from edge_agent.collector import analytics, fleet, summary, workspace
 from edge_agent.collector.auth import Admin, Principal, Viewer
 from edge_agent.collector.guarded import GuardedRoute
 from edge_agent.collector.rollup import DASHBOARD_K
-from edge_agent.collector.sandbox import Sandbox
 from edge_agent.collector.store.central import CentralStore
 from edge_agent.collector.store.engine import now_ms
 from edge_agent.collector.web.charts import heat_level, line_chart, number
@@ -375,10 +374,8 @@ async def site_page(
     start: From = None,
     end: To = None,
 ) -> HTMLResponse:
-    store: CentralStore = request.app.state.store
-    sandbox: Sandbox = request.app.state.sandbox
     span = _span(start, end, 28)
-    found = await run_in_threadpool(workspace.site_page_of, store, sandbox, site, span)
+    found = await workspace.read_place(request, workspace.site_page_of, site, span)
     about = cast("Mapping[str, object]", found["site"])
     title = str(about.get("name") or site)
     total = cast("Mapping[str, object] | None", found["total"])
@@ -519,9 +516,8 @@ async def venue_page(
     end: To = None,
 ) -> HTMLResponse:
     store: CentralStore = request.app.state.store
-    sandbox: Sandbox = request.app.state.sandbox
     span = _span(start, end, 28)
-    merged = await run_in_threadpool(workspace.venue_page_of, store, sandbox, venue, span)
+    merged = await workspace.read_place(request, workspace.venue_page_of, venue, span)
     found = await run_in_threadpool(workspace.overview_of, store, span, venue)
     rows = await run_in_threadpool(workspace.comparison_of, store, span, venue, "footfall", "desc")
     figures = cast("dict[str, object]", found["figures"])
