@@ -37,6 +37,7 @@ from edge_agent.core.events import (
 from edge_agent.core.health import HEARTBEAT_EVERY_S as HEARTBEAT_EVERY_S
 from edge_agent.core.identity import (
     SiteKey,
+    holders_hashed,
     imitates_pseudonym,
     named_people,
     pseudonymise,
@@ -125,7 +126,7 @@ def classify(
                 detail = "userId has the agent's own pseudonym form (pseudonym:...): refused"
                 rejections.append(Rejection(Reason.RESERVED_ID, detail, event.body.encode()))
                 continue
-            stored, identity = pseudonymise(event, key)
+            stored, identity = pseudonymise(event, key, replaying)
             received.append(Received(stored, received_ms, identity, topic))
         for rejection in rejections:
             # A dead letter keeps no raw userId nor traits either; see identity.redact.
@@ -227,6 +228,14 @@ class Agent:
             if indexed:
                 logs.log(logger, logging.INFO, "dead_letters_indexed", "dead letters indexed",
                          letters=indexed)  # fmt: skip
+        try:
+            hashed = store.events.hash_holders(lambda body: holders_hashed(body, key))
+        except StorageError as exc:  # stored raw until the next start
+            logs.log(logger, logging.WARNING, "holders_not_hashed", str(exc))
+        else:
+            if hashed:
+                logs.log(logger, logging.INFO, "holders_hashed", "ticket and badge ids hashed",
+                         events=hashed)  # fmt: skip
         logs.log(
             logger,
             logging.INFO,

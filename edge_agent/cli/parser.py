@@ -269,11 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="erase everything held about a person, print the receipt",
         description=(
             "Erase every row held about a person (events, visit links, profile, vault, queued "
-            "items, consent), queue an erasure notice for central, and print the receipt, which "
-            "holds no personal data."
+            "items, consent, and the scans of the tickets and badges linked to them), queue an "
+            "erasure notice for central, and print the receipt, which holds no personal data. "
+            "A ticket or badge holder who never gave a userId is named by --ticket or --badge."
         ),
     )
-    forget.add_argument("user_id", help="the person's userId, as the devices send it")
+    _person_arguments(forget)
     forget.set_defaults(handler=cmd_forget)
 
     export = commands.add_parser(
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write everything held about a person as JSON (subject access)",
         description="Write everything held about a person as JSON (the right of access).",
     )
-    export.add_argument("user_id", help="the person's userId, as the devices send it")
+    _person_arguments(export)
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
     export.set_defaults(handler=cmd_export_person)
 
@@ -429,3 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _person_arguments(command: argparse.ArgumentParser) -> None:
+    """A person named by userId, or by the ticket or badge they held."""
+    who = command.add_mutually_exclusive_group(required=True)
+    who.add_argument("user_id", nargs="?", help="the person's userId, as the devices send it")
+    who.add_argument("--ticket", metavar="ID", help="a ticket's id, as the gates scan it")
+    who.add_argument("--badge", metavar="ID", help="a badge's id, as the scanners read it")

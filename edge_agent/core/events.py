@@ -126,6 +126,9 @@ class Event:
     anonymous_id: str | None
     user_id: str | None
     body: str
+    #: The pseudonym of the ticket's or badge's holder it names (`identity.holder`), set at
+    #: ingest; None when it names none.
+    holder: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

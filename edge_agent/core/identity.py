@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field, replace
-from typing import NewType
+from typing import NewType, cast
 
 import orjson
 
@@ -54,6 +54,18 @@ def pseudonym(key: SiteKey, user_id: str) -> Pseudonym:
     return Pseudonym(hmac.new(key.secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest())
 
 
+#: Properties of an event that name a ticket's or a badge's holder as much as a loyalty card
+#: names its member, and the domain each is hashed in (`holder`).
+HOLDER_KEYS: dict[str, str] = {"ticket_id": "ticket", "badge_id": "badge"}
+
+
+def holder(key: SiteKey, kind: str, raw_id: str) -> Pseudonym:
+    """The stable pseudonym of a ticket or badge (``kind``, a `HOLDER_KEYS` value) at this
+    site. The NUL bytes, which no accepted userId holds, keep it apart from the pseudonym of
+    a userId of the same text."""
+    return pseudonym(key, f"\x00{kind}\x00{raw_id}")
+
+
 def subject_hash(person: Pseudonym) -> str:
     """What erasure receipts and notices name a person by: not the pseudonym itself."""
     return hashlib.sha256(f"edge-agent-subject:{person}".encode()).hexdigest()
@@ -82,11 +94,33 @@ def _personal(key: str) -> bool:
 
 
 def _without_personal_keys(value: object) -> object:
+    # A ticket or badge id anywhere but where `_hash_holders` hashes it is dropped too.
     if isinstance(value, dict):
-        return {k: _without_personal_keys(v) for k, v in value.items() if not _personal(k)}
+        return {
+            k: _without_personal_keys(v)
+            for k, v in value.items()
+            if not _personal(k) and k not in HOLDER_KEYS
+        }
     if isinstance(value, list):
         return [_without_personal_keys(item) for item in value]
     return value
+
+
+def _hash_holders(properties: dict[str, object], key: SiteKey, replaying: bool) -> Pseudonym | None:
+    """Replace the ticket or badge id in ``properties`` by its holder's pseudonym, in place;
+    returns it (the last one, when an event names both). A replayed dead letter's ids are
+    marked pseudonyms already (`redact`); from a device, an id in that form is hashed like
+    any other, so it cannot pass for someone's pseudonym."""
+    found = None
+    for name, kind in HOLDER_KEYS.items():
+        raw = properties.get(name)
+        if raw is None:
+            continue
+        text = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
+        known = _known_pseudonym(text) if replaying else None
+        found = known or holder(key, kind, text)
+        properties[name] = found
+    return found
 
 
 def take_out_personal(document: dict[str, object]) -> dict[str, object]:
@@ -107,20 +141,30 @@ def take_out_personal(document: dict[str, object]) -> dict[str, object]:
     top = document.pop("traits", None)
     if isinstance(top, dict):
         traits.update(top)
-    if isinstance(document.get("properties"), dict):
-        document["properties"] = _without_personal_keys(document["properties"])
+    properties = document.get("properties")
+    if isinstance(properties, dict):
+        # The holders' ids are hashed, not dropped: gates count distinct holders with them.
+        ids = {name: properties.pop(name) for name in HOLDER_KEYS if name in properties}
+        cleaned = cast("dict[str, object]", _without_personal_keys(properties))
+        document["properties"] = {**cleaned, **ids}
     return traits
 
 
-def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
-    """Replace the event's userId by its pseudonym and take every personal datum out of the
-    stored body (see `take_out_personal`), anonymous events included.
+def pseudonymise(
+    event: Event, key: SiteKey, replaying: bool = False
+) -> tuple[Event, Identity | None]:
+    """Replace the event's userId by its pseudonym and a ticket's or badge's id by its
+    holder's (`holder`, kept in ``Event.holder`` too), and take every personal datum out of
+    the stored body (see `take_out_personal`), anonymous events included.
 
     Returns the event as it may be stored, and the identity it carried (None if anonymous):
     the traits travel only there, towards the vault.
     """
     document = orjson.loads(event.body)
     traits = take_out_personal(document)
+    properties = document.get("properties")
+    held = _hash_holders(properties, key, replaying) if isinstance(properties, dict) else None
+    event = replace(event, holder=held)
     if event.user_id is None:
         return replace(event, body=orjson.dumps(document).decode("utf-8")), None
     known = _known_pseudonym(event.user_id)
@@ -130,6 +174,16 @@ def pseudonymise(event: Event, key: SiteKey) -> tuple[Event, Identity | None]:
     identity = Identity(person, raw, traits)
     body = orjson.dumps(document).decode("utf-8")
     return replace(event, user_id=person, body=body), identity
+
+
+def holders_hashed(body: str, key: SiteKey) -> tuple[str, Pseudonym | None]:
+    """An event body stored before ticket and badge ids were hashed, as `pseudonymise`
+    stores it now, and the holder it names."""
+    document = orjson.loads(body)
+    take_out_personal(document)
+    properties = document.get("properties")
+    held = _hash_holders(properties, key, False) if isinstance(properties, dict) else None
+    return orjson.dumps(document).decode("utf-8"), held
 
 
 def imitates_pseudonym(user_id: str) -> bool:
@@ -164,6 +218,15 @@ def redact(raw: bytes, key: SiteKey, replaying: bool = False) -> bytes:
             text = user_id if isinstance(user_id, str) else orjson.dumps(user_id).decode()
             item["userId"] = REDACTED + pseudonym(key, text)
             changed = True
+        properties = item.get("properties")
+        if isinstance(properties, dict):
+            for name, kind in HOLDER_KEYS.items():
+                given = properties.get(name)
+                held = replaying and isinstance(given, str) and _known_pseudonym(given)
+                if given is not None and not held:
+                    text = given if isinstance(given, str) else orjson.dumps(given).decode()
+                    properties[name] = REDACTED + holder(key, kind, text)
+                    changed = True
         before = orjson.dumps(item)
         take_out_personal(item)
         changed = changed or orjson.dumps(item) != before
@@ -173,7 +236,9 @@ def redact(raw: bytes, key: SiteKey, replaying: bool = False) -> bytes:
 _MARKED = re.compile(rb"pseudonym:([0-9a-f]{64})")
 # A userId written as a JSON string in bytes that may not parse (truncated, garbled): bounded,
 # so finding them costs time linear in the bytes.
-_RAW_USER_ID = re.compile(rb'"userId"\s{0,8}:\s{0,8}("(?:[^"\\\x00-\x1f]|\\.){0,512}")')
+_RAW_ID = re.compile(
+    rb'"(userId|ticket_id|badge_id)"\s{0,8}:\s{0,8}("(?:[^"\\\x00-\x1f]|\\.){0,512}")'
+)
 #: At most this many people are found in one dead letter.
 MAX_NAMED = 100
 
@@ -184,13 +249,15 @@ def named_people(raw: bytes, key: SiteKey) -> frozenset[Pseudonym]:
     pseudonyms redaction marked, and the pseudonym of every ``"userId": "<id>"`` left in bytes
     that are not JSON."""
     found = {Pseudonym(m.group(1).decode()) for m in _MARKED.finditer(raw)}
-    for n, match in enumerate(_RAW_USER_ID.finditer(raw)):
+    for n, match in enumerate(_RAW_ID.finditer(raw)):
         if n >= MAX_NAMED:
             break
         try:
-            text = orjson.loads(match.group(1))
+            text = orjson.loads(match.group(2))
         except orjson.JSONDecodeError:
             continue
         if isinstance(text, str) and not imitates_pseudonym(text):
-            found.add(pseudonym(key, text))
+            name = match.group(1).decode()
+            kind = HOLDER_KEYS.get(name)
+            found.add(pseudonym(key, text) if kind is None else holder(key, kind, text))
     return frozenset(sorted(found)[:MAX_NAMED])

@@ -39,6 +39,13 @@ def _read(file: Traversable) -> dict[str, Any]:
     return loaded
 
 
+def _names_someone(path: list[str]) -> bool:
+    """Whether the value at ``path`` may name a person: a userId, traits, a ticket or badge."""
+    return path[:1] in (["userId"], ["traits"]) or (
+        path[:1] == ["properties"] and path[1:2] in (["ticket_id"], ["badge_id"])
+    )
+
+
 def _compile(definition: dict[str, Any], uri: str, registry: jsonschema_rs.Registry) -> Validator:
     try:
         compiled = jsonschema_rs.validator_for(
@@ -57,7 +64,7 @@ def _compile(definition: dict[str, Any], uri: str, registry: jsonschema_rs.Regis
             where = ".".join(path) or "event"
             # The library quotes the offending value; a person's id or traits must not be
             # copied into a dead letter's detail that way.
-            said = "is not valid here" if path[:1] in (["userId"], ["traits"]) else exc.message
+            said = "is not valid here" if _names_someone(path) else exc.message
             raise ValueError(f"{where}: {said}") from None
         return document
 

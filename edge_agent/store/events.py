@@ -3,7 +3,7 @@ training see them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,13 +16,21 @@ from edge_agent.core.identity import Identity, Pseudonym
 from edge_agent.store.connection import Connection
 
 _FACT_EVENTS = frozenset(
-    {"Door Counted", "Zone Entered", "Zone Exited", "Order Completed", "Feedback Submitted"}
+    {
+        "Door Counted",
+        "Zone Entered",
+        "Zone Exited",
+        "Order Completed",
+        "Feedback Submitted",
+        "Ticket Scanned",
+        "Badge Scanned",
+    }
 )
 _ZONE_EVENTS = frozenset({"Zone Entered", "Zone Exited"})
 _INSERT = """
 INSERT OR IGNORE INTO events (message_id, type, event, ts_ms, received_ms, stored_ms,
-    device_id, anonymous_id, pseudonym, schema_version, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    device_id, anonymous_id, pseudonym, schema_version, body, holder)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -83,6 +91,7 @@ class Events:
                     r.identity.pseudonym if r.identity else None,
                     schema_version,
                     e.body,
+                    e.holder,
                 )
                 for r in received
                 for e in (r.event,)
@@ -97,6 +106,44 @@ class Events:
             if seq is not None:
                 new.append(Stored(r.event, seq, r.identity))
         return new
+
+    def hash_holders(
+        self, rehash: Callable[[str], tuple[str, str | None]], chunk: int = 500
+    ) -> int:
+        """Hash the ticket and badge ids of the events stored before holders were
+        (``rehash``: a stored body -> the body as it is stored now, and its holder), ``chunk``
+        events per transaction, once: a database that needs none costs one read. Returns how
+        many events it rewrote.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        done = 0
+        with self.connection.failing("could not hash the ticket and badge ids") as conn:
+            while True:
+                with self.connection.transaction():
+                    pending = conn.execute("SELECT after_id FROM holders_unhashed").fetchone()
+                    if pending is None:
+                        return done
+                    rows = conn.execute(
+                        "SELECT id, body FROM events WHERE id > ? AND holder IS NULL AND "
+                        "(body LIKE '%\"ticket_id\"%' OR body LIKE '%\"badge_id\"%') "
+                        "ORDER BY id LIMIT ?",
+                        (pending[0], chunk),
+                    ).fetchall()
+                    conn.executemany(
+                        "UPDATE events SET body = ?, holder = ? WHERE id = ?",
+                        [(*rehash(body), event_id) for event_id, body in rows],
+                    )
+                    if len(rows) < chunk:
+                        conn.execute("DELETE FROM holders_unhashed")
+                    else:
+                        conn.execute("UPDATE holders_unhashed SET after_id = ?", (rows[-1][0],))
+                done += len(rows)
+
+    def delete_ids(self, ids: Sequence[int]) -> None:
+        """Delete the events of these row ids (inside the caller's transaction)."""
+        self.connection.in_chunks("DELETE FROM events WHERE id IN ({marks})", list(ids))
 
     def stored_as(self, message_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
         """``messageId -> (device, body)`` of the stored events with these ids (inside the

@@ -410,3 +410,19 @@ def _catalogue(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0014_holders")
+def _holders(db: Database) -> None:
+    # The pseudonym of the ticket's or badge's holder an event names: erasure and subject
+    # access find a holder's scans by it. Events stored before it held raw ids; the agent
+    # hashes those when it starts (`Events.unhashed_holders`), as it needs the site key.
+    for statement in _split(
+        """
+        ALTER TABLE events ADD COLUMN holder TEXT;
+        CREATE INDEX events_holder ON events (holder) WHERE holder IS NOT NULL;
+        CREATE TABLE holders_unhashed (after_id INTEGER NOT NULL);
+        INSERT INTO holders_unhashed (after_id) VALUES (0)
+        """
+    ):
+        db.execute(statement)

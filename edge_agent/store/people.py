@@ -33,7 +33,7 @@ from edge_agent.core.consent import (
     purpose_for,
 )
 from edge_agent.core.events import Event
-from edge_agent.core.identity import Identity, Pseudonym, subject_hash
+from edge_agent.core.identity import HOLDER_KEYS, Identity, Pseudonym, subject_hash
 from edge_agent.store.connection import Connection
 from edge_agent.store.deadletters import DeadLetters
 from edge_agent.store.events import Events, Stored
@@ -49,9 +49,11 @@ _PERSON_ROWS: tuple[tuple[str, str], ...] = (
     (
         "events",
         # A linked visit's anonymous events are the person's; another person's identified
-        # event on that visit stays theirs.
-        "pseudonym = :p OR (pseudonym IS NULL AND anonymous_id IN "
-        "(SELECT anonymous_id FROM visit_links WHERE pseudonym = :p))",
+        # event on that visit stays theirs. So are the scans of a ticket or badge they held
+        # (one scan linked to them is enough), and ``:p`` may be a holder's own pseudonym.
+        "pseudonym = :p OR holder = :p OR (pseudonym IS NULL AND (anonymous_id IN "
+        "(SELECT anonymous_id FROM visit_links WHERE pseudonym = :p) OR holder IN "
+        "(SELECT holder FROM events WHERE pseudonym = :p AND holder IS NOT NULL)))",
     ),
     ("profile_purchases", "pseudonym = :p"),
     ("profiles", "pseudonym = :p"),
@@ -338,10 +340,23 @@ class PersonalData:
             orjson.dumps(held, option=orjson.OPT_SORT_KEYS, default=str)
         ).hexdigest()
         removed = {table: len(rows) for table, rows in held.items()}
-        # Events first: their WHERE needs the visit links that are deleted after them.
-        for table, where in _PERSON_ROWS:
+        # The tickets and badges they held: dead letters may name those instead of them.
+        holders = sorted(
+            {
+                str(row["holder"])
+                for row in held["events"]
+                if row["holder"] and row["holder"] != person
+            }
+        )
+        # Events by the ids just read: SQLite may delete the rows matching one side of their
+        # OR before it reads the other, which looks at the person's own scans. Events first:
+        # their WHERE needs the visit links that are deleted after them.
+        self.events.delete_ids([int(str(row["id"])) for row in held["events"]])
+        for table, where in _PERSON_ROWS[1:]:
             self.conn.execute(f"DELETE FROM {table} WHERE {where}", {"p": person})
-        removed["dead_letters"] = self.dead_letters.erase_naming(person, raw_user_id)
+        removed["dead_letters"] = self.dead_letters.erase_naming(person, raw_user_id) + sum(
+            self.dead_letters.erase_naming(Pseudonym(h), None) for h in holders
+        )
         subject = subject_hash(person)
         notice = {"type": "erasure", "subject_hash": subject, "timestamp_ms": requested_ms}
         self.outbox.queue_notice("erasure", None, notice, now_ms)
@@ -386,5 +401,7 @@ def _segment(event: Event, person: Pseudonym) -> dict[str, object]:
     }
     if event.type == "track":
         item["event"] = event.name
-        item["properties"] = document.get("properties", {})
+        # A ticket's or badge's holder is never synced, hashed or not (docs/privacy.md).
+        properties = document.get("properties", {})
+        item["properties"] = {k: v for k, v in properties.items() if k not in HOLDER_KEYS}
     return item

@@ -11,7 +11,7 @@ import pytest
 from edge_agent.app import clock
 from edge_agent.app.retention import expire_once
 from edge_agent.config import load_settings
-from edge_agent.core.identity import pseudonym
+from edge_agent.core.identity import holder, holders_hashed, pseudonym
 from edge_agent.core.retention import DAY_MS
 from edge_agent.errors import ConfigError
 from edge_agent.ops import keyfile
@@ -133,3 +133,55 @@ def test_privacy_commands_need_a_database(tmp_path: Path) -> None:
     done = cli("--config", str(config), "forget", "someone")
     assert done.returncode == 2
     assert "no database at" in done.stderr
+
+
+def test_a_ticket_holder_is_exported_and_forgotten_by_the_ticket(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    gate = {"gate": "north", "result": "accepted"}
+    _ingest(
+        config,
+        [
+            track("Ticket Scanned", {"ticket_id": "TKT-81", **gate}, "loyalty-1"),
+            track("Ticket Scanned", {"ticket_id": "TKT-81", **gate, "result": "exit"}, "loyalty-1"),
+            track("Ticket Scanned", {"ticket_id": "TKT-82", **gate}, "loyalty-1"),
+        ],
+        clock.now_ms(),
+    )
+    exported = cli("--config", str(config), "export-person", "--ticket", "TKT-81")
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert len(document["held"]["events"]) == 2
+    assert "TKT-81" not in json.dumps(document["held"])
+    forgotten = cli("--config", str(config), "forget", "--ticket", "TKT-81")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert json.loads(forgotten.stdout)["removed"]["events"] == 2
+    left = json.loads(cli("--config", str(config), "export-person", "--ticket", "TKT-82").stdout)
+    assert len(left["held"]["events"]) == 1
+    neither = cli("--config", str(config), "forget")
+    assert neither.returncode != 0
+    assert "user_id" in neither.stderr or "--ticket" in neither.stderr
+
+
+def test_ticket_ids_an_older_release_stored_raw_are_hashed_once(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    _ingest(config, [track("Door Counted", {"direction": "in", "count": 1}, "loyalty-1")], 1)
+    settings = load_settings(config, environ={})
+    key = keyfile.load_or_create(settings.site_key)
+    raw = track("Badge Scanned", {"badge_id": "BDG-1", "place": "b-12"}, "loyalty-1")
+    with Store.open(settings.database) as store:
+        with store.db.conn:
+            store.db.execute(
+                "INSERT INTO events (message_id, type, event, ts_ms, received_ms, stored_ms, "
+                "device_id, schema_version, body) VALUES ('old', 'track', 'Badge Scanned', 1, 1, "
+                "1, 'loyalty-1', 'v1', ?)",
+                [json.dumps(raw)],
+            )
+            store.db.execute("INSERT INTO holders_unhashed (after_id) VALUES (0)")
+        assert store.events.hash_holders(lambda body: holders_hashed(body, key), chunk=1) == 1
+        assert store.events.hash_holders(lambda body: holders_hashed(body, key)) == 0
+        body, held = store.db.execute(
+            "SELECT body, holder FROM events WHERE message_id = 'old'"
+        ).fetchone()
+    assert "BDG-1" not in body
+    assert held == holder(key, "badge", "BDG-1")
+    assert json.loads(body)["properties"]["badge_id"] == held
