@@ -18,6 +18,8 @@ import httpx
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.collector import insights
 from edge_agent.collector.app import create_app
@@ -487,3 +489,46 @@ def test_a_summary_too_large_for_one_answer_is_refused_saying_how_to_ask(
         assert answer.status_code == 422, answer.text
         assert f"would take {what}" in answer.json()["detail"]
         assert "one venue" in answer.json()["detail"]
+
+
+ZONES = ("Asia/Taipei", "UTC", "America/New_York")
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.data())
+def test_rolled_up_days_equal_the_days_merged_from_their_hours(
+    store: CentralStore, local: httpx.Client, sandbox: Sandbox, data: st.DataObject
+) -> None:
+    # Each example is a venue of its own on the same database: nothing carries over.
+    venue = f"fair-{secrets.token_hex(4)}"
+    zones = data.draw(st.lists(st.sampled_from(ZONES), min_size=1, max_size=3), label="zones")
+    sites = [f"{venue}-{i}" for i in range(len(zones))]
+    tokens = {s: add_site(store, s, tz, venue) for s, tz in zip(sites, zones, strict=True)}
+    sent = data.draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(sites) - 1),
+                st.integers(0, 47),  # the hour, over two UTC days and the local days around
+                st.integers(0, 12),  # visitors: under k = 5 the hour is suppressed
+                st.integers(0, 60),
+                st.integers(0, 4),
+            ),
+            min_size=1,
+            max_size=10,
+        ),
+        label="hours",
+    )
+    # A later send of the same hour replaces it (its revision is higher), as an agent's does.
+    for revision, (i, hour, visitors, door_in, orders) in enumerate(sent, 1):
+        cell = shop_cell(TAIPEI_DAY_MS + hour * HOUR, visitors, door_in, min(orders, visitors))
+        send(local, sites[i], tokens[sites[i]], cell, revision=revision)
+    span = {"from": "2026-10-31", "to": "2026-11-04"}
+    asks = [{"venue": venue}, *({"site": s} for s in sites)]
+    # Every hour is still queued: each day is merged from its stored hours on the request.
+    from_hours = [get(local, "/v1/insights", **span, **ask) for ask in asks]
+    rolled(store, sandbox)
+    assert [get(local, "/v1/insights", **span, **ask) for ask in asks] == from_hours

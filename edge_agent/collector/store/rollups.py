@@ -501,6 +501,11 @@ def _write_venue_day(tx: Tx, day: VenueDay, at_ms: int) -> None:
     # A venue whose zone changed has its days of the other zone dropped: they begin at other
     # hours (its hours are queued again with its sites').
     tx.run("DELETE FROM venue_days WHERE venue = ? AND timezone <> ?", (day.venue, day.timezone))
+    if not day.summary.get("sites"):
+        # No agent's hour falls in it (an agent in another zone has a day that only overlaps
+        # it): a summary made from the hours has no such row, so neither does the rollup.
+        tx.run("DELETE FROM venue_days WHERE venue = ? AND day = ?", (day.venue, day.day))
+        return
     tx.run(
         "INSERT INTO venue_days (venue, day, timezone, start_ms, end_ms, k, summary, "
         "computed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (venue, day) DO "
