@@ -80,6 +80,19 @@ def test_cells_land_in_their_days_partition_and_old_days_in_the_default(pg: str)
         assert rows(pg, "SELECT count(*) FROM insight_cells") == [(2,)]
         # Again: nothing left to make.
         assert store.ensure_partitions(old) == []
+        # A day's read is planned on that day's partition alone: the others, the default
+        # one too, are pruned.
+        first = today - DAY
+        plan = " ".join(
+            str(line)
+            for (line,) in rows(
+                pg,
+                "EXPLAIN SELECT cell FROM insight_cells WHERE start_ms >= "  # noqa: S608
+                f"{first} AND start_ms < {first + DAY}",
+            )
+        )
+        scanned = {name for name in store.partitions() if f" {name} " in f" {plan} "}
+        assert scanned == {partitions.partition_name(first)}, plan
     finally:
         store.close()
 
