@@ -50,9 +50,13 @@ _HEAD = (
     # Beside whatever figures are chosen, since revenue means nothing without it.
     "currency",
 )
-#: The figures a summary can be restricted to, as `release` names them.
+#: Figures whose name a summary row already has for its group: the row shows them as these.
+_AS_COLUMN = {"venue": "venue_figures"}
+#: The figures a summary can be restricted to, as `release` names them (or `_AS_COLUMN`).
 METRICS: tuple[str, ...] = tuple(
-    name for name in release([Cell(0)], 0).total or {} if name not in {*_NOT_FIGURES, *_HEAD}
+    column
+    for column in (_AS_COLUMN.get(name, name) for name in release([Cell(0)], 0).total or {})
+    if column not in {*_NOT_FIGURES, *_HEAD}
 )
 
 
@@ -304,7 +308,11 @@ def _row(
         "suppressed_cells": summary["suppressed_cells"],
     }
     if not suppressed:
-        row.update((name, value) for name, value in released.items() if name not in _NOT_FIGURES)
+        row.update(
+            (_AS_COLUMN.get(name, name), value)
+            for name, value in released.items()
+            if name not in _NOT_FIGURES
+        )
     return row
 
 

@@ -31,6 +31,7 @@ Definitions (one cell = one site, one period of whole hours, UTC):
 - **data quality**: **duplicates** = redelivered or re-sent events (same messageId) in the
   hour of their timestamp; **dead letters** = rejected messages by reason, in the hour they
   were received (a rejected message may carry no usable time); a redelivery counts again.
+- **venue** (event venues; None for a cell without a ticket or badge scan): see `Venue`.
 A late event is folded in by recomputing its hour from the stored events (cells are not
 updated in place): the job recomputes an hour when events with ``stored_ms`` after its last
 computation arrive for it.
@@ -41,7 +42,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 import datasketches as ds
 
@@ -59,6 +60,7 @@ TOP = 10
 #: Keys of an hour's data-quality counts as the store keeps them.
 DUPLICATES_KIND = "duplicates"
 DEAD_LETTER_KIND = "dead_letter/"
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,196 @@ def _kll() -> ds.kll_doubles_sketch:
 
 def _frequent() -> ds.frequent_strings_sketch:
     return ds.frequent_strings_sketch(FREQUENT_LG_MAX)
+
+
+#: Entries are counted per slot of this length, keyed by the slot's start: hours then merge
+#: into days exactly, and rates and fill times come out the same for any merged period.
+SLOT_MS = 5 * 60 * 1000
+SLOTS_PER_HOUR = HOUR_MS // SLOT_MS
+RESULTS = ("accepted", "rejected", "reentry", "exit")
+PLACE_KINDS = ("booth", "session", "hall")
+#: The name a gate or place takes when its scanner did not say one.
+UNKNOWN = "unknown"
+UNSPECIFIED = "unspecified"
+#: The shares of the day's entries whose fill time is worked out.
+FILL_SHARES = (50, 90)
+
+
+@dataclass
+class Gate:
+    """One gate's ticket scans in a period."""
+
+    accepted: int = 0
+    rejected: int = 0
+    reentry: int = 0
+    exit: int = 0
+    #: Rejected scans by ``reason``; they add up to ``rejected``.
+    reasons: dict[str, int] = field(default_factory=dict)
+    #: Entries (accepted and re-entries) per slot, keyed by the slot's start (ms).
+    slots: dict[int, int] = field(default_factory=dict)
+    #: Distinct tickets scanned here, whatever the result: the people its figures come from.
+    holders: ds.hll_sketch = field(default_factory=_hll)
+
+    @property
+    def entries(self) -> int:
+        """Accepted scans and re-entries: the people who came in through this gate."""
+        return self.accepted + self.reentry
+
+    @property
+    def scans(self) -> int:
+        """Every scan at this gate."""
+        return self.accepted + self.rejected + self.reentry + self.exit
+
+
+@dataclass
+class Hall:
+    """The entries and exits through the gates that lead into one hall."""
+
+    entries: int = 0
+    exits: int = 0
+    #: Distinct tickets of those entries and exits.
+    holders: ds.hll_sketch = field(default_factory=_hll)
+
+
+@dataclass
+class Place:
+    """The badge scans at one booth, session or hall (`Venue.places`)."""
+
+    scans: int = 0
+    badges: ds.hll_sketch = field(default_factory=_hll)
+
+
+@dataclass
+class Venue:
+    """The ticket and badge scans of a period at an event venue.
+
+    Definitions (``Ticket Scanned``: a missing ``gate`` is ``unknown``, a missing ``result``
+    ``accepted``, a rejection's missing ``reason`` ``unspecified``; ``lane`` is not used):
+    - **per gate**: scans by ``result``; **entries** = accepted + re-entries; **rejection
+      rate** = rejected / (entries + rejected), the share of attempts to come in refused;
+      rejections by ``reason``; the **peak entry rate** = the entries of the busiest slot
+      (`SLOT_MS`) / its minutes.
+    - **venue** entries and exits are those at its entrance gates (scans without ``hall``),
+      so a visitor who walks on into a hall is not counted in twice; the venue's peak rate
+      and **fill minutes** (from the start of the first slot with an entry to the end of the
+      slot in which the period's entrance entries reach 50 % and 90 %) are of these.
+      **rejected** is every gate's rejections.
+    - **holders**: distinct ``ticket_id`` of accepted scans at any gate, and per
+      ``ticket_class`` where the scan gives one.
+    - **per hall**: entries and exits through the gates whose scans name that ``hall``;
+      `release` runs each hall's occupancy over the day like the doors' occupancy.
+    - **per place** (``Badge Scanned``, keyed ``"{place_kind}:{place}"``; a missing
+      ``place_kind`` is ``booth``, a missing ``place`` the legacy ``booth``, else ``unknown``;
+      ``exhibitor`` is not used): scans and distinct ``badge_id``; a session's distinct
+      badges are its attendees. Dwell at a booth is the zones' (`Cell.dwell`), not this.
+    Ticket and badge ids are the agent's pseudonyms: they only ever go into HLL sketches. A
+    scan whose id is missing, or whose ``result`` or ``place_kind`` is none of the known ones,
+    is not counted.
+    """
+
+    gates: dict[str, Gate] = field(default_factory=dict)
+    #: Entries per slot through the entrance gates: they add up to the venue's entries.
+    entrance_slots: dict[int, int] = field(default_factory=dict)
+    entrance_exits: int = 0
+    halls: dict[str, Hall] = field(default_factory=dict)
+    holders: ds.hll_sketch = field(default_factory=_hll)
+    holders_by_class: dict[str, ds.hll_sketch] = field(default_factory=dict)
+    places: dict[str, Place] = field(default_factory=dict)
+
+    def seen(self) -> bool:
+        """Whether the period had any ticket or badge scan."""
+        return bool(self.gates or self.places)
+
+    def figures(self, k: int) -> dict[str, object]:
+        """The venue's figures as plain numbers (see the class). A gate, hall, place or
+        ticket class with fewer than ``k`` distinct holders (badges for a place) is marked
+        suppressed."""
+        return {
+            "gates": {
+                name: (
+                    {
+                        "accepted": gate.accepted,
+                        "rejected": gate.rejected,
+                        "reentry": gate.reentry,
+                        "exit": gate.exit,
+                        "entries": gate.entries,
+                        "rejection_rate": _ratio(gate.rejected, gate.entries + gate.rejected),
+                        "reasons": dict(sorted(gate.reasons.items())),
+                        "peak_entries_per_minute": _peak(gate.slots),
+                    }
+                    if gate.holders.get_estimate() >= k
+                    else _suppressed()
+                )
+                for name, gate in sorted(self.gates.items())
+            },
+            "entries": sum(self.entrance_slots.values()),
+            "exits": self.entrance_exits,
+            "rejected": sum(gate.rejected for gate in self.gates.values()),
+            "peak_entries_per_minute": _peak(self.entrance_slots),
+            "holders": round(self.holders.get_estimate()),
+            "holders_by_class": {
+                name: round(hll.get_estimate()) if hll.get_estimate() >= k else _suppressed()
+                for name, hll in sorted(self.holders_by_class.items())
+            },
+            "fill_minutes": _fill_minutes(self.entrance_slots),
+            "halls": {
+                name: (
+                    {"entries": hall.entries, "exits": hall.exits}
+                    if hall.holders.get_estimate() >= k
+                    else _suppressed()
+                )
+                for name, hall in sorted(self.halls.items())
+            },
+            "places": {
+                name: (
+                    {
+                        "kind": name.partition(":")[0],
+                        "badges": round(place.badges.get_estimate()),
+                        "scans": place.scans,
+                    }
+                    if place.badges.get_estimate() >= k
+                    else _suppressed()
+                )
+                for name, place in sorted(self.places.items())
+            },
+        }
+
+    def small(self, k: int) -> list[str]:
+        """The gates, halls and places seen by fewer than ``k`` distinct holders, named
+        ``gate:``, ``hall:`` and ``place:`` with their key."""
+        return [
+            *(f"gate:{n}" for n, g in sorted(self.gates.items()) if g.holders.get_estimate() < k),
+            *(f"hall:{n}" for n, h in sorted(self.halls.items()) if h.holders.get_estimate() < k),
+            *(f"place:{n}" for n, p in sorted(self.places.items()) if p.badges.get_estimate() < k),
+        ]
+
+
+def _suppressed() -> dict[str, object]:
+    return {"suppressed": True}
+
+
+def _peak(slots: Mapping[int, int]) -> float | None:
+    return round(max(slots.values()) * 60_000 / SLOT_MS, 2) if slots else None
+
+
+def _fill_minutes(slots: Mapping[int, int]) -> dict[str, int] | None:
+    total = sum(slots.values())
+    if not total:
+        return None
+    ordered = sorted(s for s, n in slots.items() if n)
+    first, running = ordered[0], 0
+    out: dict[str, int] = {}
+    for slot in ordered:
+        running += slots[slot]
+        for share in FILL_SHARES:
+            # Whole numbers compared, so the same entries always give the same slot.
+            if str(share) not in out and running * 100 >= total * share:
+                out[str(share)] = (slot + SLOT_MS - first) // 60_000
+    return out
+
+
+def _label(value: object, default: str) -> str:
+    return value if isinstance(value, str) and value else default
 
 
 @dataclass
@@ -123,6 +315,7 @@ class Cell:
     paths: ds.frequent_strings_sketch = field(default_factory=_frequent)
     products: ds.frequent_strings_sketch = field(default_factory=_frequent)
     categories: ds.frequent_strings_sketch = field(default_factory=_frequent)
+    venue: Venue = field(default_factory=Venue)
 
     # --- figures -----------------------------------------------------------------------------
 
@@ -157,7 +350,8 @@ class Cell:
     def figures(self, k: int = 1) -> dict[str, object]:
         """The cell as plain numbers (estimates for sketches), for printing and release.
 
-        A zone seen by fewer than ``k`` distinct visitors has its dwell marked suppressed.
+        A zone seen by fewer than ``k`` distinct visitors has its dwell marked suppressed, and
+        so are a venue's gates, halls and places seen by fewer than ``k`` (`Venue.figures`).
         """
         visits = self.visits.get_estimate()
         return {
@@ -203,6 +397,7 @@ class Cell:
             "duplicates": self.duplicates,
             "dead_letters": sum(self.dead_letters.values()),
             "dead_letters_by_reason": dict(sorted(self.dead_letters.items())),
+            "venue": self.venue.figures(k) if self.venue.seen() else None,
         }
 
 
@@ -340,6 +535,10 @@ def _fold(
             cell.revenue += priced
             cell.revenue_clamped += min(priced, REVENUE_BOUND)
             cell.basket_value.update(priced)
+    elif fact.name == "Ticket Scanned":
+        _ticket(cell, fact)
+    elif fact.name == "Badge Scanned":
+        _badge(cell, fact)
     elif fact.name == "Feedback Submitted":
         nps = p.get("nps")
         if isinstance(nps, int):
@@ -350,6 +549,68 @@ def _fold(
         if isinstance(ces, int):
             cell.ces_answers += 1
             cell.ces_sum += ces
+
+
+def _ticket(cell: Cell, fact: Fact) -> None:
+    p = fact.properties
+    ticket, result = p.get("ticket_id"), p.get("result", "accepted")
+    if not isinstance(ticket, str) or not ticket or result not in RESULTS:
+        return
+    _holder_visits(cell, fact, ticket)
+    venue = cell.venue
+    gate = venue.gates.setdefault(_label(p.get("gate"), UNKNOWN), Gate())
+    gate.holders.update(ticket)
+    if result == "rejected":
+        gate.rejected += 1
+        reason = _label(p.get("reason"), UNSPECIFIED)
+        gate.reasons[reason] = gate.reasons.get(reason, 0) + 1
+        return
+    hall_name = _label(p.get("hall"), "")
+    hall = venue.halls.setdefault(hall_name, Hall()) if hall_name else None
+    if hall is not None:
+        hall.holders.update(ticket)
+    if result == "exit":
+        gate.exit += 1
+        if hall is None:
+            venue.entrance_exits += 1
+        else:
+            hall.exits += 1
+        return
+    if result == "accepted":
+        gate.accepted += 1
+        venue.holders.update(ticket)
+        ticket_class = _label(p.get("ticket_class"), "")
+        if ticket_class:
+            venue.holders_by_class.setdefault(ticket_class, _hll()).update(ticket)
+    else:
+        gate.reentry += 1
+    slot = fact.ts_ms - fact.ts_ms % SLOT_MS
+    gate.slots[slot] = gate.slots.get(slot, 0) + 1
+    if hall is None:
+        venue.entrance_slots[slot] = venue.entrance_slots.get(slot, 0) + 1
+    else:
+        hall.entries += 1
+
+
+def _badge(cell: Cell, fact: Fact) -> None:
+    p = fact.properties
+    badge, kind = p.get("badge_id"), p.get("place_kind", "booth")
+    if not isinstance(badge, str) or not badge or kind not in PLACE_KINDS:
+        return
+    _holder_visits(cell, fact, badge)
+    name = _label(p.get("place"), _label(p.get("booth"), UNKNOWN))
+    place = cell.venue.places.setdefault(f"{kind}:{name}", Place())
+    place.scans += 1
+    place.badges.update(badge)
+
+
+def _holder_visits(cell: Cell, fact: Fact, holder: str) -> None:
+    # A gate-only venue has scans without an anonymousId: its holders are the hour's people
+    # (the person when the scan is linked to one who allows it, else the ticket or badge), so
+    # the hour is not suppressed for want of visitors. A holder who also carried an
+    # anonymousId elsewhere that hour counts twice; a visit is still only an anonymousId.
+    if not fact.visit:
+        cell.visitors.update(fact.visitor or holder)
 
 
 def merge(cells: Iterable[Cell]) -> Cell:
@@ -395,7 +656,60 @@ def merge(cells: Iterable[Cell]) -> Cell:
     for name, union in unions.items():
         setattr(out, name, union.get_result())
     out.zone_visits = {zone: union.get_result() for zone, union in zone_unions.items()}
+    out.venue = merge_venues(c.venue for c in cells)
     return out
+
+
+def merge_venues(venues: Iterable[Venue]) -> Venue:
+    """One venue's scans from several periods or agents: counts and slots add, distinct
+    holders and badges merge as sketches."""
+    out = Venue()
+    unions: dict[tuple[str, str], ds.hll_union] = {}
+
+    def union(kind: str, name: str, sketch: ds.hll_sketch) -> None:
+        unions.setdefault((kind, name), ds.hll_union(HLL_LG_K)).update(sketch)
+
+    for venue in venues:
+        for name, gate in venue.gates.items():
+            into = out.gates.setdefault(name, Gate())
+            into.accepted += gate.accepted
+            into.rejected += gate.rejected
+            into.reentry += gate.reentry
+            into.exit += gate.exit
+            _add(into.reasons, gate.reasons)
+            _add(into.slots, gate.slots)
+            union("gate", name, gate.holders)
+        _add(out.entrance_slots, venue.entrance_slots)
+        out.entrance_exits += venue.entrance_exits
+        for name, hall in venue.halls.items():
+            into_hall = out.halls.setdefault(name, Hall())
+            into_hall.entries += hall.entries
+            into_hall.exits += hall.exits
+            union("hall", name, hall.holders)
+        union("holders", "", venue.holders)
+        for name, hll in venue.holders_by_class.items():
+            union("class", name, hll)
+        for name, place in venue.places.items():
+            out.places.setdefault(name, Place()).scans += place.scans
+            union("place", name, place.badges)
+    for (kind, name), merged in unions.items():
+        sketch = merged.get_result()
+        if kind == "gate":
+            out.gates[name].holders = sketch
+        elif kind == "hall":
+            out.halls[name].holders = sketch
+        elif kind == "holders":
+            out.holders = sketch
+        elif kind == "class":
+            out.holders_by_class[name] = sketch
+        else:
+            out.places[name].badges = sketch
+    return out
+
+
+def _add(into: dict[_K, int], counts: Mapping[_K, int]) -> None:
+    for key, count in counts.items():
+        into[key] = into.get(key, 0) + count
 
 
 def _main_currency(cells: list[Cell]) -> str:
@@ -442,7 +756,8 @@ class Release:
         hours: each hour asked for, in time order: its figures with ``occupancy``, or only
             ``start_ms``, ``hours``, ``suppressed`` and ``reason`` when it is suppressed.
         total: the released hours merged, with ``occupancy`` and ``occupancy_peak``; None when
-            every hour is suppressed.
+            every hour is suppressed. At a venue, each shown hall of ``venue.halls`` has its
+            ``occupancy`` in the hours and the total, and its ``occupancy_peak`` in the total.
         suppressed_hours: how many hours the total leaves out.
     """
 
@@ -468,8 +783,9 @@ def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> Rele
     start and a reason; never silently absent). The period's total is merged from the released
     hours only, so subtracting the released hours from the total reveals nothing of a
     suppressed one; how many hours were left out is stated next to it. Within any released
-    figure, a zone seen by fewer than ``k`` visitors has its dwell suppressed. Occupancy runs
-    over released hours only, for the same reason.
+    figure, a zone seen by fewer than ``k`` visitors has its dwell suppressed, and a venue's
+    gate, hall or place its figures. Occupancy, the doors' and each hall's (its entries
+    less its exits, never below zero), runs over released hours only, for the same reason.
 
     Args:
         hours: the hour cells asked for.
@@ -477,12 +793,15 @@ def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> Rele
         earlier: the same day's hours before those asked for: where occupancy starts from.
     """
     occupancy = 0
+    halls: dict[str, int] = {}
     for cell in sorted(earlier, key=lambda c: c.start_ms):
         if releasable(cell, k):
             occupancy = max(0, occupancy + cell.footfall_in - cell.footfall_out)
+            _run_halls(halls, cell.venue)
     released: list[dict[str, object]] = []
     kept: list[Cell] = []
     peak: int | None = None
+    halls_peak: dict[str, int] = {}
     for cell in sorted(hours, key=lambda c: c.start_ms):
         if not releasable(cell, k):
             released.append(
@@ -497,17 +816,46 @@ def release(hours: Iterable[Cell], k: int, earlier: Iterable[Cell] = ()) -> Rele
         kept.append(cell)
         occupancy = max(0, occupancy + cell.footfall_in - cell.footfall_out)
         peak = occupancy if peak is None else max(peak, occupancy)
-        released.append({**cell.figures(k), "occupancy": occupancy})
+        _run_halls(halls, cell.venue)
+        for name, inside in halls.items():
+            halls_peak[name] = max(halls_peak.get(name, inside), inside)
+        released.append(_with_halls({**cell.figures(k), "occupancy": occupancy}, halls))
     total = (
-        {**merge(kept).figures(k), "occupancy": occupancy, "occupancy_peak": peak} if kept else None
+        _with_halls(
+            {**merge(kept).figures(k), "occupancy": occupancy, "occupancy_peak": peak},
+            halls,
+            halls_peak,
+        )
+        if kept
+        else None
     )
     return Release(k, released, total, len(released) - len(kept))
+
+
+def _run_halls(occupancy: dict[str, int], venue: Venue) -> None:
+    for name, hall in venue.halls.items():
+        occupancy[name] = max(0, occupancy.get(name, 0) + hall.entries - hall.exits)
+
+
+def _with_halls(
+    figures: dict[str, object], occupancy: Mapping[str, int], peak: Mapping[str, int] | None = None
+) -> dict[str, object]:
+    venue = figures.get("venue")
+    if isinstance(venue, dict):
+        for name, shown in cast("dict[str, dict[str, object]]", venue["halls"]).items():
+            if "suppressed" not in shown:
+                shown["occupancy"] = occupancy[name]
+                if peak is not None:
+                    shown["occupancy_peak"] = peak[name]
+    return figures
 
 
 def for_central(cell: Cell, k: int) -> dict[str, object]:
     """The form of an hour cell that may leave the site: its storage form (so central can
     merge it) when at least ``k`` distinct visitors were seen, else only a suppressed marker;
-    zones seen by fewer than ``k`` lose their dwell and visitor sketches, and are named."""
+    zones seen by fewer than ``k`` lose their dwell and visitor sketches, and are named; so do
+    a venue's gates, halls and places their holder and badge sketches (so central shows them
+    suppressed), keeping their counts, which the venue's totals and hall occupancy add up."""
     if not releasable(cell, k):
         return {
             "start_ms": cell.start_ms,
@@ -522,6 +870,13 @@ def for_central(cell: Cell, k: int) -> dict[str, object]:
             sketches = cast("dict[str, str]", document[key])
             document[key] = {z: v for z, v in sketches.items() if z not in small}
         document["suppressed_zones"] = small
+    if cell.venue.seen() and (names := cell.venue.small(k)):
+        venue = cast("dict[str, object]", document["venue"])
+        for name in names:
+            kind, _, key = name.partition(":")
+            group = cast("dict[str, dict[str, object]]", venue[f"{kind}s"])
+            group[key]["badges" if kind == "place" else "holders"] = _EMPTY_HLL
+        venue["suppressed"] = names
     return document
 
 
@@ -561,9 +916,24 @@ def _bytes(sketch: object) -> bytes:
     return bytes(sketch.serialize())  # type: ignore[attr-defined]
 
 
+def _b64(sketch: object) -> str:
+    return base64.b64encode(_bytes(sketch)).decode()
+
+
+#: What a sketch of nobody is stored as: what `for_central` sends for a small gate's holders.
+_EMPTY_HLL = _b64(_hll())
+
+
 def to_document(cell: Cell) -> dict[str, object]:
-    """A cell as JSON-ready values (sketches as base64): how cells are stored and synced."""
-    return {
+    """A cell as JSON-ready values (sketches as base64): how cells are stored and synced.
+
+    A venue's scans are under ``venue`` (absent when the cell saw none): ``gates`` {gate:
+    {accepted, rejected, reentry, exit, reasons, slots, holders}}, ``entrance_slots``,
+    ``entrance_exits``, ``halls`` {hall: {entries, exits, holders}}, ``holders``,
+    ``holders_by_class``, ``places`` {place: {scans, badges}}; slots are {start ms as text:
+    entries}, since JSON keys are text.
+    """
+    document: dict[str, object] = {
         "start_ms": cell.start_ms,
         "hours": cell.hours,
         **{name: getattr(cell, name) for name in SUMS},
@@ -576,6 +946,42 @@ def to_document(cell: Cell) -> dict[str, object]:
         "currency": cell.currency,
         "other_revenue": cell.other_revenue,
     }
+    if cell.venue.seen():
+        document["venue"] = _venue_document(cell.venue)
+    return document
+
+
+def _venue_document(venue: Venue) -> dict[str, object]:
+    return {
+        "gates": {
+            name: {
+                "accepted": gate.accepted,
+                "rejected": gate.rejected,
+                "reentry": gate.reentry,
+                "exit": gate.exit,
+                "reasons": dict(gate.reasons),
+                "slots": _slots_document(gate.slots),
+                "holders": _b64(gate.holders),
+            }
+            for name, gate in venue.gates.items()
+        },
+        "entrance_slots": _slots_document(venue.entrance_slots),
+        "entrance_exits": venue.entrance_exits,
+        "halls": {
+            name: {"entries": hall.entries, "exits": hall.exits, "holders": _b64(hall.holders)}
+            for name, hall in venue.halls.items()
+        },
+        "holders": _b64(venue.holders),
+        "holders_by_class": {name: _b64(hll) for name, hll in venue.holders_by_class.items()},
+        "places": {
+            name: {"scans": place.scans, "badges": _b64(place.badges)}
+            for name, place in venue.places.items()
+        },
+    }
+
+
+def _slots_document(slots: Mapping[int, int]) -> dict[str, int]:
+    return {str(start): count for start, count in sorted(slots.items())}
 
 
 def from_document(document: Mapping[str, object]) -> Cell:
@@ -606,6 +1012,9 @@ def from_document(document: Mapping[str, object]) -> Cell:
         cell.zone_visits = {
             z: ds.hll_sketch.deserialize(base64.b64decode(v)) for z, v in zones.items()
         }
+        # Cells stored before venues were counted, and shops' cells, have none.
+        if "venue" in document:
+            cell.venue = _venue_of(_object(document["venue"], "venue"))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"not a stored insight cell: {exc}") from exc
     return cell
@@ -627,3 +1036,68 @@ def _money_of(document: Mapping[str, object]) -> tuple[str, dict[str, float]]:
             raise TypeError(f"other_revenue.{code}: {amount!r} is not a number")
         amounts[code] = float(amount)
     return currency, amounts
+
+
+def _venue_of(document: Mapping[str, object]) -> Venue:
+    venue = Venue(
+        entrance_slots=_slots_of(document["entrance_slots"], "venue.entrance_slots"),
+        entrance_exits=_count(document["entrance_exits"], "venue.entrance_exits"),
+        holders=_hll_of(document["holders"]),
+    )
+    for name, value in _object(document["gates"], "venue.gates").items():
+        where = f"venue.gates.{name[:64]}"
+        gate = _object(value, where)
+        reasons = _object(gate["reasons"], f"{where}.reasons")
+        venue.gates[name] = Gate(
+            accepted=_count(gate["accepted"], f"{where}.accepted"),
+            rejected=_count(gate["rejected"], f"{where}.rejected"),
+            reentry=_count(gate["reentry"], f"{where}.reentry"),
+            exit=_count(gate["exit"], f"{where}.exit"),
+            reasons={r: _count(n, f"{where}.reasons.{r[:64]}") for r, n in reasons.items()},
+            slots=_slots_of(gate["slots"], f"{where}.slots"),
+            holders=_hll_of(gate["holders"]),
+        )
+    for name, value in _object(document["halls"], "venue.halls").items():
+        where = f"venue.halls.{name[:64]}"
+        hall = _object(value, where)
+        venue.halls[name] = Hall(
+            entries=_count(hall["entries"], f"{where}.entries"),
+            exits=_count(hall["exits"], f"{where}.exits"),
+            holders=_hll_of(hall["holders"]),
+        )
+    classes = _object(document["holders_by_class"], "venue.holders_by_class")
+    venue.holders_by_class = {name: _hll_of(value) for name, value in classes.items()}
+    for name, value in _object(document["places"], "venue.places").items():
+        place = _object(value, f"venue.places.{name[:64]}")
+        venue.places[name] = Place(
+            scans=_count(place["scans"], f"venue.places.{name[:64]}.scans"),
+            badges=_hll_of(place["badges"]),
+        )
+    return venue
+
+
+def _object(value: object, where: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{where} must be an object")
+    return cast("dict[str, object]", value)
+
+
+def _count(value: object, where: str) -> int:
+    # Read as it is, never rounded: `cellcheck` says why a count is not a plausible one.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{where}: {value!r} is not a whole number")
+    return value
+
+
+def _slots_of(value: object, where: str) -> dict[int, int]:
+    slots: dict[int, int] = {}
+    for key, count in _object(value, where).items():
+        start = str(key)
+        if not (start.isascii() and start.isdigit()):
+            raise TypeError(f"{where}: {start[:64]!r} is not the start of a slot in ms")
+        slots[int(start)] = _count(count, f"{where}.{start}")
+    return slots
+
+
+def _hll_of(value: object) -> ds.hll_sketch:
+    return ds.hll_sketch.deserialize(base64.b64decode(str(value)))
