@@ -390,6 +390,47 @@ class HttpSettings:
         return f"http://{host}:{self.port}"
 
 
+#: Where an agent's share document goes: its own topic under the venue's, so that the broker's
+#: ACL lets each agent write only its own (`edge_agent.core.venueview`).
+VENUE_TOPIC_PREFIX = "venues/{venue}/agents/{site}/"
+
+
+def _venue_topic(value: str) -> bool:
+    rest = value.removeprefix(VENUE_TOPIC_PREFIX)
+    return (
+        value.startswith(VENUE_TOPIC_PREFIX)
+        and len(value) <= 200
+        and rest != ""
+        and not any(c in rest for c in "+#{}\x00")
+        and "" not in rest.split("/")
+    )
+
+
+@dataclass(frozen=True)
+class VenueSettings:
+    """``[venue]``: the agents of one venue sharing their live hour cells over the broker."""
+
+    #: Publish this agent's cells of today and take the other agents' (needs ``[site]
+    #: venue``); false: a shop alone shares nothing.
+    share: bool = _setting(False, lambda v: True, "true or false")
+    share_every_s: int = _setting(5, lambda v: 1 <= v <= 3600, "1-3600 seconds")
+    #: An agent not heard from for this long is shown stale (its last cells still count).
+    stale_after_s: int = _setting(30, lambda v: 2 <= v <= 86400, "2-86400 seconds")
+    topic: str = _setting(
+        VENUE_TOPIC_PREFIX + "today",
+        _venue_topic,
+        "venues/{venue}/agents/{site}/ and one or more topic levels, no + # { }",
+    )
+
+    def topic_of(self, venue: str, site: str) -> str:
+        """The topic ``site``'s share document is published to (retained)."""
+        return self.topic.replace("{venue}", venue).replace("{site}", site)
+
+    def subscription(self, venue: str) -> str:
+        """The filter that takes every agent's share document of ``venue``."""
+        return self.topic_of(venue, "+")
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """``[log]``: JSON lines on stdout."""
@@ -416,6 +457,7 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    venue: VenueSettings = field(default_factory=VenueSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
 
@@ -451,6 +493,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sync": SyncSettings,
     "models": ModelsSettings,
     "http": HttpSettings,
+    "venue": VenueSettings,
     "log": LogSettings,
 }
 
@@ -530,7 +573,23 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError(
             "[site] exchange_rates convert into the site's currency: set [site] currency too"
         )
+    if sections["venue"].share:
+        _check_sharing(sections["site"], sections["mqtt"])
     return Settings(**sections, source=str(path) if path else "defaults")
+
+
+def _check_sharing(site: SiteSettings, mqtt: MqttSettings) -> None:
+    if not site.venue:
+        raise ConfigError(
+            "[venue] share = true needs [site] venue: set it to the venue's id, the same at "
+            "every agent of the venue"
+        )
+    if mqtt.topic == "#":
+        # Ingest would take the agents' share documents for device events: dead letters.
+        raise ConfigError(
+            '[venue] share = true needs [mqtt] topic = "sites/{site}/devices/+/events": '
+            'with "#" the agent would take the venue\'s share documents as device events'
+        )
 
 
 def _build(cls: type[Any], given: dict[str, tuple[object, str]]) -> Any:

@@ -59,6 +59,8 @@ from edge_agent.web.changes import Changes, touched
 if TYPE_CHECKING:
     import uvicorn
 
+    from edge_agent.app.venue import VenueShare
+
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +249,8 @@ class Agent:
             schema_version=self.schemas.version,
         )
         self._note("heartbeat", "alive")
-        scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced)
+        venue = self._start_venue()
+        scheduler = jobs.start(s, now_ms, on_sync=self.metrics.synced, venue=venue)
         server = _serve_http(s, self.changes, self.metrics) if self.changes else None
         process, pipe = self._start_receiver()
         last_progress = time.monotonic()
@@ -286,6 +289,8 @@ class Agent:
             if server is not None:
                 server.should_exit = True
             scheduler.shutdown(wait=True)
+            if venue is not None:
+                venue.stop()
             self._stop_receiver(process, pipe)
             self._note("heartbeat", "stopped")
             self._note("broker", "disconnected")
@@ -293,6 +298,17 @@ class Agent:
             self.lock.release()
             self.notifier.close()
             logs.log(logger, logging.INFO, "agent_stopped", "agent stopped", **self.totals)
+
+    def _start_venue(self) -> VenueShare | None:
+        """The venue link, connecting, when ``[venue] share`` is on."""
+        if not self.settings.venue.share:
+            return None
+        # Imported here: a shop alone never loads it.
+        from edge_agent.app.venue import VenueShare
+
+        venue = VenueShare(self.settings, now_ms)
+        venue.start()
+        return venue
 
     def _note(self, key: str, value: str) -> None:
         """Record the agent's or the broker's state for ``status``; on a disk too full even for

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from edge_agent import logs
@@ -20,6 +21,7 @@ from edge_agent.core.sync import site_offset
 from edge_agent.errors import EdgeAgentError, StorageError
 
 if TYPE_CHECKING:
+    from edge_agent.app.venue import VenueShare
     from edge_agent.sync.client import SyncReport
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,15 @@ def _sync_job(
         logs.log(logger, logging.INFO, "sync_done", "outbox drained", **report.as_dict())
 
 
+def _venue_job(venue: VenueShare, clock: Callable[[], int]) -> None:
+    try:
+        venue.share(clock())
+    except StorageError as exc:
+        # The peers keep this agent's last document meanwhile, and show it stale in time.
+        logs.log(logger, logging.ERROR, "venue_share_failed", str(exc))
+
+
+VENUE_EXECUTOR = "venue"
 NIGHTLY_HOUR_UTC = 3
 NIGHTLY_TIMEOUT_S = 3 * 3600
 
@@ -123,17 +134,19 @@ def start(
     settings: Settings,
     clock: Callable[[], int],
     on_sync: Callable[[SyncReport | None], None] = lambda _report: None,
+    venue: VenueShare | None = None,
 ) -> BackgroundScheduler:
     """Start the agent's scheduler: retention, insights, training the site's own models and
     pulling releases from central (all run at start-up, then periodically), and sync when
     ``[sync] url`` is set (first at a per-site offset, then every ``every_s`` with up to
     ``jitter_s`` of jitter, so a fleet spreads out) and the check-ins (at once, then every
-    ``check_in_s``).
+    ``check_in_s``); with ``venue``, its share every ``[venue] share_every_s``, from now.
 
     Args:
         settings: the agent's settings.
         clock: the current time in epoch milliseconds.
         on_sync: told each sync run's report (None: the run failed with an error).
+        venue: the venue link, when ``[venue] share`` is on.
     """
     scheduler = BackgroundScheduler(timezone="UTC")
     now = datetime.now(UTC)
@@ -170,6 +183,22 @@ def start(
         max_instances=1,
         coalesce=True,
     )
+    if venue is not None:
+        # A thread of its own, whose every run apscheduler would log at INFO: every few
+        # seconds, that would drown the journal.
+        scheduler.add_executor(ThreadPoolExecutor(1), VENUE_EXECUTOR)
+        logging.getLogger(f"apscheduler.executors.{VENUE_EXECUTOR}").setLevel(logging.WARNING)
+        scheduler.add_job(
+            _venue_job,
+            "interval",
+            seconds=settings.venue.share_every_s,
+            args=(venue, clock),
+            id="venue",
+            executor=VENUE_EXECUTOR,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=now,
+        )
     if settings.sync.url:
         # Imported here: httpx is only needed on a site that syncs.
         from edge_agent.app.checkin import CheckIns

@@ -61,6 +61,15 @@ def check_site_id(raw: str) -> SiteId:
     return SiteId(_checked(raw, "site id"))
 
 
+def check_venue_id(raw: str) -> str:
+    """The venue id, if it can name a topic (the same rule as sites').
+
+    Raises:
+        ConfigError: as `check_device_id`.
+    """
+    return _checked(raw, "venue id")
+
+
 def agent_username(site: SiteId) -> str:
     """The agent's MQTT user name on its site's broker."""
     return f"{AGENT_PREFIX}{site}"
@@ -108,9 +117,11 @@ def password_file(lines: Mapping[str, str]) -> str:
     return "".join(f"{lines[u]}\n" for u in ordered)
 
 
-def acl_text(site: SiteId, devices: Iterable[DeviceId]) -> str:
+def acl_text(site: SiteId, devices: Iterable[DeviceId], venue: str = "") -> str:
     """Mosquitto's ACL file: each device may publish only to its own topic, the agent may
-    only read the site's device topics, and nobody may do anything else.
+    only read the site's device topics and, at a ``venue``, read every agent's share of the
+    venue and write its own (``venues/{venue}/agents/{site}/...``: no agent can speak for
+    another); nobody may do anything else. Devices get nothing of the venue's.
 
     Mosquitto denies whatever no line allows, so nothing else needs saying. Subscribing is not
     checked against ``read`` lines in Mosquitto 2.0 (a wider subscription is granted); what is
@@ -121,6 +132,11 @@ def acl_text(site: SiteId, devices: Iterable[DeviceId]) -> str:
         f"user {agent_username(site)}",
         f"topic read sites/{site}/devices/+/events",
     ]
+    if venue:
+        lines += [
+            f"topic read venues/{venue}/agents/#",
+            f"topic write venues/{venue}/agents/{site}/#",
+        ]
     for device in sorted(set(devices)):
         lines += ["", f"user {device_username(device)}"]
         lines.append(f"topic write {DeviceTopic(site, device).topic}")
@@ -145,15 +161,18 @@ class AgentConfig:
     ca_file: str
     sync_url: str = ""
     sync_token: str = ""
+    #: The venue the site belongs to; empty: none.
+    venue: str = ""
 
 
 def agent_config_text(config: AgentConfig) -> str:
     """The agent's TOML configuration. Its password is in a file of its own, which the
     agent reads again at every reconnection, so a rotation needs no restart."""
     s = toml_string
+    venue = f"venue = {s(config.venue)}\n" if config.venue else ""
     text = (
         "# Written by edge-agent provision init.\n"
-        f"[site]\nid = {s(config.site)}\ndata_dir = {s(config.data_dir)}\n\n"
+        f"[site]\nid = {s(config.site)}\ndata_dir = {s(config.data_dir)}\n{venue}\n"
         f"[mqtt]\nhost = {s(config.broker_host)}\nport = {config.broker_port}\n"
         f"username = {s(config.username)}\npassword_file = {s(config.password_file)}\n"
         f"tls = true\nca_file = {s(config.ca_file)}\n"

@@ -45,6 +45,7 @@ from edge_agent.core.provisioning import (
     agent_username,
     check_device_id,
     check_site_id,
+    check_venue_id,
     device_bundle,
     device_of,
     device_username,
@@ -297,15 +298,18 @@ def init_site(
     sync_url: str = "",
     sync_token: str = "",
     devices: tuple[str, ...] = (),
+    venue: str = "",
 ) -> SiteFolder:
     """Create a site's folder: site key, CA, broker certificate, credentials, broker and agent
-    configuration, and one bundle per device.
+    configuration, and one bundle per device; with ``venue``, the agent's ``[site] venue``
+    and its ACL lines for sharing with the venue's other agents (docs/venues.md).
 
     Raises:
         ConfigError: the folder is already provisioned, a value cannot be used (bad port,
-            host, site or device id, broker user), or a file cannot be written.
+            host, site, venue or device id, broker user), or a file cannot be written.
     """
     site = check_site_id(site_id)
+    venue = check_venue_id(venue) if venue else ""
     checked = [check_device_id(d) for d in devices]
     folder = SiteFolder(root.resolve())
     # agent.toml is written last: without it, an interrupted init may simply run again.
@@ -339,6 +343,7 @@ def init_site(
             ca_file=str(folder.agent / "ca.crt"),
             sync_url=sync_url,
             sync_token=sync_token,
+            venue=venue,
         )
     ).encode()
     _check_agent_config(agent_text)
@@ -364,7 +369,7 @@ def init_site(
     for device, password in bundles.items():
         lines[device_username(device)] = password_line(device_username(device), password, _salt())
     write_file(folder.passwd, password_file(lines).encode())
-    write_file(folder.acl, acl_text(site, bundles).encode())
+    write_file(folder.acl, acl_text(site, bundles, venue).encode())
     write_file(
         folder.broker_config,
         mosquitto_conf(
@@ -436,6 +441,8 @@ class _Site:
     host: str
     port: int
     users: dict[str, str]
+    #: The agent's ``[site] venue`` (empty: none): its ACL lets it share with the venue.
+    venue: str = ""
 
 
 def _open(root: Path) -> _Site:
@@ -447,7 +454,14 @@ def _open(root: Path) -> _Site:
         users = parse_password_file(folder.passwd.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"password file {folder.passwd} cannot be read: {exc.strerror}") from exc
-    return _Site(folder, SiteId(settings.site.id), settings.mqtt.host, settings.mqtt.port, users)
+    return _Site(
+        folder,
+        SiteId(settings.site.id),
+        settings.mqtt.host,
+        settings.mqtt.port,
+        users,
+        check_venue_id(settings.site.venue) if settings.site.venue else "",
+    )
 
 
 def _devices(site: _Site) -> list[DeviceId]:
@@ -459,7 +473,7 @@ def _save_broker_files(site: _Site) -> bool:
     # the password file goes first: a new device has no ACL line yet and can do nothing, a
     # revoked one has already lost its password.
     write_file(site.folder.passwd, password_file(site.users).encode())
-    write_file(site.folder.acl, acl_text(site.site, _devices(site)).encode())
+    write_file(site.folder.acl, acl_text(site.site, _devices(site), site.venue).encode())
     _match_owner(site.folder.passwd, site.folder.broker)
     _match_owner(site.folder.acl, site.folder.broker)
     return reload_broker(site.folder)

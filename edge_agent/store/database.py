@@ -29,6 +29,7 @@ from edge_agent.store.deadletters import DeadLetters
 from edge_agent.store.events import Events, Received
 from edge_agent.store.insights import Insights
 from edge_agent.store.outbox import Outbox
+from edge_agent.store.peers import Peers
 from edge_agent.store.people import ERASURE_EVENT, PersonalData, Receipt
 from edge_agent.store.registry import Registry
 from edge_agent.store.state import State
@@ -88,10 +89,10 @@ class Store:
     """The agent's SQLite database. One writer (the agent), any number of readers.
 
     Its repositories: ``events``, ``dead_letters``, ``people``, ``outbox``, ``insights``,
-    ``registry`` (models), ``state``; screens are `edge_agent.store.screens.Screens`. They
-    share this store's connection, so what one writes inside another's transaction commits
-    with it. Every method raises StorageError when SQLite fails (disk full, file not
-    writable, database locked past the timeout), with the file named.
+    ``registry`` (models), ``state``, ``peers`` (the venue's other agents); screens are
+    `edge_agent.store.screens.Screens`. They share this store's connection, so what one writes
+    inside another's transaction commits with it. Every method raises StorageError when SQLite
+    fails (disk full, file not writable, database locked past the timeout), with the file named.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class Store:
         self.insights = Insights(connection, self.outbox)
         self.registry = Registry(connection)
         self.state = State(connection)
+        self.peers = Peers(connection)
 
     @classmethod
     def open(

@@ -426,3 +426,28 @@ def _holders(db: Database) -> None:
         """
     ):
         db.execute(statement)
+
+
+@migrations(name="0015_peer_cells")
+def _peer_cells(db: Database) -> None:
+    # What the venue's other agents shared (`edge_agent.core.venueview`): each one's latest
+    # document, and its hour cells, the newest computation of each (site, hour) kept.
+    for statement in _split(
+        """
+        CREATE TABLE peer_agents (
+            site TEXT PRIMARY KEY,
+            heard_ms INTEGER NOT NULL,         -- when its latest document came (our clock)
+            computed_ms INTEGER NOT NULL,      -- the newest document's own time (its clock)
+            day TEXT NOT NULL,
+            timezone TEXT NOT NULL
+        );
+        CREATE TABLE peer_cells (
+            site TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            computed_ms INTEGER NOT NULL,
+            cell TEXT NOT NULL,
+            PRIMARY KEY (site, start_ms)
+        ) WITHOUT ROWID
+        """
+    ):
+        db.execute(statement)

@@ -1,12 +1,13 @@
-"""What a screen is answered: the visitor at its device or in its zone, and the site's figures
-today, over the calling thread's `Reader` (see `edge_agent.app.screens`)."""
+"""What a screen is answered: the visitor at its device or in its zone, the site's figures
+today and the venue's, over the calling thread's `Reader` (see `edge_agent.app.screens` and
+`edge_agent.app.venue`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from edge_agent.app import screens
-from edge_agent.config import SiteSettings
+from edge_agent.app import screens, venue
+from edge_agent.config import SiteSettings, VenueSettings
 from edge_agent.core.catalogue import names_of
 from edge_agent.serving.recommend import Stocked
 from edge_agent.store.screens import Screen
@@ -24,16 +25,20 @@ class ScreenAnswers:
         k: int,
         site_refresh_s: float,
         site: SiteSettings | None = None,
+        venue_settings: VenueSettings | None = None,
     ) -> None:
         """``k``: the insights' suppression threshold; ``site_refresh_s``: the site's figures
         are computed at most this often, whatever the number of screens; ``site``: its
         currency, exchange rates, locale and time zone (how the screens write money, numbers
-        and times, sent with the figures)."""
+        and times, sent with the figures); ``venue_settings``: how the venue's agents share
+        (the venue's figures are computed at most every ``share_every_s``, when it changes)."""
         self.readers = readers
         self.clock = clock
         self.k = k
         self.stocked = Stocked()
         self.figures = Cached(site_refresh_s)
+        self.venue_settings = venue_settings or VenueSettings()
+        self.venue_figures = Cached(self.venue_settings.share_every_s)
         self.catalogue = Cached(site_refresh_s)
         self.site_settings = site or SiteSettings()
         self.writing = {
@@ -84,6 +89,23 @@ class ScreenAnswers:
                 self.clock(),
                 self.site_settings.timezone,
                 self.site_settings.money,
+            )
+        )
+        return {**figures, **self.writing}
+
+    def venue(self) -> dict[str, object]:
+        """The venue's figures today, from this agent's cells and its peers'.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        figures = self.venue_figures.get(
+            lambda: venue.venue_today(
+                self.readers.get().store,
+                self.site_settings,
+                self.venue_settings,
+                self.k,
+                self.clock(),
             )
         )
         return {**figures, **self.writing}

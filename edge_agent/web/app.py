@@ -4,7 +4,8 @@ A screen is opened once at the address ``edge-agent screens add`` printed, whose
 the page trades for the screen's own token (kept in the browser, stored here only hashed). With
 that token it gets the visitor in front of its device and their lists (`GET /v1/screen`), the
 site's figures today (`GET /v1/site`), and both pushed as they change (`GET /v1/screen/stream`,
-Server-Sent Events). Answers identify nobody; see `edge_agent.app.screens`.
+Server-Sent Events); at a venue whose agents share, the venue's figures today from all of
+them (`GET /v1/venue`). Answers identify nobody; see `edge_agent.app.screens`.
 
 Everything the page loads comes from this server (the site may have no internet), under a
 Content-Security-Policy that allows nothing else and no inline script (`web.headers`).
@@ -84,6 +85,7 @@ def create_app(
             Route("/v1/screen", screens.screen),
             Route("/v1/screen/stream", stream),
             Route("/v1/site", screens.site),
+            Route("/v1/venue", screens.venue),
             Mount("/static", StaticFiles(directory=screens.STATIC), name="static"),
         ],
         exception_handlers={404: _not_found, 405: _not_found},
@@ -101,6 +103,7 @@ def create_app(
         settings.insights.k,
         settings.http.site_refresh_s,
         settings.site,
+        settings.venue,
     )
     app.state.ready = Cached(health.READY_EVERY_S)
     app.state.writer = Store.open(settings.database, settings.store.synchronous)

@@ -1,5 +1,6 @@
 """The staff screen's page, its pairing, and its JSON answers (`GET /v1/screen` for the
-visitor in front of it, `GET /v1/site` for the site's figures today)."""
+visitor in front of it, `GET /v1/site` for the site's figures today, `GET /v1/venue` for the
+venue's, from every agent of it)."""
 
 from __future__ import annotations
 
@@ -76,10 +77,14 @@ async def pair(request: Request) -> Response:
     return json_answer(200, {"token": token})
 
 
-async def _answer(request: Request, work: Callable[[Screen, int], object]) -> Response:
+async def _answer(
+    request: Request, work: Callable[[Screen, int], object], missing: str | None = None
+) -> Response:
     asking = await screen_asking(request)
     if isinstance(asking, Response):
         return asking
+    if missing is not None:
+        return refusal(404, "not_found", missing)
     found, _, k = asking
     try:
         body = await run_in_threadpool(work, found, k)
@@ -99,3 +104,12 @@ async def site(request: Request) -> Response:
     """The site's figures today."""
     answers: ScreenAnswers = request.app.state.answers
     return await _answer(request, lambda _screen, _k: answers.site())
+
+
+async def venue(request: Request) -> Response:
+    """The venue's figures today, with the agents they come from; 404 on an agent that does
+    not share with its venue."""
+    answers: ScreenAnswers = request.app.state.answers
+    shared = answers.venue_settings.share
+    missing = None if shared else "this agent shares no venue figures: see docs/venues.md"
+    return await _answer(request, lambda _screen, _k: answers.venue(), missing)
