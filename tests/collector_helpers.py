@@ -284,6 +284,32 @@ def shop_cell(start_ms: int, visitors: int, door_in: int, orders: int = 0) -> di
     return to_document(compute_hour(start_ms, facts))
 
 
+def gate_cell(start_ms: int, gate: str, holders: int, rejected: int = 0) -> dict[str, object]:
+    """A real hour cell of a venue's gate: ``holders`` tickets accepted (one visit each) and
+    ``rejected`` scans refused as already used; a tenth of the holders walk on into hall
+    ``A`` and a quarter show their badge at the keynote session."""
+    facts = []
+    for i in range(holders):
+        visit = f"g{start_ms}-{gate}-{i}"
+        scan = {"ticket_id": f"t{i}", "gate": gate, "result": "accepted", "ticket_class": "day"}
+        facts.append(Fact(start_ms + 60_000 * (i % 50) + i, "Ticket Scanned", visit, visit,
+                          False, scan))  # fmt: skip
+        if i % 10 == 0:
+            hall = {"ticket_id": f"t{i}", "gate": f"{gate}-A", "hall": "A", "result": "accepted"}
+            facts.append(Fact(start_ms + 3_000_000 + i, "Ticket Scanned", visit, visit, False,
+                              hall))  # fmt: skip
+        if i % 4 == 0:
+            badge = {"badge_id": f"b{i}", "place_kind": "session", "place": "keynote"}
+            facts.append(Fact(start_ms + 3_100_000 + i, "Badge Scanned", visit, visit, False,
+                              badge))  # fmt: skip
+    for i in range(rejected):
+        refused = {"ticket_id": f"t{i}", "gate": gate, "result": "rejected",
+                   "reason": "already_used"}  # fmt: skip
+        facts.append(Fact(start_ms + 3_200_000 + i, "Ticket Scanned", f"r{start_ms}-{i}", None,
+                          False, refused))  # fmt: skip
+    return to_document(compute_hour(start_ms, facts))
+
+
 def check_in(site: str, sent_ms: int, name: str = "", timezone: str = "UTC") -> CheckIn:
     """A healthy site's check-in, sent at ``sent_ms``."""
     return CheckIn(

@@ -394,14 +394,15 @@ async def site_page(
 <a href="{export_href}" download>Download its days (CSV)</a></p>
 {_period_form(f"/sites/{site}", span)}
 {"" if total is not None else f'<p class="note">{_empty_hint(1)}</p>'}
-{_place_sections(found)}
+{_place_sections(found, span)}
 <section class="card"><h2>Data quality</h2>{quality}{_days_table(days)}</section>"""
     return _render(request, user, title, "", body)
 
 
-def _place_sections(found: Mapping[str, object]) -> str:
-    """A site's or a venue's sections read from its hour cells: heat map, zones, products
-    (by name where the sites gave one) and paths."""
+def _place_sections(found: Mapping[str, object], span: analytics.Period) -> str:
+    """A site's or a venue's sections read from its hour cells over ``span``: heat map,
+    zones, products (by name where the sites gave one), paths, and a venue's gates, halls
+    and sessions."""
     total = cast("Mapping[str, object] | None", found["total"])
     names = cast("Mapping[str, str]", found["product_names"])
     return f"""<section class="card"><h2>Footfall by hour and weekday</h2>
@@ -412,7 +413,137 @@ where the site was closed or the hour had fewer than {DASHBOARD_K} visitors.</p>
 <section class="card"><h2>Zones</h2>{_zones(total)}</section>
 <section class="card"><h2>Top products</h2>{_top(total, "top_products", "Product", names)}</section>
 <section class="card"><h2>Paths</h2>{_top(total, "top_paths", "Path")}</section>
+</div>{_venue_sections(total, span.days == 1)}"""
+
+
+def _venue_sections(total: Mapping[str, object] | None, one_day: bool) -> str:
+    """The gates, halls and badge places of a venue's period; nothing where no ticket or
+    badge was scanned. How long the venue took to fill is said of one day only: over
+    several, it would run from the first day's first entry."""
+    venue = cast("Mapping[str, object] | None", (total or {}).get("venue"))
+    if not venue:
+        return ""
+    fill = cast("Mapping[str, object] | None", venue.get("fill_minutes")) or {}
+    lede = (
+        f"{number(cast('float', venue.get('entries')))} entries, "
+        f"{number(cast('float', venue.get('exits')))} exits and "
+        f"{number(cast('float', venue.get('rejected')))} rejected scans; "
+        f"{number(cast('float', venue.get('holders')))} distinct ticket holders; at the busiest "
+        f"5 minutes {number(cast('float | None', venue.get('peak_entries_per_minute')), 1)} "
+        "entries a minute"
+        + (
+            f"; half of the entries came in the first {fill['50']} minutes, 90 % in {fill['90']}"
+            if one_day and fill.get("50") is not None
+            else ""
+        )
+        + "."
+    )
+    parts = {
+        key: cast("Mapping[str, Mapping[str, object]]", venue.get(key) or {})
+        for key in ("gates", "halls", "places")
+    }
+    return f"""<section class="card"><h2>Gates</h2><p class="sub">{lede}</p>
+{_gates(parts["gates"])}</section>
+<div class="columns">
+<section class="card"><h2>Halls</h2>{_halls(parts["halls"])}</section>
+<section class="card"><h2>Booths and sessions</h2>{_places(parts["places"])}</section>
 </div>"""
+
+
+def _few(columns: int) -> str:
+    return f'<td colspan="{columns}" class="gap-cell">fewer than {DASHBOARD_K} holders</td>'
+
+
+def _gates(gates: Mapping[str, Mapping[str, object]]) -> str:
+    if not gates:
+        return '<p class="sub">No gate scans in this period.</p>'
+    rows = "".join(
+        f'<tr><th scope="row">{escape(gate)}</th>'
+        + (
+            _few(6)
+            if g.get("suppressed")
+            else "".join(
+                f"<td>{number(cast('float | None', g.get(n)), d)}</td>"
+                for n, d in (
+                    ("entries", 0),
+                    ("reentry", 0),
+                    ("exit", 0),
+                    ("rejected", 0),
+                    ("peak_entries_per_minute", 1),
+                )
+            )
+            + f"<td>{_share(g.get('rejection_rate'))}{_reasons(g.get('reasons'))}</td>"
+        )
+        + "</tr>"
+        for gate, g in gates.items()
+    )
+    head = "".join(
+        f'<th scope="col">{h}</th>'
+        for h in (
+            "Gate", "Entries", "Re-entries", "Exits", "Rejected", "Peak entries a minute",
+            "Rejected share",
+        )
+    )  # fmt: skip
+    return (
+        f'<div class="table-wrap"><table class="data" aria-label="Gates"><thead><tr>{head}'
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _share(value: object) -> str:
+    return "\N{EN DASH}" if not isinstance(value, int | float) else f"{100 * value:.1f} %"
+
+
+def _reasons(reasons: object) -> str:
+    if not isinstance(reasons, Mapping) or not reasons:
+        return ""
+    said = ", ".join(f"{escape(str(r))} {number(float(n))}" for r, n in reasons.items())
+    return f'<div class="sub">{said}</div>'
+
+
+def _halls(halls: Mapping[str, Mapping[str, object]]) -> str:
+    if not halls:
+        return '<p class="sub">No hall gates in this period.</p>'
+    rows = "".join(
+        f'<tr><th scope="row">{escape(hall)}</th>'
+        + (
+            _few(3)
+            if h.get("suppressed")
+            else "".join(
+                f"<td>{number(cast('float | None', h.get(n)))}</td>"
+                for n in ("entries", "exits", "occupancy_peak")
+            )
+        )
+        + "</tr>"
+        for hall, h in halls.items()
+    )
+    return (
+        '<table class="data"><thead><tr><th scope="col">Hall</th><th scope="col">Entries</th>'
+        '<th scope="col">Exits</th><th scope="col">Most inside</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _places(places: Mapping[str, Mapping[str, object]]) -> str:
+    if not places:
+        return '<p class="sub">No badge scans in this period.</p>'
+    rows = "".join(
+        f'<tr><th scope="row">{escape(str(p.get("kind", "")).capitalize())} '
+        f"{escape(key.split(':', 1)[-1])}</th>"
+        + (
+            _few(2)
+            if p.get("suppressed")
+            else f"<td>{number(cast('float | None', p.get('badges')))}</td>"
+            f"<td>{number(cast('float | None', p.get('scans')))}</td>"
+        )
+        + "</tr>"
+        for key, p in places.items()
+    )
+    return (
+        '<table class="data"><thead><tr><th scope="col">Place</th><th scope="col">People '
+        '(badges)</th><th scope="col">Scans</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _heat_map(heat: Mapping[str, object]) -> str:
@@ -557,7 +688,7 @@ cells.{zones_note} <a href="{agents_csv}" download>Download the agents' table (C
 <div class="table-wrap"><table class="data" aria-label="Agents"><thead><tr>
 <th scope="col">Rank</th><th scope="col">Agent</th>{head}<th scope="col">Days</th></tr></thead>
 <tbody>{agents}</tbody></table></div>
-{_place_sections(merged)}"""
+{_place_sections(merged, span)}"""
     return _render(request, user, f"Venue {venue}", "", body)
 
 
