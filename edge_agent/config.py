@@ -22,6 +22,7 @@ from typing import Any, get_type_hints
 
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.core.events import MAX_PAYLOAD_BYTES
+from edge_agent.core.gates import parse_capacities
 from edge_agent.core.localtime import is_zone
 from edge_agent.core.money import Money, is_code, parse_rates
 from edge_agent.core.names import site_name_ok, valid_id
@@ -53,6 +54,14 @@ def _positive(value: float) -> bool:
 def _rates(value: str) -> bool:
     try:
         parse_rates(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _capacities(value: str) -> bool:
+    try:
+        parse_capacities(value)
     except ValueError:
         return False
     return True
@@ -421,6 +430,19 @@ class VenueSettings:
         _venue_topic,
         "venues/{venue}/agents/{site}/ and one or more topic levels, no + # { }",
     )
+    #: The venue's capacity in people, which the gate screens show attendance against;
+    #: 0: not set.
+    capacity: int = _setting(0, lambda v: 0 <= v <= 10_000_000, "0 (not set) to 10000000 people")
+    #: Each hall's capacity in people: ``"h1=2000, h2=800"`` (halls as the gates' scans name
+    #: them); a hall not named has none.
+    hall_capacity: str = _setting(
+        "", _capacities, 'hall=people entries such as "h1=2000, h2=800" (1-10000000 each)'
+    )
+    #: A gate screen warns when a gate refuses more than this share of the attempts to come
+    #: in over 15 minutes (with at least 20 of them) ...
+    rejection_alert: float = _setting(0.1, lambda v: 0 < v < 1, "a share between 0 and 1")
+    #: ... or when a hall (or the venue) holds more than this share of its capacity.
+    occupancy_alert: float = _setting(0.9, lambda v: 0 < v <= 1, "a share above 0, at most 1")
 
     def topic_of(self, venue: str, site: str) -> str:
         """The topic ``site``'s share document is published to (retained)."""

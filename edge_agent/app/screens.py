@@ -159,20 +159,27 @@ class Added:
     expires_in_min: int
 
 
+#: The place a gate screen is registered at: it shows the venue's gates, not one device's.
+GATES = "gates"
+
+
 def add_screen(settings: Settings, kind: Kind, place: str, label: str | None) -> Added:
-    """Register a screen at a device (a till, a kiosk) or in a zone, and make its pairing code.
+    """Register a screen at a device (a till, a kiosk), in a zone, or (``kind`` gate, at
+    `GATES`) at the venue's gates, and make its pairing code; a gate screen's address opens
+    the gate page.
 
     Raises:
         StorageError: the database cannot be written.
     """
     with Store.open(settings.database, settings.store.synchronous) as store:
         screen_id, code = Screens(store).add(place, label or place, now_ms(), kind)
+    page = "/gate" if kind == "gate" else "/"
     return Added(
         screen_id,
         place,
         kind,
         code,
-        f"{settings.http.base_url()}/#pair={code}",
+        f"{settings.http.base_url()}{page}#pair={code}",
         PAIRING_TTL_MS // 60000,
     )
 

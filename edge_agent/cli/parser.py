@@ -216,16 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     screens = commands.add_parser(
         "screens",
         help="staff screens: add (prints a pairing code), list, revoke",
-        description="A screen is registered to a device (a till, a kiosk) or a zone (a booth); "
-        "it pairs once with the printed address and then uses its own token, stored only as a "
-        "hash here.",
+        description="A screen is registered to a device (a till, a kiosk) or a zone (a booth), "
+        "or as a gate screen (a TV at a venue's gates); it pairs once with the printed address "
+        "and then uses its own token, stored only as a hash here.",
     )
     screen_commands = screens.add_subparsers(dest="screens_command", required=True)
-    adding = screen_commands.add_parser("add", help="register a screen by a device or in a zone")
+    adding = screen_commands.add_parser(
+        "add", help="register a screen by a device, in a zone, or at the venue's gates"
+    )
     place = adding.add_mutually_exclusive_group(required=True)
     place.add_argument("--device", help="the device id it stands by, e.g. till-3")
     place.add_argument("--zone", help="the zone it stands in (as zone sensors name it)")
-    adding.add_argument("--label", help="a name for it (default: the device or zone)")
+    place.add_argument(
+        "--gate",
+        action="store_true",
+        help="a gate screen: entries per gate, attendance, hall occupancy and warnings",
+    )
+    adding.add_argument("--label", help="a name for it (default: the device, zone or gates)")
     adding.set_defaults(handler=cmd_screens_add)
     screen_commands.add_parser("list", help="the screens and their state").set_defaults(
         handler=cmd_screens_list
@@ -416,6 +423,43 @@ def _provision_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     who.add_argument("--device", help="the device whose password to replace")
     who.add_argument("--agent", action="store_true", help="replace the agent's password")
     rotate.set_defaults(handler=cmd_provision_rotate)
+
+    from edge_agent.cli.provision import cmd_provision_venue
+
+    venue = actions.add_parser(
+        "venue",
+        help="create a venue's folder: one broker, N agents, one site key",
+        description="Create a venue's folder: one CA and Mosquitto for the venue, one folder "
+        "per agent (agents/AGENT: agent.toml with [site] venue and [venue] share = true, its "
+        "password, and the venue's one site key, so a person seen by two agents counts once) "
+        "and one bundle per device. Each device belongs to one agent and may publish only "
+        "under that agent's site.",
+    )
+    venue.add_argument("--out", type=Path, required=True, help="the folder to create")
+    venue.add_argument("--venue", required=True, help="the venue id, e.g. expo-centre")
+    venue.add_argument(
+        "--agents", required=True, help="the agents' site ids, comma-separated: hall-a,hall-b"
+    )
+    venue.add_argument(
+        "--device",
+        action="append",
+        metavar="AGENT:DEVICE",
+        help="a device and the agent it belongs to, e.g. hall-a:door-1 (repeatable)",
+    )
+    venue.add_argument(
+        "--broker-host",
+        default=socket.gethostname(),
+        help="the name or address devices and agents reach the broker by (default: this "
+        "machine's name)",
+    )
+    venue.add_argument(
+        "--broker-port", type=int, default=8883, help="the broker's TLS port (default 8883)"
+    )
+    venue.add_argument("--broker-user", default="mosquitto", help="the account Mosquitto runs as")
+    venue.add_argument(
+        "--agent-user", help="the account the agents run as (given their folders as root)"
+    )
+    venue.set_defaults(handler=cmd_provision_venue)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,3 +78,35 @@ def cmd_provision_rotate(args: argparse.Namespace, settings: Settings) -> int:
         change = provision.rotate_device(args.dir, args.device)
         _print_change(change, f"device {args.device}'s password replaced")
     return 0
+
+
+def cmd_provision_venue(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a venue's folder: one broker, one folder per agent, one site key for all."""
+    from edge_agent.ops import provision
+
+    devices = []
+    for spec in args.device or ():
+        agent, sep, device = spec.partition(":")
+        if not sep:
+            print(f"edge-agent: --device {spec!r} must be AGENT:DEVICE, e.g. hall-a:door-1",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        devices.append((agent, device))
+    agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
+    folder = provision.init_venue(
+        args.out,
+        args.venue,
+        agents,
+        tuple(devices),
+        args.broker_host,
+        args.broker_port,
+        broker_user=args.broker_user,
+        agent_user=args.agent_user or "",
+    )
+    print(f"venue {args.venue} provisioned in {folder.root}")
+    print(f"  broker:  mosquitto -c {folder.shared.broker_config}")
+    for agent in agents:
+        print(f"  agent {agent}: edge-agent --config {folder.agent(agent) / 'agent.toml'} run")
+    for agent, device in devices:
+        print(f"  device {device} of {agent}: bundle {folder.root / 'devices' / device}")
+    return 0

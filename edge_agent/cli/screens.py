@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 
 def cmd_screens_add(args: argparse.Namespace, settings: Settings) -> int:
     """Register a screen and print its one-time pairing code."""
-    from edge_agent.app.screens import add_screen
+    from edge_agent.app.screens import GATES, add_screen
 
-    kind: Kind = "zone" if args.zone else "device"
-    added = add_screen(settings, kind, args.zone or args.device, args.label)
-    where = added.place if added.kind == "device" else f"zone {added.place}"
+    kind: Kind = "gate" if args.gate else "zone" if args.zone else "device"
+    added = add_screen(settings, kind, GATES if args.gate else args.zone or args.device, args.label)
+    where = {"device": added.place, "zone": f"zone {added.place}", "gate": "the gates"}[kind]
     print(f"screen {added.id} for {where}: pairing code {added.code}")
     print(
         f"open {added.url} on the screen (the code works once, "

@@ -23,6 +23,11 @@ _ID = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_ID - 1}}}")
 #: User names: the two prefixes keep the agent's name from ever being a device's.
 AGENT_PREFIX = "agent."
 DEVICE_PREFIX = "device."
+#: The agent's venue link logs in as the agent's user plus this, with the agent's password:
+#: the broker replaces each client id with its user name (``use_username_as_clientid``, so
+#: no device can take the agent's session), and with one user the agent's two connections
+#: would take each other's place.
+VENUE_USER_SUFFIX = ".venue"
 
 #: Mosquitto 2.0's ``$7$`` hash: PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash.
 PBKDF2_SALT_BYTES = 12
@@ -75,6 +80,11 @@ def agent_username(site: SiteId) -> str:
     return f"{AGENT_PREFIX}{site}"
 
 
+def venue_username(site: SiteId) -> str:
+    """The MQTT user name of the agent's venue link (`VENUE_USER_SUFFIX`)."""
+    return agent_username(site) + VENUE_USER_SUFFIX
+
+
 def device_username(device: DeviceId) -> str:
     """A device's MQTT user name."""
     return f"{DEVICE_PREFIX}{device}"
@@ -117,30 +127,46 @@ def password_file(lines: Mapping[str, str]) -> str:
     return "".join(f"{lines[u]}\n" for u in ordered)
 
 
+_ACL_HEADER = "# Written by edge-agent provision: regenerated on every change."
+
+
 def acl_text(site: SiteId, devices: Iterable[DeviceId], venue: str = "") -> str:
     """Mosquitto's ACL file: each device may publish only to its own topic, the agent may
-    only read the site's device topics and, at a ``venue``, read every agent's share of the
-    venue and write its own (``venues/{venue}/agents/{site}/...``: no agent can speak for
-    another); nobody may do anything else. Devices get nothing of the venue's.
+    only read the site's device topics and, at a ``venue``, its venue link
+    (`venue_username`) may read every agent's share of the venue and write its own
+    (``venues/{venue}/agents/{site}/...``: no agent can speak for another); nobody may do
+    anything else. Devices get nothing of the venue's.
 
     Mosquitto denies whatever no line allows, so nothing else needs saying. Subscribing is not
     checked against ``read`` lines in Mosquitto 2.0 (a wider subscription is granted); what is
     delivered is.
     """
-    lines = [
-        "# Written by edge-agent provision: regenerated on every change.",
-        f"user {agent_username(site)}",
-        f"topic read sites/{site}/devices/+/events",
-    ]
+    return "\n".join([_ACL_HEADER, *_agent_acl(site, devices, venue)]) + "\n"
+
+
+def venue_acl_text(venue: str, agents: Mapping[SiteId, Iterable[DeviceId]]) -> str:
+    """The ACL file of a venue's one broker: every agent's lines as `acl_text` writes a
+    site's, each agent with its own partition of the venue's devices, which publish under
+    its site's topics only."""
+    lines = [_ACL_HEADER]
+    for site in sorted(agents):
+        lines += ["", f"# agent {site}", *_agent_acl(site, agents[site], venue)]
+    return "\n".join(lines) + "\n"
+
+
+def _agent_acl(site: SiteId, devices: Iterable[DeviceId], venue: str) -> list[str]:
+    lines = [f"user {agent_username(site)}", f"topic read sites/{site}/devices/+/events"]
     if venue:
         lines += [
+            "",
+            f"user {venue_username(site)}",
             f"topic read venues/{venue}/agents/#",
             f"topic write venues/{venue}/agents/{site}/#",
         ]
     for device in sorted(set(devices)):
         lines += ["", f"user {device_username(device)}"]
         lines.append(f"topic write {DeviceTopic(site, device).topic}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def toml_string(value: str) -> str:
@@ -163,6 +189,8 @@ class AgentConfig:
     sync_token: str = ""
     #: The venue the site belongs to; empty: none.
     venue: str = ""
+    #: ``[venue] share``: share its cells of today with the venue's other agents.
+    share: bool = False
 
 
 def agent_config_text(config: AgentConfig) -> str:
@@ -181,6 +209,8 @@ def agent_config_text(config: AgentConfig) -> str:
     )
     if config.sync_url:
         text += f"\n[sync]\nurl = {s(config.sync_url)}\ntoken = {s(config.sync_token)}\n"
+    if config.share:
+        text += "\n[venue]\nshare = true\n"
     return text
 
 

@@ -8,6 +8,10 @@ Layout of the folder (each consumer reads only its own sub-folder):
     ca/         ca.key, ca.crt                                     provisioning's own
     devices/ID/ device.json, ca.crt                                one bundle per device
 
+A venue's folder (`init_venue`) has one ``ca/``, ``broker/`` and ``devices/`` for the venue's
+one broker, and ``agents/SITE/`` in place of ``agent/``, one per agent, each with the same
+``data/site.key``.
+
 Secrets (private keys, passwords, the site key, the agent's config with the sync token) are
 created with mode 0600 from the start: a temporary file opened with O_CREAT|O_EXCL and that
 mode, then renamed over the old one, so no reader ever sees a half-written or readable file.
@@ -52,6 +56,8 @@ from edge_agent.core.provisioning import (
     parse_password_file,
     password_file,
     password_line,
+    venue_acl_text,
+    venue_username,
 )
 from edge_agent.core.topics import DeviceId, SiteId
 from edge_agent.errors import BrokerError, ConfigError
@@ -318,10 +324,7 @@ def init_site(
             f"{folder.root} is already provisioned: use provision add-device, revoke-device "
             "or rotate, or choose an empty folder"
         )
-    if not 1 <= broker_port <= 65535:
-        raise ConfigError(f"--broker-port must be 1-65535, got {broker_port}")
-    if not broker_host or any(c.isspace() or c in "/\x00" for c in broker_host):
-        raise ConfigError(f"--broker-host must be a host name or address, got {broker_host!r}")
+    _check_broker(broker_host, broker_port)
     owner = _owner(
         broker_user,
         "install mosquitto first, or pass --broker-user with the account the broker runs as",
@@ -329,7 +332,6 @@ def init_site(
     agent_owner = _owner(
         agent_user, "create it first (useradd --system edge-agent), or leave out --agent-user"
     )
-    now = datetime.datetime.now(datetime.UTC)
     data = (data_dir or folder.agent / "data").resolve()
     username = agent_username(site)
     agent_text = agent_config_text(
@@ -353,23 +355,40 @@ def init_site(
     _folder(data)
     keyfile.load_or_create(data / "site.key")
 
-    ca_key, ca_cert = _new_ca(site, now)
-    server_key, server_cert = _server_cert(ca_key, ca_cert, broker_host, now)
-    write_file(folder.ca_key, _pem_key(ca_key))
-    write_file(folder.ca_cert, _pem_cert(ca_cert), _PUBLIC)
-    write_file(folder.broker / "ca.crt", _pem_cert(ca_cert), _PUBLIC)
-    write_file(folder.broker / "server.crt", _pem_cert(server_cert), _PUBLIC)
-    write_file(folder.broker / "server.key", _pem_key(server_key))
-    write_file(folder.agent / "ca.crt", _pem_cert(ca_cert), _PUBLIC)
+    _write_ca_and_broker_keys(folder, site, broker_host)
+    write_file(folder.agent / "ca.crt", folder.ca_cert.read_bytes(), _PUBLIC)
 
     agent_password = _new_password()
     write_file(folder.agent_password, agent_password.encode())
-    lines = {username: password_line(username, agent_password, _salt())}
+    lines = _agent_lines(site, agent_password, venue)
     bundles = {d: _new_password() for d in checked}
     for device, password in bundles.items():
         lines[device_username(device)] = password_line(device_username(device), password, _salt())
     write_file(folder.passwd, password_file(lines).encode())
     write_file(folder.acl, acl_text(site, bundles, venue).encode())
+    _write_broker_config(folder, broker_port, broker_user)
+    for device, password in bundles.items():
+        _write_bundle(folder, site, device, broker_host, broker_port, password)
+    _hand_over(folder.broker, owner)
+    _hand_over(data, agent_owner)
+    write_file(folder.agent_config, agent_text)
+    # Last, so that agent.toml is handed over too.
+    _hand_over(folder.agent, agent_owner)
+    logs.log(
+        logger, logging.INFO, "site_provisioned", "site provisioned",
+        site=site, folder=str(folder.root), devices=len(bundles),
+    )  # fmt: skip
+    return folder
+
+
+def _check_broker(broker_host: str, broker_port: int) -> None:
+    if not 1 <= broker_port <= 65535:
+        raise ConfigError(f"--broker-port must be 1-65535, got {broker_port}")
+    if not broker_host or any(c.isspace() or c in "/\x00" for c in broker_host):
+        raise ConfigError(f"--broker-host must be a host name or address, got {broker_host!r}")
+
+
+def _write_broker_config(folder: SiteFolder, broker_port: int, broker_user: str) -> None:
     write_file(
         folder.broker_config,
         mosquitto_conf(
@@ -396,18 +415,24 @@ def init_site(
         ).encode(),
         _PUBLIC,
     )
-    for device, password in bundles.items():
-        _write_bundle(folder, site, device, broker_host, broker_port, password)
-    _hand_over(folder.broker, owner)
-    _hand_over(data, agent_owner)
-    write_file(folder.agent_config, agent_text)
-    # Last, so that agent.toml is handed over too.
-    _hand_over(folder.agent, agent_owner)
-    logs.log(
-        logger, logging.INFO, "site_provisioned", "site provisioned",
-        site=site, folder=str(folder.root), devices=len(bundles),
-    )  # fmt: skip
-    return folder
+
+
+def _agent_lines(site: SiteId, password: str, venue: str) -> dict[str, str]:
+    # At a venue the agent's venue link logs in as a user of its own, with the same password
+    # (`edge_agent.core.provisioning.VENUE_USER_SUFFIX`).
+    users = [agent_username(site), *([venue_username(site)] if venue else [])]
+    return {user: password_line(user, password, _salt()) for user in users}
+
+
+def _write_ca_and_broker_keys(folder: SiteFolder, site: str, broker_host: str) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_cert = _new_ca(SiteId(site), now)
+    server_key, server_cert = _server_cert(ca_key, ca_cert, broker_host, now)
+    write_file(folder.ca_key, _pem_key(ca_key))
+    write_file(folder.ca_cert, _pem_cert(ca_cert), _PUBLIC)
+    write_file(folder.broker / "ca.crt", _pem_cert(ca_cert), _PUBLIC)
+    write_file(folder.broker / "server.crt", _pem_cert(server_cert), _PUBLIC)
+    write_file(folder.broker / "server.key", _pem_key(server_key))
 
 
 def _check_agent_config(text: bytes) -> None:
@@ -432,6 +457,131 @@ def _write_bundle(
     document = device_bundle(site, device, host, port, password)
     write_file(bundle / "device.json", json.dumps(document, indent=2).encode() + b"\n")
     return bundle
+
+
+@dataclass(frozen=True)
+class VenueFolder:
+    """The paths of one provisioned venue: the venue broker's (as a site's, `SiteFolder`)
+    and one folder per agent."""
+
+    root: Path
+
+    @property
+    def shared(self) -> SiteFolder:
+        """The CA, the broker's folder and the devices' bundles, laid out as a site's."""
+        return SiteFolder(self.root)
+
+    def agent(self, site: str) -> Path:
+        """An agent's folder: agent.toml, mqtt.password, ca.crt, data/site.key."""
+        return self.root / "agents" / site
+
+
+def init_venue(
+    root: Path,
+    venue_id: str,
+    agents: tuple[str, ...],
+    devices: tuple[tuple[str, str], ...],
+    broker_host: str,
+    broker_port: int,
+    *,
+    broker_user: str = "mosquitto",
+    agent_user: str = "",
+) -> VenueFolder:
+    """Create a venue's folder: one CA and broker for the venue, and one folder per agent
+    with its ``agent.toml`` (``[site] id`` and ``venue``, ``[venue] share = true``), its
+    password and the venue's one site key, so a person seen by two agents is one pseudonym
+    (docs/venues.md). Each agent owns its partition of the venue's devices (``devices``:
+    (agent, device) pairs): the ACL lets them publish under its site's topics only.
+
+    Raises:
+        ConfigError: the folder is already provisioned, a value cannot be used (bad port,
+            host, venue, agent or device id, an agent named twice, a device of no agent
+            or of two), or a file cannot be written.
+    """
+    venue = check_venue_id(venue_id)
+    sites = [check_site_id(a) for a in agents]
+    if not sites:
+        raise ConfigError("--agents must name the venue's agents, e.g. hall-a,hall-b")
+    if len(set(sites)) != len(sites):
+        raise ConfigError(f"--agents names an agent twice: {','.join(sites)}")
+    owned: dict[SiteId, dict[DeviceId, str]] = {s: {} for s in sites}
+    owner_of: dict[DeviceId, SiteId] = {}
+    for agent, device in devices:
+        site, checked = check_site_id(agent), check_device_id(device)
+        if site not in owned:
+            raise ConfigError(
+                f"--device {agent}:{device}: {agent!r} is not one of --agents {','.join(sites)}"
+            )
+        # A device is one broker user: it can publish under one agent's site only.
+        if owner_of.setdefault(checked, site) != site:
+            raise ConfigError(
+                f"--device {device} is given to {owner_of[checked]} and {site}: a device "
+                "belongs to one agent"
+            )
+        owned[site][checked] = _new_password()
+    folder = VenueFolder(root.resolve())
+    shared = folder.shared
+    if (folder.root / "agents").exists():
+        raise ConfigError(f"{folder.root} is already provisioned: choose an empty folder")
+    _check_broker(broker_host, broker_port)
+    owner = _owner(
+        broker_user,
+        "install mosquitto first, or pass --broker-user with the account the broker runs as",
+    )
+    agent_owner = _owner(
+        agent_user, "create it first (useradd --system edge-agent), or leave out --agent-user"
+    )
+    texts = {
+        site: agent_config_text(
+            AgentConfig(
+                site=site,
+                data_dir=str(folder.agent(site) / "data"),
+                broker_host=broker_host,
+                broker_port=broker_port,
+                username=agent_username(site),
+                password_file=str(folder.agent(site) / "mqtt.password"),
+                ca_file=str(folder.agent(site) / "ca.crt"),
+                venue=venue,
+                share=True,
+            )
+        ).encode()
+        for site in sites
+    }
+    for text in texts.values():
+        _check_agent_config(text)
+    for path in (shared.root / "ca", shared.broker, shared.root / "devices"):
+        _folder(path)
+    _folder(shared.broker / "mosquitto-data")
+    _write_ca_and_broker_keys(shared, venue, broker_host)
+    # One key for the venue: made once, then the same 32 bytes in every agent's data folder.
+    _folder(folder.agent(sites[0]) / "data")
+    key = keyfile.load_or_create(folder.agent(sites[0]) / "data" / "site.key")
+    lines: dict[str, str] = {}
+    for site in sites:
+        home = folder.agent(site)
+        _folder(home / "data")
+        write_file(home / "data" / "site.key", key.secret)
+        write_file(home / "ca.crt", shared.ca_cert.read_bytes(), _PUBLIC)
+        password = _new_password()
+        write_file(home / "mqtt.password", password.encode())
+        lines |= _agent_lines(site, password, venue)
+        for device, device_password in owned[site].items():
+            lines[device_username(device)] = password_line(
+                device_username(device), device_password, _salt()
+            )
+            _write_bundle(shared, site, device, broker_host, broker_port, device_password)
+    write_file(shared.passwd, password_file(lines).encode())
+    write_file(shared.acl, venue_acl_text(venue, owned).encode())
+    _write_broker_config(shared, broker_port, broker_user)
+    _hand_over(shared.broker, owner)
+    for site in sites:
+        write_file(folder.agent(site) / "agent.toml", texts[site])
+        _hand_over(folder.agent(site), agent_owner)
+    logs.log(
+        logger, logging.INFO, "venue_provisioned", "venue provisioned",
+        venue=venue, folder=str(folder.root), agents=len(sites), devices=len(owner_of),
+    )  # fmt: skip
+    return folder
 
 
 @dataclass(frozen=True)
@@ -559,11 +709,10 @@ def rotate_agent(root: Path) -> Change:
         BrokerError: the running broker cannot be signalled.
     """
     site = _open(root)
-    username = agent_username(site.site)
     password = _new_password()
     write_file(site.folder.agent_password, password.encode())
     _match_owner(site.folder.agent_password, site.folder.agent)
-    site.users[username] = password_line(username, password, _salt())
+    site.users.update(_agent_lines(site.site, password, site.venue))
     reloaded = _save_broker_files(site)
     logs.log(logger, logging.INFO, "agent_rotated", "agent password replaced", site=site.site)
     return Change(site.folder.agent_password, reloaded)

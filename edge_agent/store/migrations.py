@@ -451,3 +451,18 @@ def _peer_cells(db: Database) -> None:
         """
     ):
         db.execute(statement)
+
+
+@migrations(name="0016_peer_refusals")
+def _peer_refusals(db: Database) -> None:
+    # The venue's agents whose documents are refused because they hold another site key
+    # (their pseudonyms would count a person twice): what ``status`` and the screens name.
+    db.execute(
+        """
+        CREATE TABLE peer_refusals (
+            site TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            refused_ms INTEGER NOT NULL        -- its latest document refused (our clock)
+        )
+        """
+    )

@@ -1,5 +1,5 @@
-"""What the venue's other agents shared: each one's latest share document and its hour cells
-(`edge_agent.core.venueview`)."""
+"""What the venue's other agents shared: each one's latest index and its hour cells
+(`edge_agent.core.venueview`), and the agents refused for a site key of their own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from edge_agent.core.aggregate import to_document
-from edge_agent.core.venueview import Share
+from edge_agent.core.venueview import Hour, Index
 from edge_agent.store.connection import Connection
 
 
@@ -23,28 +23,33 @@ class PeerAgent:
     timezone: str
 
 
+@dataclass(frozen=True, slots=True)
+class PeerRefusal:
+    """A peer whose documents this agent refuses, and why (``peer_refusals``)."""
+
+    site: str
+    reason: str
+    #: When its latest document was refused (this agent's clock).
+    refused_ms: int
+
+
 class Peers:
-    """The ``peer_agents`` and ``peer_cells`` tables."""
+    """The ``peer_agents``, ``peer_cells`` and ``peer_refusals`` tables."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def save(self, share: Share, heard_ms: int, day_start_ms: int) -> int:
-        """Keep a peer's document: when it was heard, and each of its cells unless a newer
-        computation of that (site, hour) is held already; its cells of days before
-        ``day_start_ms`` (the start of the document's day) go, so a peer costs a day of
-        cells at most. Returns how many cells were written.
+    def save_index(self, index: Index, heard_ms: int, day_start_ms: int) -> None:
+        """Keep a peer's index: when it was heard, its day and time zone (of the newest
+        index), and that it is refused no more; its cells of days before ``day_start_ms``
+        (the start of the index's day) go, so a peer costs a day of cells at most.
 
         Raises:
             StorageError: SQLite could not write it.
         """
-        day = share.day.isoformat()
-        rows = [
-            (share.site, c.start_ms, share.computed_ms, orjson.dumps(to_document(c)).decode())
-            for c in share.cells
-        ]
+        head = index.head
         with (
-            self.connection.failing("could not store a peer's cells") as conn,
+            self.connection.failing("could not store a peer's index") as conn,
             self.connection.transaction(),
         ):
             conn.execute(
@@ -56,23 +61,65 @@ class Peers:
                 "day = iif(excluded.computed_ms >= computed_ms, excluded.day, day), "
                 "timezone = iif(excluded.computed_ms >= computed_ms, "
                 "excluded.timezone, timezone)",
-                (share.site, heard_ms, share.computed_ms, day, share.timezone),
+                (head.site, heard_ms, head.computed_ms, head.day.isoformat(), head.timezone),
             )
-            written = 0
-            for row in rows:
-                written += conn.execute(
-                    "INSERT INTO peer_cells (site, start_ms, computed_ms, cell) "
-                    "VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (site, start_ms) DO UPDATE SET "
-                    "computed_ms = excluded.computed_ms, cell = excluded.cell "
-                    "WHERE excluded.computed_ms > peer_cells.computed_ms",
-                    row,
-                ).rowcount
             conn.execute(
                 "DELETE FROM peer_cells WHERE site = ? AND start_ms < ?",
-                (share.site, day_start_ms),
+                (head.site, day_start_ms),
             )
-        return written
+            conn.execute("DELETE FROM peer_refusals WHERE site = ?", (head.site,))
+
+    def save_hour(self, hour: Hour) -> bool:
+        """Keep a peer's hour cell unless a newer computation of that (site, hour) is held
+        already; whether it was written.
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        row = (
+            hour.head.site,
+            hour.cell.start_ms,
+            hour.head.computed_ms,
+            orjson.dumps(to_document(hour.cell)).decode(),
+        )
+        with self.connection.failing("could not store a peer's cell") as conn:
+            written: int = conn.execute(
+                "INSERT INTO peer_cells (site, start_ms, computed_ms, cell) "
+                "VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (site, start_ms) DO UPDATE SET "
+                "computed_ms = excluded.computed_ms, cell = excluded.cell "
+                "WHERE excluded.computed_ms > peer_cells.computed_ms",
+                row,
+            ).rowcount
+        return written > 0
+
+    def refuse(self, site: str, reason: str, at_ms: int) -> None:
+        """Record that ``site``'s documents are refused for ``reason`` (another site key),
+        for ``status`` and the venue's screens to name, until it shares an index this agent
+        takes (`save_index`).
+
+        Raises:
+            StorageError: SQLite could not write it.
+        """
+        with self.connection.failing("could not store a refused peer") as conn:
+            conn.execute(
+                "INSERT INTO peer_refusals (site, reason, refused_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (site) DO UPDATE SET "
+                "reason = excluded.reason, refused_ms = excluded.refused_ms",
+                (site, reason, at_ms),
+            )
+
+    def refusals(self) -> list[PeerRefusal]:
+        """The peers refused now, by site.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        with self.connection.failing("cannot be read") as conn:
+            rows = conn.execute(
+                "SELECT site, reason, refused_ms FROM peer_refusals ORDER BY site"
+            ).fetchall()
+        return [PeerRefusal(*row) for row in rows]
 
     def agents(self) -> list[PeerAgent]:
         """Every peer ever heard, by site.

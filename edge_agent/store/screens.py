@@ -1,5 +1,5 @@
-"""Staff screens: registered to a device or a zone, paired once with a code, then known by a
-token.
+"""Staff screens: registered to a device or a zone, or as a gate screen of the venue, paired
+once with a code, then known by a token.
 
 Codes and tokens are random (``secrets``) and only their sha256 is stored; a code works once
 and for ``PAIRING_TTL_MS``; a revoked screen's token stops working at once.
@@ -15,7 +15,8 @@ from typing import Literal
 from edge_agent.store.database import Store
 
 PAIRING_TTL_MS = 10 * 60 * 1000
-Kind = Literal["device", "zone"]
+#: By a device, in a zone, or at the venue's gates (a gate screen shows the gates and halls).
+Kind = Literal["device", "zone", "gate"]
 _COLUMNS = "id, device, label, created_ms, paired_ms, revoked_ms, kind"
 _FAILING = "cannot use the screens table"
 
@@ -25,7 +26,8 @@ class Screen:
     """A registered screen."""
 
     id: int
-    #: The device it stands by, or the zone it stands in (see ``kind``).
+    #: The device it stands by, or the zone it stands in (see ``kind``); ``gates`` for a gate
+    #: screen.
     device: str
     label: str
     created_ms: int
@@ -35,7 +37,9 @@ class Screen:
 
     @property
     def place(self) -> str:
-        """Where it stands, for people: ``till-3`` or ``zone entrance``."""
+        """Where it stands, for people: ``till-3``, ``zone entrance`` or ``the gates``."""
+        if self.kind == "gate":
+            return "the gates"
         return self.device if self.kind == "device" else f"zone {self.device}"
 
 

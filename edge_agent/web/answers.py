@@ -1,17 +1,17 @@
 """What a screen is answered: the visitor at its device or in its zone, the site's figures
-today and the venue's, over the calling thread's `Reader` (see `edge_agent.app.screens` and
-`edge_agent.app.venue`)."""
+today and the venue's, and a gate screen's figures, over the calling thread's `Reader` (see
+`edge_agent.app.screens`, `edge_agent.app.venue` and `edge_agent.app.gates`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from edge_agent.app import screens, venue
+from edge_agent.app import gates, screens, venue
 from edge_agent.config import SiteSettings, VenueSettings
 from edge_agent.core.catalogue import names_of
 from edge_agent.serving.recommend import Stocked
 from edge_agent.store.screens import Screen
-from edge_agent.web.cached import Cached
+from edge_agent.web.cached import Cached, Versioned
 from edge_agent.web.readers import Readers
 
 
@@ -39,6 +39,9 @@ class ScreenAnswers:
         self.figures = Cached(site_refresh_s)
         self.venue_settings = venue_settings or VenueSettings()
         self.venue_figures = Cached(self.venue_settings.share_every_s)
+        # Computed again on every ticket scan stored (a surge must show within seconds), and
+        # as often as peers share, for their news.
+        self.gate_figures = Versioned(self.venue_settings.share_every_s)
         self.catalogue = Cached(site_refresh_s)
         self.site_settings = site or SiteSettings()
         self.writing = {
@@ -107,5 +110,26 @@ class ScreenAnswers:
                 self.k,
                 self.clock(),
             )
+        )
+        return {**figures, **self.writing}
+
+    def gates(self, version: tuple[int, int]) -> dict[str, object]:
+        """A gate screen's figures: the venue's when this agent shares, else its own;
+        computed again when asked for with a newer ``version`` of the gates' news
+        (`edge_agent.web.changes.GATES`), or when the last answer is older than
+        ``share_every_s``.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        figures = self.gate_figures.get(
+            version,
+            lambda: gates.gates_today(
+                self.readers.get().store,
+                self.site_settings,
+                self.venue_settings,
+                self.k,
+                self.clock(),
+            ),
         )
         return {**figures, **self.writing}

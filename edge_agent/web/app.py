@@ -5,7 +5,9 @@ the page trades for the screen's own token (kept in the browser, stored here onl
 that token it gets the visitor in front of its device and their lists (`GET /v1/screen`), the
 site's figures today (`GET /v1/site`), and both pushed as they change (`GET /v1/screen/stream`,
 Server-Sent Events); at a venue whose agents share, the venue's figures today from all of
-them (`GET /v1/venue`). Answers identify nobody; see `edge_agent.app.screens`.
+them (`GET /v1/venue`). A gate screen (``screens add --gate``, its page at ``/gate``) gets
+the venue's gates, attendance, halls and warnings (`GET /v1/gates`), pushed on the same stream
+whenever a ticket scan is stored. Answers identify nobody; see `edge_agent.app.screens`.
 
 Everything the page loads comes from this server (the site may have no internet), under a
 Content-Security-Policy that allows nothing else and no inline script (`web.headers`).
@@ -78,6 +80,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/", screens.page),
+            Route("/gate", screens.gate_page),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", metrics_page),
@@ -86,6 +89,7 @@ def create_app(
             Route("/v1/screen/stream", stream),
             Route("/v1/site", screens.site),
             Route("/v1/venue", screens.venue),
+            Route("/v1/gates", screens.gates),
             Mount("/static", StaticFiles(directory=screens.STATIC), name="static"),
         ],
         exception_handlers={404: _not_found, 405: _not_found},

@@ -22,15 +22,23 @@ _ABOUT_A_PERSON = frozenset({"Consent Updated", "Erasure Requested"})
 _ZONE_EVENTS = frozenset({"Zone Entered", "Zone Exited"})
 
 
+#: The key of the venue's gates in `Changes`: every ticket scan stored touches it, so the gate
+#: screens answer again at once (no device or zone is named so: a zone's key starts "zone:").
+GATES = "venue:gates"
+
+
 def place(kind: str, name: str) -> str:
-    """The key of a device (``kind`` device) or a zone (``kind`` zone) in `Changes`."""
+    """The key of a device (``kind`` device), a zone (``kind`` zone) or, for a gate screen
+    (``kind`` gate), the venue's gates in `Changes`."""
+    if kind == "gate":
+        return GATES
     return name if kind == "device" else f"zone:{name}"
 
 
 def touched(events: Iterable[Event]) -> tuple[frozenset[str], bool]:
-    """The places (devices, zones) whose visitor may have changed with ``events``, and whether
-    every place's may have (a consent, an erasure or an identify is about a person, wherever
-    they stand)."""
+    """The places (devices, zones, and the gates for a ticket scan) whose screens may change
+    with ``events``, and whether every place's may (a consent, an erasure or an identify is
+    about a person, wherever they stand)."""
     places: set[str] = set()
     everyone = False
     for event in events:
@@ -38,6 +46,8 @@ def touched(events: Iterable[Event]) -> tuple[frozenset[str], bool]:
         if event.name in _ZONE_EVENTS:
             zone = orjson.loads(event.body).get("properties", {}).get("zone")
             places.add(place("zone", str(zone)))
+        elif event.name == "Ticket Scanned":
+            places.add(GATES)
         everyone = everyone or event.type == "identify" or event.name in _ABOUT_A_PERSON
     return frozenset(places), everyone
 

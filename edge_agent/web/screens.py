@@ -1,6 +1,7 @@
-"""The staff screen's page, its pairing, and its JSON answers (`GET /v1/screen` for the
-visitor in front of it, `GET /v1/site` for the site's figures today, `GET /v1/venue` for the
-venue's, from every agent of it)."""
+"""The staff screen's page and the gate screen's, their pairing, and their JSON answers
+(`GET /v1/screen` for the visitor in front of it, `GET /v1/site` for the site's figures
+today, `GET /v1/venue` for the venue's, from every agent of it, `GET /v1/gates` for a gate
+screen's)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from edge_agent.store.database import Store
 from edge_agent.store.screens import Screen, Screens
 from edge_agent.web.access import screen_asking
 from edge_agent.web.answers import ScreenAnswers
+from edge_agent.web.changes import GATES, Changes
 from edge_agent.web.responses import NO_STORE, json_answer, refusal
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ STATIC = Path(__file__).parent / "static"
 async def page(_: Request) -> Response:
     """The screen's page (everything else it loads is under ``/static``)."""
     return FileResponse(STATIC / "screen.html", headers=NO_STORE)
+
+
+async def gate_page(_: Request) -> Response:
+    """The gate screen's page."""
+    return FileResponse(STATIC / "gate.html", headers=NO_STORE)
 
 
 async def pair(request: Request) -> Response:
@@ -113,3 +120,11 @@ async def venue(request: Request) -> Response:
     shared = answers.venue_settings.share
     missing = None if shared else "this agent shares no venue figures: see docs/venues.md"
     return await _answer(request, lambda _screen, _k: answers.venue(), missing)
+
+
+async def gates(request: Request) -> Response:
+    """A gate screen's figures: the venue's gates, attendance, halls and warnings."""
+    answers: ScreenAnswers = request.app.state.answers
+    changes: Changes = request.app.state.changes
+    version = changes.version(GATES)
+    return await _answer(request, lambda _screen, _k: answers.gates(version))

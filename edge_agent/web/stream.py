@@ -1,11 +1,13 @@
-"""``GET /v1/screen/stream``: the screen's visitor and the site's figures pushed as they
-change (Server-Sent Events), until the screen is revoked."""
+"""``GET /v1/screen/stream``: the screen's visitor and the site's figures (a gate screen's
+figures, for a gate screen) pushed as they change (Server-Sent Events), until the screen is
+revoked."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +28,9 @@ RECHECK_S = 1.0
 #: ... and, with no news from ingest, answers again this often (a CLI erasure, a visit going
 #: stale), and says something at least this often so that a dead connection is noticed.
 REFRESH_S = 10.0
+#: A gate screen is answered at most this often: a surge stores scans many times a second, and
+#: one answer recomputes the hour under way.
+GATE_PACE_S = 0.5
 
 
 def sse(event: str, body: object) -> bytes:
@@ -47,11 +52,30 @@ async def stream(request: Request) -> Response:
     )
 
 
+Work = Callable[[tuple[int, int]], object]
+
+
+def _works(
+    answers: ScreenAnswers, found: Screen, k: int
+) -> tuple[Sequence[tuple[str, Work]], float]:
+    """What the screen is pushed (each answer computed from the version of its place's news),
+    how often it is answered again without news, and how long at least between answers."""
+    if found.kind == "gate":
+        # Peers' news comes with no ingest to tell: as often as they share.
+        refresh = min(REFRESH_S, answers.venue_settings.share_every_s)
+        return [("gate", answers.gates)], refresh
+    return [
+        ("visitor", lambda _version: answers.visitor(found, k)),
+        ("site", lambda _version: answers.site()),
+    ], REFRESH_S
+
+
 async def _pushes(request: Request, found: Screen, k: int, token: str) -> AsyncIterator[bytes]:
     answers: ScreenAnswers = request.app.state.answers
     changes: Changes = request.app.state.changes
     sent: dict[str, object] = {}
     where = place(found.kind, found.device)
+    works, refresh_s = _works(answers, found, k)
     answered = float("-inf")
     since = (-1, -1)
     yield b"retry: 1000\n\n"
@@ -60,16 +84,13 @@ async def _pushes(request: Request, found: Screen, k: int, token: str) -> AsyncI
             yield sse("locked", {"detail": UNAUTHORIZED})
             return
         now = time.monotonic()
-        if changes.version(where) != since or now - answered >= REFRESH_S:
+        if changes.version(where) != since or now - answered >= refresh_s:
             since = changes.version(where)
             answered = now
             quiet = True
-            for name, work in (
-                ("visitor", lambda: answers.visitor(found, k)),
-                ("site", answers.site),
-            ):
+            for name, work in works:
                 try:
-                    body = await run_in_threadpool(work)
+                    body = await run_in_threadpool(work, since)
                 except EdgeAgentError as exc:
                     logs.log(logger, logging.ERROR, "screen_failed", str(exc), screen=found.id)
                     sent.pop(name, None)  # sent again once it can be answered
@@ -82,4 +103,6 @@ async def _pushes(request: Request, found: Screen, k: int, token: str) -> AsyncI
                     yield sse(name, body)
             if quiet:
                 yield b": still here\n\n"
+            if found.kind == "gate":
+                await asyncio.sleep(GATE_PACE_S)
         await changes.wait(where, since, RECHECK_S)

@@ -21,12 +21,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.config import load_settings
 from edge_agent.core.topics import DeviceId
 from edge_agent.mqtt.broker import Mosquitto
-from edge_agent.ops.provision import SiteFolder
+from edge_agent.ops.provision import SiteFolder, VenueFolder
 from edge_agent.service import free_port
 from tests.conftest import AgentProcess
-from tests.helpers import cli, encode, stored_ids, topic, track, wait_for
+from tests.helpers import cli, encode, query, stored_ids, topic, track, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -434,3 +435,120 @@ def test_a_bad_tls_or_password_file_stops_the_agent_naming_it(
     done = cli("--config", str(config), "run")
     assert done.returncode == 2
     assert said.format(**names) in done.stderr
+
+
+# --- a venue: one broker, N agents, one site key --------------------------------------------
+
+VENUE = "expo"
+HALLS = ("hall-a", "hall-b")
+
+
+def _venue(out: Path, port: int) -> VenueFolder:
+    args = ["provision", "venue", "--out", str(out), "--venue", VENUE, "--agents", ",".join(HALLS)]
+    args += ["--broker-host", "127.0.0.1", "--broker-port", str(port)]
+    args += ["--broker-user", getpass.getuser()]
+    args += ["--device", "hall-a:door-a", "--device", "hall-b:door-b"]
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    for hall in HALLS:
+        assert f"{out / 'agents' / hall / 'agent.toml'}" in done.stdout
+    return VenueFolder(out)
+
+
+def test_a_venue_is_provisioned_with_one_key_and_each_agent_its_devices(tmp_path: Path) -> None:
+    folder = _venue(tmp_path / "venue", 8883)
+    keys = {(folder.agent(h) / "data" / "site.key").read_bytes() for h in HALLS}
+    assert len(keys) == 1
+    for hall in HALLS:
+        home = folder.agent(hall)
+        for secret in (home / "agent.toml", home / "mqtt.password", home / "data" / "site.key"):
+            assert secret.stat().st_mode & 0o777 == 0o600, secret
+        settings = load_settings(home / "agent.toml", environ={})
+        assert (settings.site.id, settings.site.venue, settings.venue.share) == (hall, VENUE, True)
+        assert settings.mqtt.topic == "sites/{site}/devices/+/events"
+        assert settings.site_key == home / "data" / "site.key"
+    acl = folder.shared.acl.read_text()
+    assert "user device.door-a\ntopic write sites/hall-a/devices/door-a/events" in acl
+    assert "user device.door-b\ntopic write sites/hall-b/devices/door-b/events" in acl
+    assert "user agent.hall-a.venue\ntopic read venues/expo/agents/#\n" in acl
+    assert "topic write venues/expo/agents/hall-b/#" in acl
+    assert _bundle(folder.shared, "door-b")["topic"] == "sites/hall-b/devices/door-b/events"
+    users = folder.shared.passwd.read_text()
+    for user in ("agent.hall-a", "agent.hall-a.venue", "agent.hall-b.venue", "device.door-b"):
+        assert f"\n{user}:" in f"\n{users}", user
+    again = cli("provision", "venue", "--out", str(folder.root), "--venue", VENUE,
+                "--agents", "hall-a")  # fmt: skip
+    assert again.returncode == 2
+    assert "already provisioned" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("agents", "devices", "reason"),
+    [
+        pytest.param("hall-a,hall-a", [], "names an agent twice", id="agent-twice"),
+        pytest.param("hall-a,a/b", [], "site id", id="bad-agent"),
+        pytest.param("hall-a", ["hall-z:door"], "is not one of --agents", id="unknown-agent"),
+        pytest.param("hall-a", ["door"], "must be AGENT:DEVICE", id="no-agent"),
+        pytest.param(
+            "hall-a,hall-b", ["hall-a:door", "hall-b:door"], "belongs to one agent", id="shared"
+        ),
+    ],
+)
+def test_a_bad_venue_is_refused_and_writes_nothing(
+    tmp_path: Path, agents: str, devices: list[str], reason: str
+) -> None:
+    out = tmp_path / "venue"
+    args = ["provision", "venue", "--out", str(out), "--venue", VENUE, "--agents", agents]
+    for device in devices:
+        args += ["--device", device]
+    done = cli(*args, "--broker-user", getpass.getuser())
+    assert done.returncode == 2
+    assert reason in done.stderr
+    assert not out.exists()
+
+
+def test_a_provisioned_venue_runs_on_its_broker_and_its_agents_share(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    port = free_port()
+    folder = _venue(tmp_path / "venue", port)
+    broker = Mosquitto(folder.shared.broker, port=port, config=folder.shared.broker_config)
+    broker.start()
+    agents = [
+        AgentProcess(folder.agent(h), port, prepared=folder.agent(h) / "agent.toml") for h in HALLS
+    ]
+    door = Client(
+        port,
+        folder.shared.bundle(DeviceId("door-a")) / "ca.crt",
+        "device.door-a",
+        _bundle(folder.shared, "door-a")["password"],
+    )
+    try:
+        for agent in agents:
+            agent.start()
+            agent.wait_log("venue_connected")
+        assert not door.connect().is_failure
+        event = _door("door-a")
+        assert door.publish(topic("door-a", "hall-a"), encode(event)) == 0
+        # Its own agent's topic only: not hall-b's, nor the venue's shares.
+        assert door.publish(topic("door-a", "hall-b"), encode(_door("door-a"))) == NOT_AUTHORIZED
+        assert door.publish(f"venues/{VENUE}/agents/hall-b/today", b"{}") == NOT_AUTHORIZED
+        wait_for(lambda: event["messageId"] in stored_ids(agents[0].db), 30, "hall-a storing")
+        # hall-b takes hall-a's hour cell over the broker, both under the venue's one key.
+        cells = "SELECT count(*) FROM peer_cells WHERE site = 'hall-a'"
+        wait_for(lambda: query(agents[1].db, cells)[0][0] == 1, 30, "hall-b holding hall-a's hour")
+        for agent in agents:
+            # The venue link has a user of its own: the two sessions never take each other's place.
+            assert agent.logged("broker_disconnected") == 0
+            assert agent.logged("venue_disconnected") == 0
+            assert agent.logged("venue_key_mismatch") == 0
+    finally:
+        door.close()
+        for agent in agents:
+            agent.stop()
+            agent.kill_group()
+        broker.stop()
+        if getattr(request.node, "failed", False):
+            print(f"--- mosquitto log ---\n{broker.log_tail(80)}")
+            for agent in agents:
+                print(f"--- agent log ---\n{agent.log_text()[-6000:]}")

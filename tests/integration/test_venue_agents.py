@@ -182,3 +182,49 @@ def test_three_agents_share_one_venue_view(
         _close(_figures(_view(s)), _figures(want), f"{s.site.id} with hall-c back")
     assert _agents(_view(stopped_settings)).keys() == set(SITES)
     publisher.close()
+
+
+def test_an_agent_with_another_site_key_is_refused_with_what_to_do(
+    broker: Mosquitto, agent_factory: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    # hall-a and hall-b hold the venue's key; hall-c was started without it and made its own,
+    # so its people would be counted twice: the others refuse it and name the fix.
+    key = tmp_path / "venue.key"
+    keyfile.load_or_create(key)
+    agents, settings = {}, {}
+    for site in SITES:
+        agent = agent_factory(broker.port, env=_env(site))
+        if site != "hall-c":
+            (agent.folder / "data").mkdir()
+            shutil.copy(key, agent.folder / "data" / "site.key")
+        agent.spawn(own_session=True)
+        agents[site], settings[site] = agent, load_settings(agent.config, environ=_env(site))
+    for site in ("hall-a", "hall-b"):
+        agents[site].wait_log("venue_key_mismatch", timeout_s=15)
+        log = agents[site].log_text()
+        assert "copy the venue's site.key into the data folder of agent 'hall-c'" in log
+        assert agents[site].logged("venue_key_mismatch") == 1  # said once, not every round
+    agents["hall-c"].wait_log("venue_key_mismatch", 2, timeout_s=15)  # both others refused
+    agents["hall-c"].wait_log("broker_connected")
+    publisher = Publisher(broker.port)
+    publisher.publish_all((topic(device, "hall-c"), encode(event)) for device, event in _events(2))
+    wait_for(_stored(settings["hall-c"], len(_events(2))), 15, "hall-c storing its events")
+    # hall-c shares its cells within a second: two rounds of hall-b later, they were refused.
+    later = now_ms() + 2000
+
+    def a_hears_b_only() -> bool:
+        view = _view(settings["hall-a"])
+        b = _agents(view).get("hall-b")
+        return (
+            set(_agents(view)) == {"hall-a", "hall-b"}
+            and b is not None
+            and b["computed_ms"] > later
+            and [r["site"] for r in view["refused"]] == ["hall-c"]
+        )
+
+    wait_for(a_hears_b_only, 15, "hall-a taking hall-b and refusing hall-c")
+    refused = _view(settings["hall-a"])["refused"][0]
+    assert "another site key" in refused["reason"]
+    assert not query(settings["hall-a"].database, "SELECT * FROM peer_cells WHERE site = 'hall-c'")
+    assert agents["hall-a"].logged("venue_key_mismatch") == 1
+    publisher.close()

@@ -24,6 +24,8 @@ from edge_agent.core.provisioning import (
     password_file,
     password_line,
     toml_string,
+    venue_acl_text,
+    venue_username,
 )
 from edge_agent.core.topics import DeviceId, SiteId, parse_topic
 from edge_agent.errors import ConfigError
@@ -150,6 +152,39 @@ def test_acl_with_no_devices_still_lets_the_agent_read() -> None:
     ]
 
 
+def test_a_venue_acl_gives_each_agent_its_devices_and_its_venue_link_the_shares() -> None:
+    halls = {
+        SiteId("hall-a"): [DeviceId("door-a")],
+        SiteId("hall-b"): [DeviceId("door-b"), DeviceId("gate-b")],
+    }
+    text = venue_acl_text("expo", halls)
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        "user agent.hall-a",
+        "topic read sites/hall-a/devices/+/events",
+        "user agent.hall-a.venue",
+        "topic read venues/expo/agents/#",
+        "topic write venues/expo/agents/hall-a/#",
+        "user device.door-a",
+        "topic write sites/hall-a/devices/door-a/events",
+        "user agent.hall-b",
+        "topic read sites/hall-b/devices/+/events",
+        "user agent.hall-b.venue",
+        "topic read venues/expo/agents/#",
+        "topic write venues/expo/agents/hall-b/#",
+        "user device.door-b",
+        "topic write sites/hall-b/devices/door-b/events",
+        "user device.gate-b",
+        "topic write sites/hall-b/devices/gate-b/events",
+    ]
+    # A site's ACL at a venue is the same agent's lines.
+    site = acl_text(SiteId("hall-a"), [DeviceId("door-a")], "expo")
+    assert [r for r in site.splitlines() if r and not r.startswith("#")] == rules[:7]
+    # The venue link's user is never a device's, nor another agent's.
+    assert venue_username(SiteId("hall-a")) == "agent.hall-a.venue"
+    assert device_of(venue_username(SiteId("hall-a"))) is None
+
+
 @pytest.mark.parametrize(
     "value", ['a"b', "back\\slash", "line\nbreak", "tab\t", "del\x7f", "nul\x00", "ünï", ""]
 )
@@ -184,6 +219,9 @@ def test_agent_config_text() -> None:
         "url": "https://c/",
         "token": "t",
     }
+    at_venue = AgentConfig(**{**config.__dict__, "venue": "expo", "share": True})
+    document = tomllib.loads(agent_config_text(at_venue))
+    assert (document["site"]["venue"], document["venue"]) == ("expo", {"share": True})
 
 
 def test_device_bundle() -> None:

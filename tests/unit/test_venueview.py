@@ -4,7 +4,6 @@ taken only when it could be an honest peer's."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Callable
 from datetime import date
@@ -22,20 +21,30 @@ from edge_agent.core.aggregate import (
     Fact,
     compute_hour,
     release,
-    to_document,
 )
 from edge_agent.core.cellcheck import CellLimits
+from edge_agent.core.identity import KEY_BYTES, SiteKey
 from edge_agent.core.localtime import day_bounds, day_hours, zone
 from edge_agent.core.venueview import (
     MAX_CELLS,
-    MAX_DOCUMENT_BYTES,
     MAX_FUTURE_MS,
+    MAX_HOUR_BYTES,
+    MAX_INDEX_BYTES,
+    UNKNOWN_DIGEST,
+    Expected,
+    Head,
+    Hour,
+    Index,
     Peer,
     Refused,
-    Share,
-    read_share,
-    share_document,
-    topic_site,
+    Sent,
+    ShareTopic,
+    index_document,
+    key_fingerprint,
+    plan_share,
+    read_hour,
+    read_index,
+    share_topic,
     venue_cells,
     venue_view,
 )
@@ -50,6 +59,8 @@ VENUE = "expo"
 SITES = ["hall-a", "hall-b", "hall-c", "hall-d"]
 PATTERN = "venues/{venue}/agents/{site}/today"
 LIMITS = CellLimits()
+KEY = key_fingerprint(SiteKey(b"k" * KEY_BYTES))
+EXPECTED = Expected(VENUE, SITES[0], KEY, LIMITS)
 VISITS = [f"v{n}" for n in range(40)]
 TICKETS = [hashlib.sha256(f"t{n}".encode()).hexdigest() for n in range(30)]
 ZONES = ["hall", "stage", "food"]
@@ -115,13 +126,21 @@ def cells_of(stream: list[Fact]) -> list[Cell]:
     return out
 
 
+def head(site: str = "hall-b", computed_ms: int = NOW, key: str = KEY) -> Head:
+    return Head(VENUE, site, computed_ms, TZ, DAY, key)
+
+
 def shared(site: str, cells: list[Cell], computed_ms: int = NOW) -> Peer:
-    """What an agent keeps of a peer: its cells, through the share document and its checks."""
-    topic = PATTERN.format(venue=VENUE, site=site)
-    document = share_document(VENUE, site, computed_ms, TZ, DAY, cells)
-    share = read_share(document, VENUE, SITES[0], topic_site(PATTERN, VENUE, topic), NOW, LIMITS)
-    assert isinstance(share, Share), share
-    return Peer(share.site, NOW, share.computed_ms, share.cells)
+    """What an agent keeps of a peer: its cells, through its hour documents and their checks."""
+    plan = plan_share(head(site, computed_ms), cells, {})
+    taken = []
+    for start, payload in plan.hours.items():
+        topic = share_topic(PATTERN, VENUE, f"venues/{VENUE}/agents/{site}/hours/{start}")
+        assert topic is not None
+        hour = read_hour(payload, EXPECTED, topic, NOW)
+        assert isinstance(hour, Hour), hour
+        taken.append(hour.cell)
+    return Peer(site, NOW, computed_ms, tuple(taken))
 
 
 def close(got: object, want: object, where: str = "") -> None:
@@ -206,12 +225,55 @@ def test_a_peer_cell_outside_the_hours_asked_for_is_left_out() -> None:
     assert venue_cells([], [Peer("hall-b", NOW, NOW, (yesterday,))], HOURS) == []
 
 
-def test_topic_site() -> None:
-    assert topic_site(PATTERN, VENUE, "venues/expo/agents/hall-b/today") == "hall-b"
-    assert topic_site(PATTERN, VENUE, "venues/other/agents/hall-b/today") is None
-    assert topic_site(PATTERN, VENUE, "venues/expo/agents/a/b/today") is None
-    assert topic_site(PATTERN, VENUE, "venues/expo/agents/hall-b/yesterday") is None
-    assert topic_site(PATTERN, VENUE, "venues/expo/agents//today") is None
+def test_share_topic() -> None:
+    assert share_topic(PATTERN, VENUE, "venues/expo/agents/hall-b/today") == ShareTopic(
+        "hall-b", "index"
+    )
+    assert share_topic(PATTERN, VENUE, f"venues/expo/agents/hall-b/hours/{START}") == ShareTopic(
+        "hall-b", "hour", START
+    )
+    for hostile in (
+        "venues/other/agents/hall-b/today",
+        "venues/expo/agents/a/b/today",
+        "venues/expo/agents/hall-b/yesterday",
+        "venues/expo/agents//today",
+        "venues/expo/agents/hall-b/hours/+1",
+        "venues/expo/agents/hall-b/hours/1_000",
+        "venues/expo/agents/hall-b/hours/",
+        "venues/expo/agents/hall-b/hours/1/2",
+        "venues/expo/agents/hall-b/hours/" + "9" * 17,
+    ):
+        assert share_topic(PATTERN, VENUE, hostile) is None, hostile
+
+
+def test_the_key_fingerprint_is_stable_short_and_tells_keys_apart() -> None:
+    one, other = SiteKey(b"a" * KEY_BYTES), SiteKey(b"b" * KEY_BYTES)
+    assert key_fingerprint(one) == key_fingerprint(SiteKey(b"a" * KEY_BYTES))
+    assert key_fingerprint(one) != key_fingerprint(other)
+    assert len(key_fingerprint(one)) == 16
+    assert one.secret.hex()[:16] not in key_fingerprint(one)
+
+
+def test_a_round_sends_only_changed_hours_and_empties_a_gone_day() -> None:
+    cell, later = _cell(), compute_hour(HOURS[10], [_door(HOURS[10] + 1, "v")])
+    first = plan_share(head(), [cell], {})
+    assert list(first.hours) == [START]
+    assert first.cleared == ()
+    again = plan_share(head(computed_ms=NOW + 5), [cell, later], first.sent)
+    assert list(again.hours) == [HOURS[10]]
+    assert again.sent[START] == first.sent[START]
+    yesterday = HOURS[0] - HOUR_MS
+    rolled = plan_share(head(), [cell], {yesterday: Sent(UNKNOWN_DIGEST, 0), **first.sent})
+    assert rolled.cleared == (yesterday,)
+    assert not rolled.hours
+    index = read_index(
+        index_document(head(computed_ms=NOW + 5), again.sent),
+        EXPECTED,
+        ShareTopic("hall-b", "index"),
+        NOW,
+    )
+    assert isinstance(index, Index)
+    assert index.hours == {START: NOW, HOURS[10]: NOW + 5}
 
 
 # --- hostile documents ---------------------------------------------------------------------
@@ -221,44 +283,71 @@ def _cell() -> Cell:
     return compute_hour(START, [_door(START + n * 1000, f"v{n}") for n in range(6)])
 
 
-def _document(**changes: Any) -> dict[str, Any]:
-    document: dict[str, Any] = orjson.loads(
-        share_document(VENUE, "hall-b", NOW, TZ, DAY, [_cell()])
-    )
+def _hour(**changes: Any) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(plan_share(head(), [_cell()], {}).hours[START])
+    document.update(changes)
+    return document
+
+
+def _index(**changes: Any) -> dict[str, Any]:
+    sent = {HOURS[h]: Sent("d", NOW - h) for h in range(9, 12)}
+    document: dict[str, Any] = orjson.loads(index_document(head(), sent))
     document.update(changes)
     return document
 
 
 def _with_cell(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    document = _document()
-    change(document["cells"][0])
+    document = _hour()
+    change(document["cell"])
     return document
 
 
-def _cells(n: int) -> list[dict[str, Any]]:
-    cell = to_document(_cell())
-    return [{**copy.deepcopy(cell), "start_ms": HOURS[h % len(HOURS)]} for h in range(n)]
+def _entries(n: int) -> list[dict[str, int]]:
+    return [
+        {"start_ms": HOURS[h % len(HOURS)] + h // len(HOURS), "computed_ms": NOW} for h in range(n)
+    ]
 
 
-HOSTILE: list[Any] = [
+OTHER_KEY = key_fingerprint(SiteKey(b"o" * KEY_BYTES))
+HEAD_HOSTILE: list[Any] = [
     pytest.param(b"{not json", "not JSON", id="not-json"),
     pytest.param(b"[1, 2]", "not a JSON object", id="not-an-object"),
-    pytest.param(b" " * (MAX_DOCUMENT_BYTES + 1), "bytes; a share document", id="huge"),
-    pytest.param(_document(protocol=2), "protocol", id="other-protocol"),
-    pytest.param(_document(venue="rival"), "venue", id="wrong-venue"),
-    pytest.param(_document(site="hall-a"), "this agent's own", id="own-site"),
-    pytest.param(_document(site="hall-c"), "published on the topic of", id="other-agents-site"),
-    pytest.param(_document(site="a/b"), "not a site id", id="bad-site-id"),
-    pytest.param(
-        _document(computed_ms=NOW + MAX_FUTURE_MS + 1000), "ahead of this agent", id="future"
-    ),
-    pytest.param(_document(computed_ms="soon"), "computed_ms", id="computed-not-a-number"),
-    pytest.param(_document(timezone="Mars/Olympus"), "timezone", id="bad-timezone"),
-    pytest.param(_document(day="20270115"), "day", id="bad-day"),
-    pytest.param(_document(cells={}), "cells: not a list", id="cells-not-a-list"),
-    pytest.param(_document(cells=_cells(MAX_CELLS + 1)), "at most 25", id="too-many-cells"),
-    pytest.param(_document(cells=[_cells(1)[0]] * 2), "given twice", id="hour-twice"),
-    pytest.param(_document(cells=[7]), "cells[0].not an object", id="cell-not-an-object"),
+    pytest.param({"protocol": 1}, "protocol", id="old-protocol"),
+    pytest.param({"venue": "rival"}, "venue", id="wrong-venue"),
+    pytest.param({"site": "hall-a"}, "this agent's own", id="own-site"),
+    pytest.param({"site": "hall-c"}, "published on the topic of", id="other-agents-site"),
+    pytest.param({"site": "a/b"}, "not a site id", id="bad-site-id"),
+    pytest.param({"computed_ms": NOW + MAX_FUTURE_MS + 1000}, "ahead of this agent", id="future"),
+    pytest.param({"computed_ms": "soon"}, "computed_ms", id="computed-not-a-number"),
+    pytest.param({"computed_ms": True}, "computed_ms", id="computed-a-boolean"),
+    pytest.param({"timezone": "Mars/Olympus"}, "timezone", id="bad-timezone"),
+    pytest.param({"day": "20270115"}, "day", id="bad-day"),
+    pytest.param({"key": "secret"}, "not a key fingerprint", id="bad-fingerprint"),
+    pytest.param({"key": OTHER_KEY}, "copy the venue's site.key", id="another-key"),
+]
+
+
+def _payload(base: Callable[..., dict[str, Any]], document: object) -> bytes:
+    if isinstance(document, bytes):
+        return document
+    assert isinstance(document, dict)
+    return orjson.dumps(base(**document))
+
+
+@pytest.mark.parametrize(("document", "reason"), HEAD_HOSTILE)
+def test_a_hostile_head_is_refused_on_either_kind(document: object, reason: str) -> None:
+    hour = read_hour(_payload(_hour, document), EXPECTED, ShareTopic("hall-b", "hour", START), NOW)
+    index = read_index(_payload(_index, document), EXPECTED, ShareTopic("hall-b", "index"), NOW)
+    for got in (hour, index):
+        assert isinstance(got, Refused)
+        assert reason in got.reason
+        assert got.wrong_key == (reason == "copy the venue's site.key")
+
+
+HOUR_HOSTILE: list[Any] = [
+    pytest.param(b" " * (MAX_HOUR_BYTES + 1), "bytes; an hour document", id="huge"),
+    pytest.param(_hour(kind="index"), "kind", id="index-on-an-hour-topic"),
+    pytest.param(_hour(cell=7), "cell.not an object", id="cell-not-an-object"),
     pytest.param(
         _with_cell(lambda c: c.update(footfall_in=-5)), "footfall_in", id="negative-count"
     ),
@@ -269,7 +358,7 @@ HOSTILE: list[Any] = [
         _with_cell(lambda c: c.update(start_ms=START + 1)), "whole UTC hour", id="not-an-hour"
     ),
     pytest.param(
-        _with_cell(lambda c: c.update(start_ms=HOURS[0] - HOUR_MS)), "no hour of", id="other-day"
+        _with_cell(lambda c: c.update(start_ms=HOURS[10])), "on the topic of", id="other-topic"
     ),
     pytest.param(
         _with_cell(lambda c: c.update(dead_letters={f"r{n}": 1 for n in range(1001)})),
@@ -279,17 +368,59 @@ HOSTILE: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize(("document", "reason"), HOSTILE)
-def test_a_hostile_document_is_refused_with_a_reason(document: object, reason: str) -> None:
+@pytest.mark.parametrize(("document", "reason"), HOUR_HOSTILE)
+def test_a_hostile_hour_is_refused_with_a_reason(document: object, reason: str) -> None:
     payload = document if isinstance(document, bytes) else orjson.dumps(document)
-    got = read_share(payload, VENUE, "hall-a", "hall-b", NOW, LIMITS)
+    got = read_hour(payload, EXPECTED, ShareTopic("hall-b", "hour", START), NOW)
     assert isinstance(got, Refused)
     assert reason in got.reason
 
 
-def test_an_honest_document_is_taken_whole() -> None:
-    got = read_share(orjson.dumps(_document()), VENUE, "hall-a", "hall-b", NOW, LIMITS)
-    assert isinstance(got, Share)
-    assert (got.site, got.computed_ms, got.day, len(got.cells)) == ("hall-b", NOW, DAY, 1)
-    assert got.cells[0].figures() == _cell().figures()
+def test_an_hour_of_another_day_is_refused() -> None:
+    yesterday = HOURS[0] - HOUR_MS
+    document = _with_cell(lambda c: c.update(start_ms=yesterday))
+    got = read_hour(orjson.dumps(document), EXPECTED, ShareTopic("hall-b", "hour", yesterday), NOW)
+    assert isinstance(got, Refused)
+    assert "no hour of" in got.reason
+
+
+INDEX_HOSTILE: list[Any] = [
+    pytest.param(b" " * (MAX_INDEX_BYTES + 1), "bytes; an index", id="huge"),
+    pytest.param(_index(kind="hour"), "kind", id="hour-on-the-index-topic"),
+    pytest.param(_index(hours={}), "hours: not a list", id="hours-not-a-list"),
+    pytest.param(_index(hours=_entries(MAX_CELLS + 1)), "at most 25", id="too-many-hours"),
+    pytest.param(_index(hours=_entries(1) * 2), "given twice", id="hour-twice"),
+    pytest.param(_index(hours=[7]), "hours[0]: not", id="entry-not-an-object"),
+    pytest.param(
+        _index(hours=[{"start_ms": START, "computed_ms": -1}]), "hours[0]: not", id="negative"
+    ),
+    pytest.param(
+        _index(hours=[{"start_ms": HOURS[0] - HOUR_MS, "computed_ms": NOW}]),
+        "no hour of",
+        id="other-day",
+    ),
+    pytest.param(
+        _index(hours=[{"start_ms": START, "computed_ms": NOW + 1}]),
+        "after the index's own",
+        id="hour-after-index",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "reason"), INDEX_HOSTILE)
+def test_a_hostile_index_is_refused_with_a_reason(document: object, reason: str) -> None:
+    payload = document if isinstance(document, bytes) else orjson.dumps(document)
+    got = read_index(payload, EXPECTED, ShareTopic("hall-b", "index"), NOW)
+    assert isinstance(got, Refused)
+    assert reason in got.reason
+
+
+def test_honest_documents_are_taken_whole() -> None:
+    hour = read_hour(orjson.dumps(_hour()), EXPECTED, ShareTopic("hall-b", "hour", START), NOW)
+    assert isinstance(hour, Hour)
+    assert (hour.head.site, hour.head.computed_ms, hour.head.day) == ("hall-b", NOW, DAY)
+    assert hour.cell.figures() == _cell().figures()
+    index = read_index(orjson.dumps(_index()), EXPECTED, ShareTopic("hall-b", "index"), NOW)
+    assert isinstance(index, Index)
+    assert index.hours == {HOURS[h]: NOW - h for h in range(9, 12)}
     assert day_bounds(DAY, zone(TZ))[0] == HOURS[0]

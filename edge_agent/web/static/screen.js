@@ -1,4 +1,4 @@
-// The staff screen: pairs once, then listens to the agent's pushes and draws them.
+// The staff screen: pairs once, then listens to the agent's pushes (link.js) and draws them.
 // Text goes in with textContent only, never as HTML: names and traits come from devices.
 "use strict";
 
@@ -6,9 +6,6 @@ const TOKEN_KEY = "edge-agent.screen-token";
 // The API's lists (by the model that made them) and the panels that show them.
 const BASKET_SHOWN = 6;
 const PANELS = { "next-basket": "personal", complements: "complements", trending: "trending" };
-// No byte for this long (the agent says something every 10 s) means the link is dead.
-const SILENT_MS = 25000;
-const BACKOFF_MS = [500, 1000, 2000, 5000];
 
 const $ = (id) => document.getElementById(id);
 const charts = {};
@@ -202,131 +199,20 @@ function drawSite(body) {
     "The hour under way counts what has happened so far.";
 }
 
-function frames(buffer, onFrame) {
-  let rest = buffer;
-  for (let at = rest.indexOf("\n\n"); at >= 0; at = rest.indexOf("\n\n")) {
-    const frame = { event: "message", data: "" };
-    for (const line of rest.slice(0, at).split("\n")) {
-      if (line.startsWith("event: ")) frame.event = line.slice(7);
-      else if (line.startsWith("data: ")) frame.data += line.slice(6);
-    }
-    if (frame.data) onFrame(frame.event, JSON.parse(frame.data));
-    rest = rest.slice(at + 2);
-  }
-  return rest;
-}
-
-function lockOut() {
-  localStorage.removeItem(TOKEN_KEY);
-  setLink("down", "Locked out");
-  notice(
-    "This screen is locked out",
-    "It may not show anything any more. Ask the site's installer to pair this screen again.",
-  );
-}
-
-// One connection to the push stream; resolves "locked" when the screen may not listen any more.
-async function listen(token) {
-  const abort = new AbortController();
-  let watchdog = setTimeout(() => abort.abort(), SILENT_MS);
-  try {
-    const response = await fetch("/v1/screen/stream?k=5", {
-      headers: { Authorization: `Bearer ${token}` },
-      cache: "no-store",
-      signal: abort.signal,
-    });
-    if (response.status === 401) return "locked";
-    if (!response.ok) throw new Error(`the agent answered ${response.status}`);
-    setLink("live", "Live");
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    let locked = false;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return "closed";
-      clearTimeout(watchdog);
-      watchdog = setTimeout(() => abort.abort(), SILENT_MS);
-      buffer = frames(buffer + decoder.decode(value, { stream: true }), (event, body) => {
-        if (event === "visitor") drawVisitor(body);
-        else if (event === "site") drawSite(body);
-        else if (event === "trouble") setLink("down", "Agent busy, retrying");
-        else if (event === "locked") locked = true;
-      });
-      if (locked) return "locked";
-    }
-  } finally {
-    clearTimeout(watchdog);
-    abort.abort();
-  }
-}
-
-async function stayConnected(token) {
-  for (let failures = 0; ; ) {
-    let outcome;
-    try {
-      outcome = await listen(token);
-      failures = 0;
-    } catch (error) {
-      outcome = "failed";
-    }
-    if (outcome === "locked") {
-      lockOut();
-      return;
-    }
-    setLink("down", "Reconnecting…");
-    await new Promise((resolve) => setTimeout(resolve, BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)]));
-    failures += 1;
-  }
-}
-
-async function pair(code) {
-  // The code leaves the address bar at once: it must not linger in history.
-  history.replaceState(null, "", location.pathname);
-  const response = await fetch("/v1/pair", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ code }),
-  });
-  if (!response.ok) {
-    // Staff words, not the API's: the installer has the commands.
-    notice(
-      "This pairing code does not work",
-      response.status === 429
-        ? "Too many wrong codes were tried from this screen. Wait a minute, then open the pairing address again."
-        : "It was used already or has expired. Ask the site's installer for a new pairing address.",
-    );
-    return null;
-  }
-  const { token } = await response.json();
-  localStorage.setItem(TOKEN_KEY, token);
-  return token;
-}
-
-async function start() {
+function start() {
   $("tab-visitor").addEventListener("click", () => showView("visitor"));
   $("tab-site").addEventListener("click", () => showView("site"));
   window.addEventListener("resize", () => Object.values(charts).forEach((c) => fit(c)));
-  const code = new URLSearchParams(location.hash.slice(1)).get("pair");
-  let token = localStorage.getItem(TOKEN_KEY);
-  if (code) {
-    try {
-      token = await pair(code);
-    } catch (error) {
-      notice("The agent cannot be reached", "Check the screen's network, then open the pairing address again.");
-      return;
-    }
-    if (!token) return;
-  }
-  if (!token) {
-    setLink("down", "Not paired");
-    notice(
-      "This screen is not paired",
-      "Ask the site's installer to pair this screen: they open its pairing address on it.",
-    );
-    return;
-  }
-  stayConnected(token);
+  screenLink({
+    tokenKey: TOKEN_KEY,
+    setLink,
+    notice,
+    onEvent(event, body) {
+      if (event === "visitor") drawVisitor(body);
+      else if (event === "site") drawSite(body);
+      else if (event === "trouble") setLink("down", "Agent busy, retrying");
+    },
+  }).start();
 }
 
 start();
