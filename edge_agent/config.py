@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from edge_agent.core.capacities import parse_capacities
 from edge_agent.core.deadletters import DEFAULT_BUDGET, Budget
 from edge_agent.core.events import MAX_PAYLOAD_BYTES
-from edge_agent.core.gates import parse_capacities
 from edge_agent.core.localtime import is_zone
 from edge_agent.core.money import Money, is_code, parse_rates
 from edge_agent.core.names import site_name_ok, valid_id

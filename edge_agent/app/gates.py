@@ -8,6 +8,7 @@ from __future__ import annotations
 from edge_agent.app.venue import today_cells
 from edge_agent.config import SiteSettings, VenueSettings
 from edge_agent.core.aggregate import from_document, hour_of, releasable, release
+from edge_agent.core.capacities import parse_capacities
 from edge_agent.core.gates import (
     MINUTE_MS,
     REJECTION_WINDOW_MS,
@@ -15,7 +16,6 @@ from edge_agent.core.gates import (
     Heard,
     Rules,
     board,
-    parse_capacities,
     recent_scans,
 )
 from edge_agent.core.localtime import day_bounds, day_hours, zone

@@ -9,6 +9,7 @@ import hashlib
 import pytest
 
 from edge_agent.core.aggregate import HOUR_MS, SLOT_MS, Fact, compute_hour, release
+from edge_agent.core.capacities import parse_capacities
 from edge_agent.core.gates import (
     BUSIEST,
     MINUTE_MS,
@@ -20,7 +21,6 @@ from edge_agent.core.gates import (
     board,
     full_alerts,
     minutes,
-    parse_capacities,
     per_minute,
     recent_scans,
     rejection_alerts,
