@@ -7,10 +7,11 @@ import shutil
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from edge_agent.demo.agent import AgentChild
 from edge_agent.mqtt.broker import Mosquitto
@@ -162,3 +163,38 @@ def agent_factory(
         agent.kill_group()
         if getattr(request.node, "failed", False):
             print(f"--- agent log {agent.folder} ---\n{agent.log_text()[-6000:]}")
+
+
+#: Opens an address at a size: the page, and what went wrong in it.
+Opener = Callable[[str, int, int], tuple[Page, list[str]]]
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Opener]:
+    """Open an address in a fresh browser profile of the given size; also gives what went
+    wrong in it (script errors, policy violations, requests to anywhere but the address's own
+    origin). Every profile is closed after the test."""
+    contexts: list[BrowserContext] = []
+
+    def open_(url: str, width: int, height: int) -> tuple[Page, list[str]]:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        trouble: list[str] = []
+        parts = urlsplit(url)
+        base = f"{parts.scheme}://{parts.netloc}/"
+        page.on("pageerror", lambda error: trouble.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda message: trouble.append(message.text) if message.type == "error" else None,
+        )
+        page.on(
+            "request",
+            lambda request: None if request.url.startswith(base) else trouble.append(request.url),
+        )
+        page.goto(url)
+        return page, trouble
+
+    yield open_
+    for context in contexts:
+        context.close()

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import expect
 
 from edge_agent.mqtt.broker import Mosquitto
-from tests.conftest import ARTEFACTS, AgentProcess
+from tests.conftest import ARTEFACTS, AgentProcess, Opener
 from tests.helpers import Publisher, encode, identify, topic, track
 from tests.screens import add_screen, revoke, serving
 
@@ -62,39 +62,6 @@ def publisher(broker: Mosquitto) -> Iterator[Publisher]:
     device = Publisher(broker.port)
     yield device
     device.close()
-
-
-Opener = Callable[[str, int, int], tuple[Page, list[str]]]
-
-
-@pytest.fixture
-def open_page(browser: Browser) -> Iterator[Opener]:
-    """Open the page at an address in a fresh browser profile of the given size; also gives
-    what went wrong in it (script errors, policy violations, requests to anywhere but the
-    agent). Every profile is closed after the test."""
-    contexts: list[BrowserContext] = []
-
-    def open_(url: str, width: int, height: int) -> tuple[Page, list[str]]:
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        trouble: list[str] = []
-        base = url.split("/#")[0]
-        page.on("pageerror", lambda error: trouble.append(f"script error: {error}"))
-        page.on(
-            "console",
-            lambda message: trouble.append(message.text) if message.type == "error" else None,
-        )
-        page.on(
-            "request",
-            lambda request: None if request.url.startswith(base) else trouble.append(request.url),
-        )
-        page.goto(url)
-        return page, trouble
-
-    yield open_
-    for context in contexts:
-        context.close()
 
 
 def _publish(publisher: Publisher, events: list[dict[str, Any]]) -> None:

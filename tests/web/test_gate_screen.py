@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
 from edge_agent.mqtt.broker import Mosquitto
 from edge_agent.service import free_port
-from tests.conftest import ARTEFACTS, AgentProcess
+from tests.conftest import ARTEFACTS, AgentProcess, Opener
 from tests.helpers import Publisher, cli, encode, topic, track, wait_for
 from tests.screens import answers
 
@@ -70,39 +70,6 @@ def _gate_agent(
     url = added.stdout.split("open ")[1].split()[0]
     assert "/gate#pair=" in url
     return agent, url
-
-
-Opener = Callable[[str, int, int], tuple[Page, list[str]]]
-
-
-@pytest.fixture
-def open_page(browser: Browser) -> Iterator[Opener]:
-    """Open an address in a fresh browser profile of the given size; also gives what went
-    wrong in it (script errors, policy violations, requests to anywhere but the agent's stream
-    and pairing)."""
-    contexts: list[BrowserContext] = []
-
-    def open_(url: str, width: int, height: int) -> tuple[Page, list[str]]:
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        trouble: list[str] = []
-        base = url.split("/gate#")[0]
-        page.on("pageerror", lambda error: trouble.append(f"script error: {error}"))
-        page.on(
-            "console",
-            lambda message: trouble.append(message.text) if message.type == "error" else None,
-        )
-        page.on(
-            "request",
-            lambda request: None if request.url.startswith(base) else trouble.append(request.url),
-        )
-        page.goto(url)
-        return page, trouble
-
-    yield open_
-    for context in contexts:
-        context.close()
 
 
 def _tile(page: Page, gate: str) -> Any:
